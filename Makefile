@@ -1,0 +1,39 @@
+# Every target works on a fresh clone: it builds .venv once (idempotent) and then runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch pinned first so nothing else can pull a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,pyg,chem]'
+	# MOSES SMILES: its own dependencies are ancient, we only read its CSV
+	$(PY) -m pip install --quiet --no-deps molsets==0.3.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sparsegt train
+
+test: $(STAMP)
+	$(PY) -m pytest tests -rs
+
+bench: $(STAMP)
+	$(PY) bench/attention.py
+	$(PY) bench/encodings.py
+	$(PY) bench/patterns.py
+	$(PY) bench/training.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sparsegt tests bench
+	$(VENV)/bin/ruff format --check sparsegt tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

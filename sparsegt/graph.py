@@ -1,0 +1,500 @@
+"""`Graph`: a sparse query -> key pattern in CSR form, with optional node, edge and graph tensors.
+
+Every attention pattern in sparsegt is a `Graph`. Row ``i`` lists the keys query ``i`` attends to:
+``indices[indptr[i]:indptr[i + 1]]``. Rows are queries (``num_nodes`` of them), columns are keys
+(``num_cols``; a rectangular pattern is legal: cross-attention, virtual nodes, codebooks).
+
+Edge-index convention (the one PyG uses for message passing, ``flow="source_to_target"``):
+``edge_index[0]`` is the source (the key, the node a message comes from) and ``edge_index[1]`` the
+target (the query, the node that aggregates). For undirected graphs stored in both directions this
+makes no difference. As a sparse matrix, the pattern is ``A[query, key]``.
+
+Tensors carried along:
+
+- ``node_data``: name -> tensor whose first dimension is ``num_nodes`` (``x`` [N, F], node labels, PEs);
+- ``edge_data``: name -> tensor whose first dimension is ``num_edges``, **aligned with CSR order**
+  (``edge_attr`` [E, F], RRWP, SPD);
+- ``graph_data``: name -> tensor whose first dimension is the number of graphs (graph labels).
+
+A batch (`Graph.batch`) is a disjoint union without padding; ``ptr`` [B+1], ``col_ptr`` [B+1] and
+``edge_ptr`` [B+1] hold the node, key and edge offsets of each graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Graph"]
+
+
+def _first_bad(mask: Tensor) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def _as_index_tensor(value: Any, name: str) -> Tensor:
+    t = torch.as_tensor(value)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
+    return t.long()
+
+
+def _check_finite(name: str, t: Tensor) -> None:
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        where = ", ".join(str(i) for i in bad)
+        raise ValueError(f"{name}[{where}] = {t[tuple(bad)].item()}: features must be finite")
+
+
+class Graph:
+    """A CSR attention pattern with optional node/edge/graph tensors.
+
+    Args:
+        indptr: [N+1] int64 row offsets (queries).
+        indices: [E] int64 column indices (keys), sorted by row.
+        num_cols: number of keys; defaults to ``N`` (square pattern).
+        x: [N, F] node features (stored as ``node_data["x"]``).
+        edge_attr: [E, ...] edge features in CSR order (``edge_data["edge_attr"]``).
+        y: labels; node-level if ``y_level="node"``, graph-level if ``"graph"``; inferred when None.
+        node_data, edge_data, graph_data: further named tensors.
+        ptr, col_ptr, edge_ptr: [B+1] node/key/edge offsets of the graphs of a batch.
+        validate: check every invariant (set False only for internally built, known-good patterns).
+    """
+
+    def __init__(
+        self,
+        indptr: Tensor,
+        indices: Tensor,
+        num_cols: int | None = None,
+        *,
+        x: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        y: Tensor | None = None,
+        y_level: str | None = None,
+        node_data: Mapping[str, Tensor] | None = None,
+        edge_data: Mapping[str, Tensor] | None = None,
+        graph_data: Mapping[str, Tensor] | None = None,
+        ptr: Tensor | None = None,
+        col_ptr: Tensor | None = None,
+        edge_ptr: Tensor | None = None,
+        validate: bool = True,
+    ) -> None:
+        self.indptr = indptr
+        self.indices = indices
+        self.num_nodes = int(indptr.numel()) - 1 if isinstance(indptr, Tensor) else len(indptr) - 1
+        self.num_cols = self.num_nodes if num_cols is None else int(num_cols)
+        self.node_data: dict[str, Tensor] = dict(node_data or {})
+        self.edge_data: dict[str, Tensor] = dict(edge_data or {})
+        self.graph_data: dict[str, Tensor] = dict(graph_data or {})
+        if x is not None:
+            self.node_data["x"] = torch.as_tensor(x)
+        if edge_attr is not None:
+            self.edge_data["edge_attr"] = torch.as_tensor(edge_attr)
+        if y is not None:
+            y = torch.as_tensor(y)
+            level = y_level or self._infer_label_level(y)
+            if level not in ("node", "graph"):
+                raise ValueError(f"y_level must be 'node' or 'graph', got {y_level!r}")
+            (self.node_data if level == "node" else self.graph_data)["y"] = y
+        self.ptr = ptr
+        self.col_ptr = col_ptr if col_ptr is not None else (ptr if num_cols is None else None)
+        self.edge_ptr = edge_ptr
+        self._cache: dict[str, Any] = {}
+        if validate:
+            self.validate()
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def num_edges(self) -> int:
+        return int(self.indices.numel())
+
+    @property
+    def num_graphs(self) -> int:
+        return 1 if self.ptr is None else int(self.ptr.numel()) - 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.indptr.device
+
+    @property
+    def x(self) -> Tensor | None:
+        return self.node_data.get("x")
+
+    @property
+    def edge_attr(self) -> Tensor | None:
+        return self.edge_data.get("edge_attr")
+
+    @property
+    def y(self) -> Tensor | None:
+        return self.node_data.get("y", self.graph_data.get("y"))
+
+    @property
+    def batch_index(self) -> Tensor:
+        """[N] index of the graph each node (row) belongs to (PyG's ``batch`` vector)."""
+        if "batch" not in self._cache:
+            ptr = self._ptr_or_single()
+            counts = ptr[1:] - ptr[:-1]
+            self._cache["batch"] = torch.repeat_interleave(
+                torch.arange(len(counts), device=self.device), counts
+            )
+        return self._cache["batch"]
+
+    def _ptr_or_single(self) -> Tensor:
+        if self.ptr is not None:
+            return self.ptr
+        return torch.tensor([0, self.num_nodes], device=self.device)
+
+    def _infer_label_level(self, y: Tensor) -> str:
+        if y.dim() >= 1 and y.shape[0] == self.num_nodes and self.num_nodes != 1:
+            return "node"
+        if y.dim() == 0 or y.shape[0] == 1:
+            return "graph"
+        raise ValueError(
+            f"y has {y.shape[0]} rows but the graph has {self.num_nodes} nodes: pass y_level='node' "
+            "or 'graph' to say which it is"
+        )
+
+    def row_index(self) -> Tensor:
+        """[E] the query (row) of every edge, in CSR order."""
+        if "row" not in self._cache:
+            self._cache["row"] = torch.repeat_interleave(
+                torch.arange(self.num_nodes, device=self.device), self.indptr.diff()
+            )
+        return self._cache["row"]
+
+    def degree(self, kind: str = "row") -> Tensor:
+        """[N] number of keys per query (``kind="row"``) or [num_cols] queries per key (``"col"``)."""
+        if kind == "row":
+            return self.indptr.diff()
+        if kind == "col":
+            return torch.bincount(self.indices, minlength=self.num_cols)
+        raise ValueError(f"kind must be 'row' or 'col', got {kind!r}")
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ValueError naming the first broken invariant."""
+        indptr, indices = self.indptr, self.indices
+        for name, t in (("indptr", indptr), ("indices", indices)):
+            if not isinstance(t, Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != torch.int64:
+                raise ValueError(f"{name} must be int64, got {t.dtype}")
+            if t.dim() != 1:
+                raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+        if indptr.numel() < 1:
+            raise ValueError("indptr must have at least one entry (num_nodes + 1)")
+        if int(indptr[0]) != 0:
+            raise ValueError(f"indptr[0] = {int(indptr[0])} but must be 0")
+        if int(indptr[-1]) != indices.numel():
+            raise ValueError(f"indptr[-1] = {int(indptr[-1])} but indices has {indices.numel()} entries")
+        step = indptr.diff()
+        if step.numel() and bool((step < 0).any()):
+            i = _first_bad(step < 0)
+            raise ValueError(f"indptr must be non-decreasing: indptr[{i + 1}] = {int(indptr[i + 1])} < "
+                             f"indptr[{i}] = {int(indptr[i])}")
+        if self.num_cols < 0:
+            raise ValueError(f"num_cols = {self.num_cols} must be >= 0")
+        if indices.numel():
+            if bool((indices < 0).any()):
+                e = _first_bad(indices < 0)
+                raise ValueError(f"indices[{e}] = {int(indices[e])} is negative")
+            if bool((indices >= self.num_cols).any()):
+                e = _first_bad(indices >= self.num_cols)
+                raise ValueError(f"indices[{e}] = {int(indices[e])} but the pattern has {self.num_cols} columns")
+        for store, size, what in ((self.node_data, self.num_nodes, "nodes"),
+                                  (self.edge_data, self.num_edges, "edges")):
+            for name, t in store.items():
+                if not isinstance(t, Tensor):
+                    raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+                if t.dim() == 0 or t.shape[0] != size:
+                    raise ValueError(f"{name} has shape {tuple(t.shape)} but the graph has {size} {what}")
+                _check_finite(name, t)
+        for name, t in self.graph_data.items():
+            if t.dim() == 0 or t.shape[0] != self.num_graphs:
+                raise ValueError(f"{name} has shape {tuple(t.shape)} but the batch has {self.num_graphs} graphs")
+        for name, offsets, total in (("ptr", self.ptr, self.num_nodes), ("col_ptr", self.col_ptr, self.num_cols),
+                                     ("edge_ptr", self.edge_ptr, self.num_edges)):
+            if offsets is None:
+                continue
+            if offsets.dim() != 1 or offsets.numel() != self.num_graphs + 1:
+                raise ValueError(f"{name} must have num_graphs + 1 = {self.num_graphs + 1} entries")
+            if int(offsets[0]) != 0 or int(offsets[-1]) != total or bool((offsets.diff() < 0).any()):
+                raise ValueError(f"{name} must rise from 0 to {total}, got {offsets.tolist()[:8]}...")
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def empty(cls, num_nodes: int = 0, num_cols: int | None = None, **kwargs: Any) -> Graph:
+        """A pattern with ``num_nodes`` rows and no edges."""
+        return cls(torch.zeros(num_nodes + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                   num_cols, **kwargs)
+
+    @classmethod
+    def from_edge_index(
+        cls,
+        edge_index: Tensor,
+        num_nodes: int | None = None,
+        edge_attr: Tensor | None = None,
+        *,
+        num_cols: int | None = None,
+        add_self_loops: bool = False,
+        remove_duplicates: bool = False,
+        edge_data: Mapping[str, Tensor] | None = None,
+        **kwargs: Any,
+    ) -> Graph:
+        """Build from a [2, E] edge index (row 0: source/key, row 1: target/query).
+
+        Edges are sorted into CSR order (by query, then key; stable) and every edge tensor is permuted
+        with them. ``num_nodes`` defaults to 1 + the largest index; ``num_cols`` to ``num_nodes``.
+        ``remove_duplicates`` keeps the first copy of a repeated (query, key) pair;
+        ``add_self_loops`` adds (i, i) for every i < min(num_nodes, num_cols) that lacks one, with
+        zero edge features.
+        """
+        edge_index = _as_index_tensor(edge_index, "edge_index")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+        edge_data = dict(edge_data or {})
+        if edge_attr is not None:
+            edge_data["edge_attr"] = torch.as_tensor(edge_attr)
+        num_edges = edge_index.shape[1]
+        for name, t in edge_data.items():
+            if t.dim() == 0 or t.shape[0] != num_edges:
+                raise ValueError(f"{name} has {t.shape[0] if t.dim() else 0} rows but edge_index has "
+                                 f"{num_edges} edges")
+            _check_finite(name, t)  # before sorting, so the message names the caller's edge position
+        if num_edges and bool((edge_index < 0).any()):
+            r, e = (edge_index < 0).nonzero()[0].tolist()
+            raise ValueError(f"edge_index[{r}, {e}] = {int(edge_index[r, e])} is negative")
+        if num_nodes is None:
+            num_nodes = int(edge_index.max()) + 1 if num_edges else 0
+        cols = num_nodes if num_cols is None else num_cols
+        for r, limit, what in ((1, num_nodes, "nodes"), (0, cols, "nodes" if num_cols is None else "columns")):
+            if num_edges and bool((edge_index[r] >= limit).any()):
+                e = _first_bad(edge_index[r] >= limit)
+                raise ValueError(f"edge_index[{r}, {e}] = {int(edge_index[r, e])} but the graph has {limit} {what}")
+        row, col = edge_index[1], edge_index[0]
+        if add_self_loops:
+            n_loop = min(num_nodes, cols)
+            has = torch.zeros(n_loop, dtype=torch.bool, device=row.device)
+            loop_mask = (row == col) & (row < n_loop)
+            has[row[loop_mask]] = True
+            missing = (~has).nonzero().flatten()
+            row = torch.cat([row, missing])
+            col = torch.cat([col, missing])
+            edge_data = {name: torch.cat([t, t.new_zeros((len(missing), *t.shape[1:]))])
+                         for name, t in edge_data.items()}
+        key = row * max(cols, 1) + col
+        order = torch.sort(key, stable=True).indices
+        row, col = row[order], col[order]
+        edge_data = {name: t[order] for name, t in edge_data.items()}
+        if remove_duplicates and row.numel():
+            sorted_key = key[order]
+            keep = torch.ones_like(sorted_key, dtype=torch.bool)
+            keep[1:] = sorted_key[1:] != sorted_key[:-1]
+            row, col = row[keep], col[keep]
+            edge_data = {name: t[keep] for name, t in edge_data.items()}
+        indptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=row.device)
+        indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_nodes), 0)
+        return cls(indptr, col.contiguous(), num_cols, edge_data=edge_data, **kwargs)
+
+    @classmethod
+    def from_scipy(cls, matrix: Any, **kwargs: Any) -> Graph:
+        """Build from a scipy sparse matrix whose rows are queries and columns keys.
+
+        Stored values (if not all ones) become ``edge_data["edge_weight"]``.
+        """
+        import scipy.sparse as sp
+
+        csr = sp.csr_array(matrix)
+        csr.sort_indices()
+        data = torch.as_tensor(csr.data)
+        edge_data = dict(kwargs.pop("edge_data", {}) or {})
+        if data.numel() and not bool((data == 1).all()):
+            edge_data["edge_weight"] = data.clone()
+        return cls(torch.as_tensor(csr.indptr.astype(np.int64)), torch.as_tensor(csr.indices.astype(np.int64)),
+                   csr.shape[1], edge_data=edge_data, **kwargs)
+
+    @classmethod
+    def from_networkx(cls, graph: Any, node_attrs: Sequence[str] = (), edge_attrs: Sequence[str] = (),
+                      **kwargs: Any) -> Graph:
+        """Build from a networkx graph; nodes are numbered in ``graph.nodes`` order.
+
+        An undirected graph gives both directions of every edge. Named node/edge attributes are
+        stacked into ``x`` / ``edge_attr`` (several names are concatenated as columns).
+        """
+        nodes = list(graph.nodes)
+        position = {node: i for i, node in enumerate(nodes)}
+        src, dst, feats = [], [], []
+        for u, v, attrs in graph.edges(data=True):
+            pairs = [(u, v)] if graph.is_directed() or u == v else [(u, v), (v, u)]
+            for a, b in pairs:
+                src.append(position[a])
+                dst.append(position[b])
+                if edge_attrs:
+                    feats.append([float(attrs[name]) for name in edge_attrs])
+        edge_index = torch.tensor([src, dst], dtype=torch.long).reshape(2, -1)
+        edge_attr = torch.tensor(feats, dtype=torch.float32).reshape(-1, len(edge_attrs)) if edge_attrs else None
+        if node_attrs:
+            kwargs["x"] = torch.tensor([[float(graph.nodes[n][a]) for a in node_attrs] for n in nodes],
+                                       dtype=torch.float32).reshape(len(nodes), len(node_attrs))
+        return cls.from_edge_index(edge_index, len(nodes), edge_attr, **kwargs)
+
+    @classmethod
+    def from_pyg(cls, data: Any) -> Graph:
+        """Build from a PyG ``Data`` or ``Batch`` (``x``, ``edge_attr``, ``y``, ``pos``, ``edge_weight``)."""
+        node_data = {name: getattr(data, name) for name in ("pos",) if getattr(data, name, None) is not None}
+        edge_data = {}
+        if getattr(data, "edge_weight", None) is not None:
+            edge_data["edge_weight"] = data.edge_weight
+        y = getattr(data, "y", None)
+        level = None
+        if y is not None:
+            level = "node" if y.dim() >= 1 and y.shape[0] == data.num_nodes and data.num_nodes != 1 else "graph"
+        if hasattr(data, "ptr") and getattr(data, "ptr", None) is not None:
+            graphs = [cls.from_pyg(d) for d in data.to_data_list()]
+            return cls.batch(graphs)
+        return cls.from_edge_index(data.edge_index, data.num_nodes, getattr(data, "edge_attr", None),
+                                   edge_data=edge_data, x=getattr(data, "x", None), y=y, y_level=level,
+                                   node_data=node_data)
+
+    # ------------------------------------------------------------------ converters
+    def to_edge_index(self) -> Tensor:
+        """[2, E] edge index in CSR order: row 0 keys (sources), row 1 queries (targets)."""
+        return torch.stack([self.indices, self.row_index()])
+
+    def to_scipy(self, values: Tensor | None = None) -> Any:
+        """scipy ``csr_array`` of shape [num_nodes, num_cols]; ``values`` [E] default to ones."""
+        import scipy.sparse as sp
+
+        data = np.ones(self.num_edges) if values is None else values.detach().cpu().numpy()
+        return sp.csr_array((data, self.indices.cpu().numpy(), self.indptr.cpu().numpy()),
+                            shape=(self.num_nodes, self.num_cols))
+
+    def to_networkx(self) -> Any:
+        """A ``networkx.MultiDiGraph`` with an edge key -> query for every pattern entry."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        g.add_nodes_from(range(max(self.num_nodes, self.num_cols)))
+        g.add_edges_from(self.to_edge_index().t().tolist())
+        return g
+
+    def to_pyg(self) -> Any:
+        """A PyG ``Data`` (requires the ``pyg`` extra)."""
+        try:
+            from torch_geometric.data import Data
+        except ImportError as err:
+            raise ImportError("to_pyg needs PyTorch Geometric: pip install 'sparsegt[pyg]'") from err
+        fields = {name: t for name, t in self.node_data.items()}
+        fields.update({name: t for name, t in self.edge_data.items()})
+        fields.update({name: t for name, t in self.graph_data.items()})
+        return Data(edge_index=self.to_edge_index(), num_nodes=self.num_nodes, **fields)
+
+    # ------------------------------------------------------------------ structure
+    def csc(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The transposed pattern, cached: ``(col_indptr [num_cols+1], row_indices [E], edge_id [E])``.
+
+        ``edge_id[t]`` is the CSR position of the t-th CSC entry; entries are sorted by key, then by
+        query, so backward passes can walk keys without atomics.
+        """
+        if "csc" not in self._cache:
+            order = torch.sort(self.indices, stable=True).indices
+            col_indptr = torch.zeros(self.num_cols + 1, dtype=torch.long, device=self.device)
+            col_indptr[1:] = torch.cumsum(torch.bincount(self.indices, minlength=self.num_cols), 0)
+            self._cache["csc"] = (col_indptr, self.row_index()[order].contiguous(), order)
+        return self._cache["csc"]
+
+    def transpose(self) -> Graph:
+        """The key -> query pattern (``num_cols`` rows); edge tensors follow their edges."""
+        col_indptr, rows, order = self.csc()
+        edge_data = {name: t[order] for name, t in self.edge_data.items()}
+        return Graph(col_indptr, rows, self.num_nodes, edge_data=edge_data, ptr=self.col_ptr,
+                     col_ptr=self.ptr, edge_ptr=None if self.ptr is None else self._edge_ptr_transposed(),
+                     validate=False)
+
+    def _edge_ptr_transposed(self) -> Tensor | None:
+        if self.col_ptr is None:
+            return None
+        col_indptr = self.csc()[0]
+        return col_indptr[self.col_ptr]
+
+    def with_data(self, *, node_data: Mapping[str, Tensor] | None = None,
+                  edge_data: Mapping[str, Tensor] | None = None,
+                  graph_data: Mapping[str, Tensor] | None = None) -> Graph:
+        """A copy sharing the pattern with extra (or replaced) named tensors."""
+        out = Graph(self.indptr, self.indices, self.num_cols, node_data={**self.node_data, **(node_data or {})},
+                    edge_data={**self.edge_data, **(edge_data or {})},
+                    graph_data={**self.graph_data, **(graph_data or {})}, ptr=self.ptr, col_ptr=self.col_ptr,
+                    edge_ptr=self.edge_ptr)
+        out._cache = dict(self._cache)
+        return out
+
+    def pattern(self) -> Graph:
+        """The bare pattern (no tensors), sharing indptr/indices, ptr and the cache."""
+        out = Graph(self.indptr, self.indices, self.num_cols, ptr=self.ptr, col_ptr=self.col_ptr,
+                    edge_ptr=self.edge_ptr, validate=False)
+        out._cache = self._cache
+        return out
+
+    def to(self, device: torch.device | str) -> Graph:
+        def move(store: Mapping[str, Tensor]) -> dict[str, Tensor]:
+            return {name: t.to(device) for name, t in store.items()}
+
+        mv = lambda t: None if t is None else t.to(device)
+        return Graph(self.indptr.to(device), self.indices.to(device), self.num_cols,
+                     node_data=move(self.node_data), edge_data=move(self.edge_data),
+                     graph_data=move(self.graph_data), ptr=mv(self.ptr), col_ptr=mv(self.col_ptr),
+                     edge_ptr=mv(self.edge_ptr), validate=False)
+
+    # ------------------------------------------------------------------ batching
+    @staticmethod
+    def batch(graphs: Sequence[Graph]) -> Graph:
+        """Disjoint union of graphs (no padding). Every graph must carry the same named tensors."""
+        if len(graphs) == 0:
+            raise ValueError("Graph.batch needs at least one graph")
+        keys = [(sorted(g.node_data), sorted(g.edge_data), sorted(g.graph_data)) for g in graphs]
+        for i, k in enumerate(keys):
+            if k != keys[0]:
+                raise ValueError(f"graph {i} carries tensors {k} but graph 0 carries {keys[0]}; "
+                                 "every graph in a batch needs the same fields")
+        dev = graphs[0].device
+        node_counts = torch.tensor([g.num_nodes for g in graphs], device=dev)
+        col_counts = torch.tensor([g.num_cols for g in graphs], device=dev)
+        edge_counts = torch.tensor([g.num_edges for g in graphs], device=dev)
+        offsets = lambda c: torch.cat([c.new_zeros(1), torch.cumsum(c, 0)])
+        ptr, col_ptr, edge_ptr = offsets(node_counts), offsets(col_counts), offsets(edge_counts)
+        indices = torch.cat([g.indices + col_ptr[i] for i, g in enumerate(graphs)])
+        indptr = torch.cat([graphs[0].indptr[:1]] + [g.indptr[1:] + edge_ptr[i] for i, g in enumerate(graphs)])
+        cat = lambda store: {name: torch.cat([getattr(g, store)[name] for g in graphs])
+                             for name in getattr(graphs[0], store)}
+        return Graph(indptr, indices, int(col_ptr[-1]), node_data=cat("node_data"), edge_data=cat("edge_data"),
+                     graph_data=cat("graph_data"), ptr=ptr, col_ptr=col_ptr, edge_ptr=edge_ptr,
+                     validate=False)
+
+    def unbatch(self) -> list[Graph]:
+        """Split a batch back into its graphs."""
+        ptr = self._ptr_or_single().tolist()
+        col_ptr = (self.col_ptr if self.col_ptr is not None else torch.tensor([0, self.num_cols])).tolist()
+        edge_ptr = (self.edge_ptr if self.edge_ptr is not None else
+                    self.indptr[self._ptr_or_single()]).tolist()
+        out = []
+        for b in range(self.num_graphs):
+            n0, n1, c0, c1, e0, e1 = ptr[b], ptr[b + 1], col_ptr[b], col_ptr[b + 1], edge_ptr[b], edge_ptr[b + 1]
+            out.append(Graph(self.indptr[n0:n1 + 1] - e0, self.indices[e0:e1] - c0, c1 - c0,
+                             node_data={k: t[n0:n1] for k, t in self.node_data.items()},
+                             edge_data={k: t[e0:e1] for k, t in self.edge_data.items()},
+                             graph_data={k: t[b:b + 1] for k, t in self.graph_data.items()}, validate=False))
+        return out
+
+    def __repr__(self) -> str:
+        parts = [f"num_nodes={self.num_nodes}", f"num_edges={self.num_edges}"]
+        if self.num_cols != self.num_nodes:
+            parts.append(f"num_cols={self.num_cols}")
+        if self.ptr is not None:
+            parts.append(f"num_graphs={self.num_graphs}")
+        for store in (self.node_data, self.edge_data, self.graph_data):
+            parts += [f"{k}={list(t.shape)}" for k, t in store.items()]
+        return f"Graph({', '.join(parts)})"
