@@ -1,16 +1,348 @@
-"""The `sparsegt` command line (grows with the trainer issue)."""
+"""The `sparsegt` command line: train, eval, datasets, bench, patterns.
+
+Every sub-command is a thin layer over a library call (`sparsegt.train.run.train_run`,
+`evaluate_run`, `sparsegt.data.print_dataset_table`, `sparsegt.patterns.show_pattern`), so what the CLI
+does can always be done from Python too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+sparsegt: sparse attention on graphs. Graph transformers (GT, GraphGPS, GRIT, Exphormer, ...) on one
+fast CSR attention kernel, offline datasets, and a trainer.
+"""
+
+EPILOG = """\
+examples:
+  sparsegt train                                   the built-in demo (GPS vs. a no-attention baseline, ~5 min)
+  sparsegt train --preset gps-pattern              GraphGPS on full PATTERN, published hyperparameters
+  sparsegt train --preset gps-pattern train.epochs=10 data.batch_size=64
+  sparsegt train --config my.yaml --seeds 0 1 2 3  four seeds, mean +- std
+  sparsegt train --resume runs/gps-pattern-20261130-031500
+  torchrun --nproc_per_node=2 -m sparsegt train --preset gps-cluster
+  sparsegt eval runs/gps-pattern-20261130-031500
+  sparsegt datasets                                what can be trained on, offline
+  sparsegt patterns show expander degree=4 -o expander.png
+
+run `sparsegt COMMAND --help` for a command's options.
+"""
+
+TRAIN_EPILOG = """\
+overrides:
+  Any config field can be set as section.field=value, values parsed as YAML:
+    model.hidden=64  train.epochs=3  train.lr=1e-3  data.name=cluster-small  data.options.target=gap
+  An unknown key is an error that lists the closest keys. `sparsegt train --show-config` prints the
+  resolved config (all keys) without training.
+
+run directory (runs/NAME-TIMESTAMP/):
+  config.yaml  metrics.jsonl  last.pt  best.pt  summary.json  curves.png
+  last.pt is written every epoch and every train.checkpoint_every_s seconds mid-epoch: a run killed at
+  any moment continues with --resume, with the same data order and random state.
+
+with no arguments at all, `sparsegt train` runs the built-in demo (what `make demo` runs).
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=min(110, max(80, _terminal_width())))
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 100
+
+
+def _preset_help() -> str:
+    from .train.presets import RUN_PRESETS
+
+    return "presets:\n" + "\n".join(
+        f"  {name:<22} {preset.description}" for name, preset in RUN_PRESETS.items()
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparsegt", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"sparsegt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model (no arguments: the built-in demo)",
+        description="Train a graph model and write a run directory.",
+        epilog=_preset_help() + "\n\n" + TRAIN_EPILOG,
+        formatter_class=_Formatter,
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", metavar="NAME", help="start from a named run preset (listed below)")
+    source.add_argument(
+        "--config", metavar="FILE", help="start from a YAML run config (e.g. a run's config.yaml)"
+    )
+    source.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config fields (see below)")
+    train.add_argument(
+        "--seeds", nargs="+", type=int, metavar="S", help="train once per seed, report mean +- std"
+    )
+    train.add_argument("--quiet", "-q", action="store_true", help="plain log lines instead of progress bars")
+    train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--out-dir", metavar="DIR", help="parent folder of run directories (default: runs)")
+
+    ev = sub.add_parser(
+        "eval",
+        help="score a run's best (or last) checkpoint on val and test",
+        description="Rebuild a run's data and model from its config.yaml and score a checkpoint.",
+        formatter_class=_Formatter,
+    )
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
+    ev.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+
+    ds = sub.add_parser(
+        "datasets",
+        help="list the datasets, or show one's statistics",
+        description="Datasets that work offline: task, size, metric, source, licence.",
+        formatter_class=_Formatter,
+    )
+    ds.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    ds.add_argument("name", nargs="?", help="dataset name (for show)")
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmarks in bench/ (all, or one by name)",
+        description="Run bench/NAME.py scripts; each prints a table and writes bench/results/NAME.json.",
+        formatter_class=_Formatter,
+    )
+    bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. attention encodings training")
+
+    patterns = sub.add_parser(
+        "patterns",
+        help="draw an attention pattern to a PNG",
+        description="Build a named attention pattern and draw it.",
+        formatter_class=_Formatter,
+    )
+    psub = patterns.add_subparsers(dest="action", metavar="ACTION")
+    show = psub.add_parser(
+        "show", help="draw pattern NAME with parameters k=v to a PNG", formatter_class=_Formatter
+    )
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("params", nargs="*", metavar="KEY=VALUE")
+    show.add_argument("-o", "--output", default=None, metavar="FILE.png", help="default: NAME.png")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # logs and pipes: wide tables rather than rich's 80-column default
+        console = Console(stderr=stderr, highlight=False, width=140)
+    return console
+
+
+def _resolve_train_config(args: argparse.Namespace):
+    from .train.config import apply_overrides, load_config
+    from .train.presets import DEFAULT_PRESET, get_preset
+
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config = get_preset(args.preset or DEFAULT_PRESET)
+    apply_overrides(config, args.overrides)
+    if args.out_dir:
+        config.out_dir = args.out_dir
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import apply_overrides, dump_config, load_config
+    from .train.report import print_run_table, print_seeds_table
+    from .train.run import train_run, train_seeds
+
+    console = _console()
+    no_arguments = not (
+        args.preset or args.config or args.resume or args.overrides or args.seeds or args.show_config
+    )
+    if no_arguments:
+        from .train.demo import run_demo
+
+        run_demo(quiet=args.quiet, console=console, out_dir=args.out_dir or "runs")
+        return 0
+    if args.resume:
+        if args.seeds:
+            raise ValueError(
+                "--resume continues one run; resume each seed's folder (RUN_DIR/seed-S) on its own"
+            )
+        config = (
+            load_config(Path(args.resume) / "config.yaml")
+            if (Path(args.resume) / "config.yaml").exists()
+            else None
+        )
+        if config is None:
+            raise ValueError(f"{args.resume} is not a run directory (no config.yaml)")
+        if args.overrides:
+            apply_overrides(config, args.overrides)
+            console.print(f"[yellow]resuming with overrides {' '.join(args.overrides)}[/]")
+        result = train_run(config, resume=args.resume, quiet=args.quiet, console=console)
+        print_run_table([result.summary], console)
+        return 0
+    config = _resolve_train_config(args)
+    if args.show_config:
+        print(dump_config(config), end="")
+        return 0
+    if args.seeds:
+        parent, _, summary = train_seeds(config, args.seeds, quiet=args.quiet, console=console)
+        print_seeds_table(summary, console)
+        console.print(f"runs in {parent}")
+        return 0
+    result = train_run(config, quiet=args.quiet, console=console)
+    if result.summary is not None and _is_main_process():
+        print_run_table([result.summary], console)
+    return 0
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from .train.progress import format_metric
+    from .train.run import evaluate_run
+
+    scores = evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    summary_path = Path(args.run_dir) / "summary.json"
+    metric = json.loads(summary_path.read_text())["metric"] if summary_path.exists() else "metric"
+    table = Table(title=f"{args.run_dir} ({args.checkpoint})")
+    table.add_column("split")
+    table.add_column("loss", justify="right")
+    table.add_column(metric, justify="right")
+    for split, values in scores.items():
+        table.add_row(split, f"{values['loss']:.4f}", format_metric(metric, values["metric"]))
+    _console().print(table)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from . import data
+
+    console = _console()
+    if args.action == "show" or args.name:
+        if not args.name:
+            raise ValueError("sparsegt datasets show NAME: which dataset? (sparsegt datasets lists them)")
+        data.print_dataset_stats(args.name, console)
+    else:
+        data.print_dataset_table(console)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    folder = Path.cwd() / "bench"
+    if not folder.is_dir():
+        folder = Path(__file__).resolve().parents[1] / "bench"
+    if not folder.is_dir():
+        raise ValueError("no bench/ folder here: run sparsegt bench from the repository root")
+    available = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    names = args.names or available
+    for name in names:
+        if name not in available:
+            import difflib
+
+            close = difflib.get_close_matches(name, available, n=3)
+            raise ValueError(
+                f"no benchmark {name!r} in {folder}"
+                + (f"; did you mean {', '.join(close)}?" if close else f"; have {', '.join(available)}")
+            )
+    failed = []
+    for name in names:
+        _console().rule(f"bench/{name}.py")
+        rc = subprocess.call([sys.executable, str(folder / f"{name}.py")])
+        if rc:
+            failed.append(name)
+    if failed:
+        _console(stderr=True).print(f"[red]failed: {', '.join(failed)}[/]")
+        return 1
+    return 0
+
+
+def _parse_params(items: list[str]) -> dict:
+    import yaml
+
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"pattern parameter {item!r} must look like key=value (e.g. degree=4)")
+        key, value = item.split("=", 1)
+        params[key] = yaml.safe_load(value) if value.strip() else ""
+    return params
+
+
+def cmd_patterns(args: argparse.Namespace) -> int:
+    if args.action != "show":
+        raise ValueError("usage: sparsegt patterns show NAME [key=value ...] -o FILE.png")
+    from .patterns import show_pattern
+
+    out = args.output or f"{args.name}.png"
+    show_pattern(args.name, _parse_params(args.params), out)
+    _console().print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "datasets": cmd_datasets,
+    "bench": cmd_bench,
+    "patterns": cmd_patterns,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sparsegt", description="Sparse attention on graphs.")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    from rich.markup import escape
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    err_console = _console(stderr=True)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as err:
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        return 2
+    except ImportError as err:
+        err_console.print(
+            f"[bold red]missing package:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
+        return 3
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: continue a run with sparsegt train --resume RUN_DIR")
+        return 130
+    except RuntimeError as err:
+        from .train.trainer import TrainingDiverged
+
+        if isinstance(err, TrainingDiverged):
+            err_console.print(
+                f"[bold red]training stopped:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+            )
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsegt import Graph, sparse_attention
@@ -39,6 +39,7 @@ def test_reference_with_gate_equals_dense_oracle(g):
     torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-6)
 
 
+@settings(max_examples=15)
 @given(patterns(max_rows=6, max_cols=6, max_edges=20))
 def test_reference_gradcheck(g):
     q, k, v, bias, gate = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=3, seed=2))

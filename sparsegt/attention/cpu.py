@@ -1,0 +1,200 @@
+"""The CPU backend of `sparse_attention`: fused numba CSR kernels, forward and backward.
+
+Forward: one pass over each query row's edges with an online softmax; only ``out`` [Nq, H, Dv] and
+``lse`` [Nq, H] are kept. Backward: flash-style recomputation of the probabilities from ``lse``;
+``dq``, ``dbias``, ``dgate`` per query row, ``dk``/``dv`` per key column over the transposed (CSC)
+pattern, cached on the `Graph`, so there are no atomics and results are deterministic. Extra memory:
+two [E, H] buffers in the backward (the score gradient, which is also ``dbias``, and the dropped-out
+weights), plus a small scratch for rows cut into pieces.
+
+Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head) and
+regenerates it in the backward instead of storing it.
+
+float32 and float64 only: half-precision inputs raise ValueError (cast with ``.float()``, or use
+``backend="torch"``): accumulating a softmax in bf16 would silently lose the accuracy the tests check.
+Threads follow ``torch.get_num_threads()``; calls too small to gain from a second thread run on one.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.profiler import record_function
+
+from ..graph import Graph
+from . import cpu_kernels as kern
+from . import cpu_primitives as prim
+
+__all__ = ["cpu_attention"]
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+CHUNKS_PER_THREAD = 16  # chunks are handed out dynamically: slack to absorb a slow or shared core
+MIN_PIECE = 256  # bounds of the edges per chunk (and of the longest row left uncut)
+MAX_PIECE = 16384
+PARALLEL_MIN_WORK = 1 << 19  # E * H * (D + Dv) below which one thread is faster than two
+
+
+def _num_threads(work: int) -> int:
+    """Threads for a call doing ``work`` multiply-adds: torch's count, or 1 for small calls, where waking
+    a second thread (on a busy machine, waiting for a core) costs more than the work itself."""
+    threads = 1 if work < PARALLEL_MIN_WORK else torch.get_num_threads()
+    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+def _piece_size(indptr: Tensor, threads: int) -> int:
+    total = int(indptr[-1]) + prim.ROW_COST * (indptr.numel() - 1)
+    return int(min(MAX_PIECE, max(MIN_PIECE, -(-total // (threads * CHUNKS_PER_THREAD)))))
+
+
+def _plan(pattern: Graph, kind: str, piece: int) -> tuple[np.ndarray, ...]:
+    """Segments and chunks of the row (CSR) or column (CSC) pattern, cached on the pattern."""
+    key = f"cpu_plan_{kind}_{piece}"
+    if key not in pattern._cache:
+        indptr = pattern.indptr if kind == "rows" else pattern.csc()[0]
+        pattern._cache[key] = prim.plan_segments(indptr.contiguous().numpy(), piece)
+    return pattern._cache[key]
+
+
+def _flat(t: Tensor) -> Tensor:
+    """[N, H, D] -> C-contiguous [N, H*D], sharing memory (and the version counter) when it can."""
+    width = 1
+    for size in t.shape[1:]:
+        width *= size
+    return t.detach().contiguous().reshape(t.shape[0], width)
+
+
+def _dropout_args(dropout_p: float, dropout_seed: int | None, np_dtype: type) -> tuple:
+    """(use_dropout, seed_lo, seed_hi, threshold, keep_scale) as the kernels take them."""
+    if dropout_p <= 0.0:
+        return False, 0, 0, 0, np_dtype(1.0)
+    seed = int(dropout_seed)
+    return (True, seed & prim.MASK32, (seed >> 32) & prim.MASK32, int(dropout_p * 4294967296.0),
+            np_dtype(1.0 / (1.0 - dropout_p)))
+
+
+class _DynamicSchedule:
+    """Hand the chunks of the parallel loops out one at a time instead of in one static block per thread."""
+
+    def __enter__(self) -> None:
+        self.previous = numba.set_parallel_chunksize(1)
+
+    def __exit__(self, *exc: object) -> None:
+        numba.set_parallel_chunksize(self.previous)
+
+
+class _CpuAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece):
+        num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
+        np_dtype = np.float32 if q.dtype == torch.float32 else np.float64
+        threads = _num_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim))
+        piece = piece or _piece_size(pattern.indptr, threads)
+        seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
+        q2, k2, v2 = _flat(q), _flat(k), _flat(v)
+        dummy = torch.zeros((1, 1), dtype=q.dtype)
+        bias2 = dummy if bias is None else _flat(bias)
+        gate2 = dummy if gate is None else _flat(gate)
+        out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
+        lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
+        num_slots = int(split_ptr[-1])
+        part_out = np.empty((num_slots, num_heads * vdim), np_dtype)
+        part_lse = np.empty((num_slots, num_heads), np_dtype)
+        with _DynamicSchedule(), record_function("sparsegt.cpu.forward"):
+            kern.attention_forward(
+                q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
+                gate2.numpy(), bias is not None, gate is not None, np_dtype(scale), np_dtype(0.0),
+                *_dropout_args(dropout_p, dropout_seed, np_dtype),
+                seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
+                out.numpy(), lse.numpy(), part_out, part_lse)
+            if num_slots:
+                prim.merge_by_lse(split_row, split_ptr, part_out, part_lse, out.numpy(), lse.numpy())
+        ctx.pattern, ctx.scale, ctx.dropout_p, ctx.dropout_seed, ctx.piece = (
+            pattern, scale, dropout_p, dropout_seed, piece)
+        ctx.has_bias, ctx.has_gate = bias is not None, gate is not None
+        ctx.shapes = (q.shape, k.shape, v.shape)
+        # the contiguous copies the kernel read, so the backward does not copy again
+        ctx.save_for_backward(q2, k2, v2, bias2, gate2, out, lse)
+        return out.view(num_rows, num_heads, vdim), lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dlse):
+        q2, k2, v2, bias2, gate2, out, lse = ctx.saved_tensors
+        pattern, scale, piece = ctx.pattern, ctx.scale, ctx.piece
+        q_shape, k_shape, v_shape = ctx.shapes
+        num_rows, num_heads = lse.shape
+        num_edges = pattern.num_edges
+        dtype = q2.dtype
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        _num_threads(num_edges * (q2.shape[1] + v2.shape[1]))
+        need_dgate = ctx.has_gate and ctx.needs_input_grad[4]
+        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else _flat(dout).numpy()
+        dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
+                 else dlse.detach().contiguous().numpy())
+        dq = torch.empty(tuple(q2.shape), dtype=dtype)
+        dk = torch.empty(tuple(k2.shape), dtype=dtype)
+        dv = torch.empty(tuple(v2.shape), dtype=dtype)
+        dscore = torch.empty((num_edges, num_heads), dtype=dtype)
+        weight = np.empty((num_edges, num_heads), np_dtype)
+        dgate = torch.empty((num_edges, q2.shape[1]) if need_dgate else (1, 1), dtype=dtype)
+        seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
+        part_dq = np.empty((int(split_ptr[-1]), q2.shape[1]), np_dtype)
+        with _DynamicSchedule():
+            with record_function("sparsegt.cpu.backward_queries"):
+                kern.attention_backward_rows(
+                    q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
+                    gate2.numpy(), ctx.has_bias, ctx.has_gate, need_dgate, np_dtype(scale), np_dtype(0.0),
+                    *_dropout_args(ctx.dropout_p, ctx.dropout_seed, np_dtype),
+                    seg_row, seg_start, seg_end, seg_slot, chunk_ptr, out.numpy(), lse.numpy(), dout2, dlse2,
+                    dq.numpy(), part_dq, dscore.numpy(), weight, dgate.numpy())
+                if part_dq.shape[0]:
+                    prim.merge_by_sum(split_row, split_ptr, part_dq, dq.numpy())
+            _, row_indices, edge_id = pattern.csc()
+            seg_col, col_start, col_end, col_slot, col_chunk_ptr, split_col, split_col_ptr = _plan(
+                pattern, "cols", piece)
+            slots = int(split_col_ptr[-1])
+            part_dk = np.empty((slots, k2.shape[1]), np_dtype)
+            part_dv = np.empty((slots, v2.shape[1]), np_dtype)
+            with record_function("sparsegt.cpu.backward_keys"):
+                kern.attention_backward_keys(
+                    q2.numpy(), gate2.numpy(), ctx.has_gate, np_dtype(scale), np_dtype(0.0),
+                    row_indices.contiguous().numpy(), edge_id.contiguous().numpy(),
+                    seg_col, col_start, col_end, col_slot, col_chunk_ptr,
+                    dout2, dscore.numpy(), weight, dk.numpy(), dv.numpy(), part_dk, part_dv)
+                if slots:
+                    prim.merge_by_sum(split_col, split_col_ptr, part_dk, dk.numpy())
+                    prim.merge_by_sum(split_col, split_col_ptr, part_dv, dv.numpy())
+        dbias = dscore if ctx.has_bias and ctx.needs_input_grad[3] else None
+        dgate_out = dgate.view(num_edges, num_heads, q_shape[2]) if need_dgate else None
+        return (dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, dgate_out,
+                None, None, None, None, None)
+
+
+def cpu_attention(
+    q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None, scale: float,
+    dropout_p: float, dropout_seed: int | None, *, piece: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fused CPU attention. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], bias [E, H], gate [E, H, D].
+
+    Returns ``out`` [Nq, H, Dv] (zeros on rows without edges) and ``lse`` [Nq, H] (``-inf`` there).
+    ``piece`` (edges per work chunk, and the longest row left uncut) is for tests; by default it
+    follows the edge count and the thread count.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v), ("bias", bias), ("gate", gate)):
+        if t is None:
+            continue
+        if t.device.type != "cpu":
+            raise ValueError(f"backend='cpu' needs CPU tensors, but {name} is on {t.device}; "
+                             "move it with .cpu() or use backend='auto'")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"backend='cpu' supports float32 and float64, but {name} is {t.dtype}; "
+                             "cast with .float() or use backend='torch'")
+    if piece is not None and piece < 1:
+        raise ValueError(f"piece must be a positive number of edges, got {piece}")
+    return _CpuAttention.apply(q, k, v, bias, gate, pattern, float(scale), float(dropout_p), dropout_seed,
+                               piece)

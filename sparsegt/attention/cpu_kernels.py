@@ -1,0 +1,317 @@
+"""numba compute kernels of the CPU attention backend: forward, backward query pass, backward key pass.
+
+Layout: every tensor arrives as a C-contiguous 2-D array with the heads flattened into the last axis
+(``q`` [Nq, H*D], ``k`` [Nk, H*D], ``v`` [Nk, H*Dv], ``gate`` [E, H*D], ``bias`` [E, H]), so the inner
+loops over D run over contiguous memory that LLVM turns into SIMD code.
+
+Edges are processed four at a time ("lanes"): one pass over D computes four dot products (q_i is
+loaded once for four keys) and one pass accumulates four value rows into the output (the accumulator
+is loaded and stored once for four edges). A row whose length is not a multiple of four fills the
+missing lanes with a copy of its last edge and a zero weight. The rows of the next edges are
+prefetched: on a random graph the kernel waits on gathers of k/v (or q/dout) rows, not on arithmetic.
+
+The parallel loops run over chunks of the work plan (`cpu_primitives.plan_segments`); each chunk
+writes disjoint outputs, so there are no atomics and results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu_primitives import edge_hash, keeps, prefetch_row
+
+# Reassociation lets LLVM vectorise the sums over D; no "ninf"/"nnan": -inf is meaningful here (empty
+# rows, scores masked by a -inf bias).
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+LANES = 4
+PREFETCH = 8  # edges ahead whose gathered rows are prefetched
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, zero,
+                      use_dropout, seed_lo, seed_hi, threshold, keep_scale,
+                      seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
+                      out, lse, part_out, part_lse):
+    """Streaming (online) softmax per segment. Writes ``out`` [Nq, H*Dv] and ``lse`` [Nq, H] (or, for
+    rows cut into pieces, each piece's normalised output and lse into ``part_out`` / ``part_lse``)."""
+    num_edges = indices.shape[0]
+    num_heads = lse.shape[1]
+    dim = q.shape[1] // num_heads
+    vdim = v.shape[1] // num_heads
+    for c in prange(chunk_ptr.shape[0] - 1):
+        acc = np.empty(num_heads * vdim, out.dtype)
+        run_max = np.empty(num_heads, lse.dtype)
+        run_sum = np.empty(num_heads, lse.dtype)
+        minus_inf = np.full(1, -np.inf, lse.dtype)[0]
+        for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            i = seg_row[s]
+            end = seg_end[s]
+            acc[:] = 0.0
+            run_max[:] = -np.inf
+            run_sum[:] = 0.0
+            for e0 in range(seg_start[s], end, LANES):
+                for u in range(LANES):
+                    if e0 + PREFETCH + u < num_edges:
+                        ahead = indices[e0 + PREFETCH + u]
+                        prefetch_row(k, ahead)
+                        prefetch_row(v, ahead)
+                last = min(e0 + LANES, end) - 1
+                e1, e2, e3 = min(e0 + 1, last), min(e0 + 2, last), min(e0 + 3, last)
+                j0, j1, j2, j3 = indices[e0], indices[e1], indices[e2], indices[e3]
+                if use_dropout:
+                    b0, b1 = edge_hash(e0, seed_lo, seed_hi), edge_hash(e1, seed_lo, seed_hi)
+                    b2, b3 = edge_hash(e2, seed_lo, seed_hi), edge_hash(e3, seed_lo, seed_hi)
+                for h in range(num_heads):
+                    o = h * dim
+                    t0, t1, t2, t3 = zero, zero, zero, zero
+                    if has_gate:
+                        for d in range(dim):
+                            qd = q[i, o + d]
+                            t0 += qd * k[j0, o + d] * gate[e0, o + d]
+                            t1 += qd * k[j1, o + d] * gate[e1, o + d]
+                            t2 += qd * k[j2, o + d] * gate[e2, o + d]
+                            t3 += qd * k[j3, o + d] * gate[e3, o + d]
+                    else:
+                        for d in range(dim):
+                            qd = q[i, o + d]
+                            t0 += qd * k[j0, o + d]
+                            t1 += qd * k[j1, o + d]
+                            t2 += qd * k[j2, o + d]
+                            t3 += qd * k[j3, o + d]
+                    t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
+                    if has_bias:
+                        t0, t1, t2, t3 = t0 + bias[e0, h], t1 + bias[e1, h], t2 + bias[e2, h], t3 + bias[e3, h]
+                    # missing lanes (row shorter than the group) repeat the last edge: give them no weight
+                    if e1 == e0:
+                        t1 = minus_inf
+                    if e2 == e1:
+                        t2 = minus_inf
+                    if e3 == e2:
+                        t3 = minus_inf
+                    top = max(max(t0, t1), max(t2, t3))
+                    ov = h * vdim
+                    if top > run_max[h]:  # new running maximum: rescale what was accumulated so far
+                        if run_max[h] > -np.inf:
+                            factor = np.exp(run_max[h] - top)
+                            run_sum[h] *= factor
+                            for d in range(vdim):
+                                acc[ov + d] *= factor
+                        run_max[h] = top
+                    elif run_max[h] == -np.inf:  # only -inf scores so far (edges masked by a -inf bias)
+                        continue
+                    m = run_max[h]
+                    p0, p1, p2, p3 = np.exp(t0 - m), np.exp(t1 - m), np.exp(t2 - m), np.exp(t3 - m)
+                    run_sum[h] += (p0 + p1) + (p2 + p3)
+                    if use_dropout:
+                        p0 = p0 * keep_scale if keeps(b0, h, threshold) else zero
+                        p1 = p1 * keep_scale if keeps(b1, h, threshold) else zero
+                        p2 = p2 * keep_scale if keeps(b2, h, threshold) else zero
+                        p3 = p3 * keep_scale if keeps(b3, h, threshold) else zero
+                    for d in range(vdim):
+                        acc[ov + d] += (p0 * v[j0, ov + d] + p1 * v[j1, ov + d]) + (
+                            p2 * v[j2, ov + d] + p3 * v[j3, ov + d])
+            slot = seg_slot[s]
+            for h in range(num_heads):
+                o = h * vdim
+                if run_sum[h] > 0.0:
+                    inv = 1.0 / run_sum[h]
+                    row_lse = run_max[h] + np.log(run_sum[h])
+                else:
+                    inv = 0.0
+                    row_lse = -np.inf
+                if slot < 0:
+                    lse[i, h] = row_lse
+                    for d in range(vdim):
+                        out[i, o + d] = acc[o + d] * inv
+                else:
+                    part_lse[slot, h] = row_lse
+                    for d in range(vdim):
+                        part_out[slot, o + d] = acc[o + d] * inv
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, need_dgate, scale, zero,
+                            use_dropout, seed_lo, seed_hi, threshold, keep_scale,
+                            seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
+                            out, lse, dout, dlse, dq, part_dq, dscore, weight, dgate):
+    """Query pass: recompute ``p = exp(s - lse)``; with ``delta = dout.out - dlse`` the score gradient is
+    ``ds = p (dp - delta)``, ``dp = dout . v`` (``dlse`` [Nq, H] arrives through the returned lse).
+    Writes ``dscore`` [E, H] (also dL/dbias), the dropped-out weights ``weight`` [E, H] for the key
+    pass, ``dq`` [Nq, H*D] (pieces of cut rows into ``part_dq``) and, when asked, ``dgate`` [E, H*D]."""
+    num_edges = indices.shape[0]
+    num_heads = lse.shape[1]
+    dim = q.shape[1] // num_heads
+    vdim = v.shape[1] // num_heads
+    for c in prange(chunk_ptr.shape[0] - 1):
+        acc = np.empty(num_heads * dim, dq.dtype)
+        delta = np.empty(num_heads, lse.dtype)
+        for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            i = seg_row[s]
+            end = seg_end[s]
+            acc[:] = 0.0
+            for h in range(num_heads):
+                o = h * vdim
+                t = zero
+                for d in range(vdim):
+                    t += dout[i, o + d] * out[i, o + d]
+                delta[h] = t - dlse[i, h]
+            for e0 in range(seg_start[s], end, LANES):
+                for u in range(LANES):
+                    if e0 + PREFETCH + u < num_edges:
+                        ahead = indices[e0 + PREFETCH + u]
+                        prefetch_row(k, ahead)
+                        prefetch_row(v, ahead)
+                last = min(e0 + LANES, end) - 1
+                e1, e2, e3 = min(e0 + 1, last), min(e0 + 2, last), min(e0 + 3, last)
+                j0, j1, j2, j3 = indices[e0], indices[e1], indices[e2], indices[e3]
+                if use_dropout:
+                    b0, b1 = edge_hash(e0, seed_lo, seed_hi), edge_hash(e1, seed_lo, seed_hi)
+                    b2, b3 = edge_hash(e2, seed_lo, seed_hi), edge_hash(e3, seed_lo, seed_hi)
+                for h in range(num_heads):
+                    o = h * dim
+                    ov = h * vdim
+                    row_lse = lse[i, h]
+                    p0, p1, p2, p3 = zero, zero, zero, zero
+                    if row_lse > -np.inf:
+                        t0, t1, t2, t3 = zero, zero, zero, zero
+                        if has_gate:
+                            for d in range(dim):
+                                qd = q[i, o + d]
+                                t0 += qd * k[j0, o + d] * gate[e0, o + d]
+                                t1 += qd * k[j1, o + d] * gate[e1, o + d]
+                                t2 += qd * k[j2, o + d] * gate[e2, o + d]
+                                t3 += qd * k[j3, o + d] * gate[e3, o + d]
+                        else:
+                            for d in range(dim):
+                                qd = q[i, o + d]
+                                t0 += qd * k[j0, o + d]
+                                t1 += qd * k[j1, o + d]
+                                t2 += qd * k[j2, o + d]
+                                t3 += qd * k[j3, o + d]
+                        t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
+                        if has_bias:
+                            t0, t1, t2, t3 = t0 + bias[e0, h], t1 + bias[e1, h], t2 + bias[e2, h], t3 + bias[e3, h]
+                        p0, p1 = np.exp(t0 - row_lse), np.exp(t1 - row_lse)
+                        p2, p3 = np.exp(t2 - row_lse), np.exp(t3 - row_lse)
+                    dp0, dp1, dp2, dp3 = zero, zero, zero, zero
+                    for d in range(vdim):
+                        gd = dout[i, ov + d]
+                        dp0 += gd * v[j0, ov + d]
+                        dp1 += gd * v[j1, ov + d]
+                        dp2 += gd * v[j2, ov + d]
+                        dp3 += gd * v[j3, ov + d]
+                    w0, w1, w2, w3 = p0, p1, p2, p3
+                    if use_dropout:
+                        w0, dp0 = (p0 * keep_scale, dp0 * keep_scale) if keeps(b0, h, threshold) else (zero, zero)
+                        w1, dp1 = (p1 * keep_scale, dp1 * keep_scale) if keeps(b1, h, threshold) else (zero, zero)
+                        w2, dp2 = (p2 * keep_scale, dp2 * keep_scale) if keeps(b2, h, threshold) else (zero, zero)
+                        w3, dp3 = (p3 * keep_scale, dp3 * keep_scale) if keeps(b3, h, threshold) else (zero, zero)
+                    ds0, ds1 = p0 * (dp0 - delta[h]), p1 * (dp1 - delta[h])
+                    ds2, ds3 = p2 * (dp2 - delta[h]), p3 * (dp3 - delta[h])
+                    # missing lanes repeat the last edge: they must neither write nor accumulate
+                    if e1 == e0:
+                        ds1 = zero
+                    if e2 == e1:
+                        ds2 = zero
+                    if e3 == e2:
+                        ds3 = zero
+                    dscore[e0, h], weight[e0, h] = ds0, w0
+                    if e1 > e0:
+                        dscore[e1, h], weight[e1, h] = ds1, w1
+                    if e2 > e1:
+                        dscore[e2, h], weight[e2, h] = ds2, w2
+                    if e3 > e2:
+                        dscore[e3, h], weight[e3, h] = ds3, w3
+                    c0, c1, c2, c3 = ds0 * scale, ds1 * scale, ds2 * scale, ds3 * scale
+                    if has_gate:
+                        for d in range(dim):
+                            acc[o + d] += (c0 * k[j0, o + d] * gate[e0, o + d] + c1 * k[j1, o + d] * gate[e1, o + d]) + (
+                                c2 * k[j2, o + d] * gate[e2, o + d] + c3 * k[j3, o + d] * gate[e3, o + d])
+                        if need_dgate:
+                            for u in range(LANES):
+                                if e0 + u <= last:
+                                    cu = c0 if u == 0 else (c1 if u == 1 else (c2 if u == 2 else c3))
+                                    ju = indices[e0 + u]
+                                    for d in range(dim):
+                                        dgate[e0 + u, o + d] = cu * q[i, o + d] * k[ju, o + d]
+                    else:
+                        for d in range(dim):
+                            acc[o + d] += (c0 * k[j0, o + d] + c1 * k[j1, o + d]) + (
+                                c2 * k[j2, o + d] + c3 * k[j3, o + d])
+            slot = seg_slot[s]
+            if slot < 0:
+                for x in range(num_heads * dim):
+                    dq[i, x] = acc[x]
+            else:
+                for x in range(num_heads * dim):
+                    part_dq[slot, x] = acc[x]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def attention_backward_keys(q, gate, has_gate, scale, zero, row_indices, edge_id,
+                            seg_col, seg_start, seg_end, seg_slot, chunk_ptr,
+                            dout, dscore, weight, dk, dv, part_dk, part_dv):
+    """Key pass over the transposed (CSC) pattern: ``dk[j] = scale * sum_e ds_e q_i (* gate_e)``,
+    ``dv[j] = sum_e w_e dout_i``; each key column is owned by one task, so no atomics."""
+    num_entries = row_indices.shape[0]
+    num_heads = dscore.shape[1]
+    dim = q.shape[1] // num_heads
+    vdim = dout.shape[1] // num_heads
+    for c in prange(chunk_ptr.shape[0] - 1):
+        acc_k = np.empty(num_heads * dim, dk.dtype)
+        acc_v = np.empty(num_heads * vdim, dv.dtype)
+        for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
+            j = seg_col[s]
+            end = seg_end[s]
+            acc_k[:] = 0.0
+            acc_v[:] = 0.0
+            for t0 in range(seg_start[s], end, LANES):
+                for u in range(LANES):
+                    if t0 + PREFETCH + u < num_entries:
+                        ahead = row_indices[t0 + PREFETCH + u]
+                        prefetch_row(q, ahead)
+                        prefetch_row(dout, ahead)
+                        edge_ahead = edge_id[t0 + PREFETCH + u]
+                        prefetch_row(dscore, edge_ahead)
+                        prefetch_row(weight, edge_ahead)
+                        if has_gate:
+                            prefetch_row(gate, edge_ahead)
+                last = min(t0 + LANES, end) - 1
+                t1, t2, t3 = min(t0 + 1, last), min(t0 + 2, last), min(t0 + 3, last)
+                i0, i1, i2, i3 = row_indices[t0], row_indices[t1], row_indices[t2], row_indices[t3]
+                e0, e1, e2, e3 = edge_id[t0], edge_id[t1], edge_id[t2], edge_id[t3]
+                for h in range(num_heads):
+                    c0, c1 = dscore[e0, h] * scale, dscore[e1, h] * scale
+                    c2, c3 = dscore[e2, h] * scale, dscore[e3, h] * scale
+                    w0, w1, w2, w3 = weight[e0, h], weight[e1, h], weight[e2, h], weight[e3, h]
+                    if t1 == t0:
+                        c1, w1 = zero, zero
+                    if t2 == t1:
+                        c2, w2 = zero, zero
+                    if t3 == t2:
+                        c3, w3 = zero, zero
+                    o = h * dim
+                    if has_gate:
+                        for d in range(dim):
+                            acc_k[o + d] += (c0 * q[i0, o + d] * gate[e0, o + d] + c1 * q[i1, o + d] * gate[e1, o + d]) + (
+                                c2 * q[i2, o + d] * gate[e2, o + d] + c3 * q[i3, o + d] * gate[e3, o + d])
+                    else:
+                        for d in range(dim):
+                            acc_k[o + d] += (c0 * q[i0, o + d] + c1 * q[i1, o + d]) + (
+                                c2 * q[i2, o + d] + c3 * q[i3, o + d])
+                    ov = h * vdim
+                    for d in range(vdim):
+                        acc_v[ov + d] += (w0 * dout[i0, ov + d] + w1 * dout[i1, ov + d]) + (
+                            w2 * dout[i2, ov + d] + w3 * dout[i3, ov + d])
+            slot = seg_slot[s]
+            if slot < 0:
+                for x in range(num_heads * dim):
+                    dk[j, x] = acc_k[x]
+                for x in range(num_heads * vdim):
+                    dv[j, x] = acc_v[x]
+            else:
+                for x in range(num_heads * dim):
+                    part_dk[slot, x] = acc_k[x]
+                for x in range(num_heads * vdim):
+                    part_dv[slot, x] = acc_v[x]

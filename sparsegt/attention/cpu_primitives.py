@@ -1,0 +1,196 @@
+"""Building blocks of the CPU attention kernels: work plan, partial-result merges, prefetch, dropout hash.
+
+Work plan: rows (or, in the backward key pass, columns) become *segments* of at most ``piece`` edges;
+a row longer than that (a hub) is cut into several segments whose partial results go to a small
+scratch buffer and are merged afterwards (`merge_by_lse` in the forward, `merge_by_sum` in the
+backward). Consecutive segments are grouped into chunks of roughly equal cost and the parallel loops
+hand out chunks, so one hub row with 10^5 edges never leaves one thread working alone.
+
+Dropout: `keeps` computes the same bits as `dropout.keep_mask` (int64 arithmetic, constants below
+2**31, so products never overflow), so forward and backward regenerate one mask without storing it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+ROW_COST = 4  # per-segment overhead (loading q, writing the output) in units of one edge
+
+MASK32 = 0xFFFFFFFF
+MIX1 = 0x7FEB352D
+MIX2 = 0x5BD1E995
+HEAD_MIX = 0x27D4EB2F
+
+
+@intrinsic
+def prefetch_row(typingctx, array, row):
+    """Prefetch every cache line of ``array[row, :]`` (2-D, C-contiguous) into L1."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        ary = context.make_array(array_type)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        zero = ir.Constant(intp, 0)
+        row_index = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, array_type, ary, [row_index, zero], wraparound=False)
+        byte_ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        row_bytes = builder.mul(builder.extract_value(ary.shape, 1),
+                                ir.Constant(intp, context.get_abi_sizeof(context.get_data_type(array_type.dtype))))
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        lines = builder.udiv(builder.add(row_bytes, ir.Constant(intp, 63)), ir.Constant(intp, 64))
+        with cgutils.for_range(builder, lines) as loop:
+            line = builder.gep(byte_ptr, [builder.mul(loop.index, ir.Constant(intp, 64))])
+            builder.call(fn, [line, i32(0), i32(3), i32(1)])  # read, keep in all levels, data cache
+        return context.get_dummy_value()
+
+    return types.void(array, row), codegen
+
+
+@njit(cache=True, inline="always")
+def _hash32(x):
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = (x * MIX1) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * MIX2) & MASK32
+    x = x ^ (x >> 16)
+    return x
+
+
+@njit(cache=True, inline="always")
+def edge_hash(edge, seed_lo, seed_hi):
+    return _hash32(_hash32(edge ^ seed_lo) + seed_hi)
+
+
+@njit(cache=True, inline="always")
+def keeps(edge_bits, head, threshold):
+    """The same bits as `dropout.keep_mask`: True where (edge, head) survives."""
+    return _hash32(edge_bits ^ ((head * HEAD_MIX) & MASK32)) >= threshold
+
+
+@njit(cache=True)
+def keep_mask_numba(num_edges, num_heads, seed_lo, seed_hi, threshold):
+    """[E, H] bool, for tests: must equal `dropout.keep_mask` bit for bit."""
+    out = np.empty((num_edges, num_heads), dtype=np.bool_)
+    for e in range(num_edges):
+        he = edge_hash(np.int64(e), seed_lo, seed_hi)
+        for h in range(num_heads):
+            out[e, h] = keeps(he, np.int64(h), threshold)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- plan
+@njit(cache=True)
+def plan_segments(indptr, piece):
+    """Cut rows into segments of at most ``piece`` edges and group them into chunks of ~``piece`` cost.
+
+    Returns ``seg_row, seg_start, seg_end, seg_slot`` [S] (``seg_slot`` -1: the segment is a whole row
+    and writes its output directly; otherwise its index in the partial-result scratch),
+    ``chunk_ptr`` [C+1] (segments of chunk c: ``chunk_ptr[c]:chunk_ptr[c+1]``), and for the rows that
+    were cut ``split_row`` [R], ``split_ptr`` [R+1] (their scratch slots).
+    """
+    n = indptr.shape[0] - 1
+    num_seg = 0
+    num_split = 0
+    num_slots = 0
+    for r in range(n):
+        deg = indptr[r + 1] - indptr[r]
+        if deg > piece:
+            pieces = (deg + piece - 1) // piece
+            num_seg += pieces
+            num_split += 1
+            num_slots += pieces
+        else:
+            num_seg += 1
+    seg_row = np.empty(num_seg, np.int64)
+    seg_start = np.empty(num_seg, np.int64)
+    seg_end = np.empty(num_seg, np.int64)
+    seg_slot = np.empty(num_seg, np.int64)
+    split_row = np.empty(num_split, np.int64)
+    split_ptr = np.empty(num_split + 1, np.int64)
+    split_ptr[0] = 0
+    chunk_ptr = np.empty(num_seg + 1, np.int64)
+    chunk_ptr[0] = 0
+    s = 0
+    r_split = 0
+    slot = 0
+    num_chunks = 0
+    cost = 0
+    for r in range(n):
+        a = indptr[r]
+        b = indptr[r + 1]
+        split = b - a > piece
+        if split:
+            split_row[r_split] = r
+        while True:
+            end = min(a + piece, b)
+            seg_row[s] = r
+            seg_start[s] = a
+            seg_end[s] = end
+            seg_slot[s] = slot if split else -1
+            if split:
+                slot += 1
+            s += 1
+            cost += end - a + ROW_COST
+            if cost >= piece:
+                num_chunks += 1
+                chunk_ptr[num_chunks] = s
+                cost = 0
+            a = end
+            if a >= b:
+                break
+        if split:
+            r_split += 1
+            split_ptr[r_split] = slot
+    if cost > 0:
+        num_chunks += 1
+        chunk_ptr[num_chunks] = s
+    return seg_row, seg_start, seg_end, seg_slot, chunk_ptr[: num_chunks + 1].copy(), split_row, split_ptr
+
+
+@njit(parallel=True, cache=True)
+def merge_by_lse(split_row, split_ptr, part_out, part_lse, out, lse):
+    """Combine the partial softmaxes of cut rows: ``lse = logsumexp(lse_p)``, ``out = sum exp(lse_p - lse) out_p``."""
+    num_heads = lse.shape[1]
+    vdim = out.shape[1] // num_heads
+    for r in prange(split_row.shape[0]):
+        i = split_row[r]
+        for h in range(num_heads):
+            top = -np.inf
+            for p in range(split_ptr[r], split_ptr[r + 1]):
+                top = max(top, part_lse[p, h])
+            o = h * vdim
+            for d in range(vdim):
+                out[i, o + d] = 0.0
+            if top == -np.inf:
+                lse[i, h] = -np.inf
+                continue
+            total = 0.0
+            for p in range(split_ptr[r], split_ptr[r + 1]):
+                total += np.exp(part_lse[p, h] - top)
+            row_lse = top + np.log(total)
+            lse[i, h] = row_lse
+            for p in range(split_ptr[r], split_ptr[r + 1]):
+                w = np.exp(part_lse[p, h] - row_lse)
+                for d in range(vdim):
+                    out[i, o + d] += w * part_out[p, o + d]
+
+
+@njit(parallel=True, cache=True)
+def merge_by_sum(split_row, split_ptr, part, target):
+    """``target[row] = sum of its partial rows`` for the rows that were cut into pieces."""
+    width = target.shape[1]
+    for r in prange(split_row.shape[0]):
+        i = split_row[r]
+        for x in range(width):
+            target[i, x] = 0.0
+        for p in range(split_ptr[r], split_ptr[r + 1]):
+            for x in range(width):
+                target[i, x] += part[p, x]
+
+

@@ -1,0 +1,148 @@
+"""nn modules that embed precomputed encodings: LapPE, RWSE, SPD attention bias, RRWP.
+
+Each maps the tensors `add_encodings` / `rrwp` / `shortest_path_distance` produce to features the model
+adds or concatenates; how they are combined with the node features is the model's business.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LapPEEncoder", "RWSEEncoder", "SPDBias", "RRWPLinearEncoder"]
+
+
+class LapPEEncoder(nn.Module):
+    r"""Laplacian eigenvector encoder (GraphGPS ``LapPE``): [N, k] eigenpairs -> [N, out_dim].
+
+    ``kind="linear"``: one linear map of the masked, concatenated ``[vec, val]`` (2k inputs).
+    ``kind="deepset"``: each eigenpair ``(vec_ij, val_j)`` -> MLP -> masked sum over j -> linear
+    (permutation-invariant over eigenpairs, eigenvalue-aware).
+
+    Eigenvector signs are arbitrary, so during training (``self.training``) every forward flips each
+    eigenvector by an independent random sign — per graph when ``batch`` is given, else per column for the
+    whole input. At eval no flip happens. Padded entries (``lap_mask`` False) contribute nothing.
+
+    Args:
+        k: number of eigenpairs; out_dim: output width; hidden: width of the DeepSet MLP (default out_dim);
+        layers: DeepSet MLP depth (>= 1).
+    """
+
+    def __init__(self, k: int, out_dim: int, kind: str = "linear", hidden: int | None = None,
+                 layers: int = 2) -> None:
+        super().__init__()
+        if kind not in ("linear", "deepset"):
+            raise ValueError(f"kind must be 'linear' or 'deepset', got {kind!r}")
+        if k < 1 or out_dim < 1 or layers < 1:
+            raise ValueError(f"k = {k}, out_dim = {out_dim} and layers = {layers} must be >= 1")
+        self.k, self.out_dim, self.kind = k, out_dim, kind
+        hidden = hidden or out_dim
+        if kind == "linear":
+            self.linear = nn.Linear(2 * k, out_dim)
+        else:
+            mlp: list[nn.Module] = [nn.Linear(2, hidden)]
+            for _ in range(layers - 1):
+                mlp += [nn.ReLU(), nn.Linear(hidden, hidden)]
+            self.pair_mlp = nn.Sequential(*mlp)
+            self.post = nn.Linear(hidden, out_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def random_signs(self, lap_vec: Tensor, batch: Tensor | None = None) -> Tensor:
+        """[N, k] of +-1: one sign per eigenvector (per graph when ``batch`` [N] is given)."""
+        num_groups = 1 if batch is None else int(batch.max()) + 1 if batch.numel() else 1
+        signs = torch.randint(0, 2, (num_groups, self.k), device=lap_vec.device).to(lap_vec.dtype) * 2 - 1
+        return signs.expand(lap_vec.shape[0], -1) if batch is None else signs[batch]
+
+    def forward(self, lap_vec: Tensor, lap_val: Tensor, lap_mask: Tensor,
+                batch: Tensor | None = None) -> Tensor:
+        """lap_vec, lap_val: [N, k] float; lap_mask: [N, k] bool; batch: optional [N] graph index.
+
+        Returns [N, out_dim]."""
+        if lap_vec.dim() != 2 or lap_vec.shape[1] != self.k:
+            raise ValueError(f"lap_vec must have shape [N, {self.k}], got {tuple(lap_vec.shape)}")
+        if lap_val.shape != lap_vec.shape or lap_mask.shape != lap_vec.shape:
+            raise ValueError(f"lap_val {tuple(lap_val.shape)} and lap_mask {tuple(lap_mask.shape)} must "
+                             f"match lap_vec {tuple(lap_vec.shape)}")
+        mask = lap_mask.to(lap_vec.dtype)
+        vec = lap_vec * mask
+        if self.training:
+            vec = vec * self.random_signs(lap_vec, batch)
+        val = lap_val * mask
+        if self.kind == "linear":
+            return self.linear(torch.cat([vec, val], dim=1))
+        pairs = self.pair_mlp(torch.stack([vec, val], dim=2))  # [N, k, hidden]
+        return self.post((pairs * mask.unsqueeze(2)).sum(dim=1))
+
+
+class RWSEEncoder(nn.Module):
+    """RWSE encoder (GraphGPS kernel PE): BatchNorm over the K return probabilities, then a linear map
+    (``kind="linear"``) or a two-layer MLP (``"mlp"``): [N, K] -> [N, out_dim]."""
+
+    def __init__(self, steps: int, out_dim: int, kind: str = "linear", batch_norm: bool = True) -> None:
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"kind must be 'linear' or 'mlp', got {kind!r}")
+        self.steps = steps
+        self.norm = nn.BatchNorm1d(steps) if batch_norm else nn.Identity()
+        self.proj = (nn.Linear(steps, out_dim) if kind == "linear" else
+                     nn.Sequential(nn.Linear(steps, 2 * out_dim), nn.ReLU(), nn.Linear(2 * out_dim, out_dim)))
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.BatchNorm1d)):
+                module.reset_parameters()
+
+    def forward(self, rwse: Tensor) -> Tensor:
+        """rwse: [N, K] -> [N, out_dim]."""
+        if rwse.dim() != 2 or rwse.shape[1] != self.steps:
+            raise ValueError(f"rwse must have shape [N, {self.steps}], got {tuple(rwse.shape)}")
+        return self.proj(self.norm(rwse))
+
+
+class SPDBias(nn.Module):
+    """Graphormer-style shortest-path attention bias: distance [E] in 0..max_distance -> [E, num_heads]."""
+
+    def __init__(self, max_distance: int, num_heads: int) -> None:
+        super().__init__()
+        self.max_distance = max_distance
+        self.embedding = nn.Embedding(max_distance + 1, num_heads)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.embedding.weight)  # start as plain attention
+
+    def forward(self, distance: Tensor) -> Tensor:
+        """distance: [E] int64 (values above max_distance are clamped) -> [E, num_heads]."""
+        if distance.dtype.is_floating_point or distance.dim() != 1:
+            raise ValueError(f"distance must be a 1-D integer tensor [E], got {distance.dtype} "
+                             f"{tuple(distance.shape)}")
+        if distance.numel() and int(distance.min()) < 0:
+            raise ValueError(f"distance has a negative entry ({int(distance.min())}); use max_distance for "
+                             "unreachable pairs")
+        return self.embedding(distance.clamp(max=self.max_distance))
+
+
+class RRWPLinearEncoder(nn.Module):
+    """GRIT's linear RRWP embedding: [*, steps] random-walk probabilities -> [*, out_dim].
+
+    Use it on `rrwp_node` output (node side, added to ``x``) or on `rrwp` output (pair side, the
+    initial pair representation / edge bias). ``bias=False`` as in GRIT's node encoder.
+    """
+
+    def __init__(self, steps: int, out_dim: int, bias: bool = False) -> None:
+        super().__init__()
+        self.steps = steps
+        self.linear = nn.Linear(steps, out_dim, bias=bias)
+
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()
+
+    def forward(self, rrwp: Tensor) -> Tensor:
+        if rrwp.shape[-1] != self.steps:
+            raise ValueError(f"rrwp must have {self.steps} columns, got shape {tuple(rrwp.shape)}")
+        return self.linear(rrwp)

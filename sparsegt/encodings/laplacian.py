@@ -1,0 +1,271 @@
+"""Laplacian eigenvector positional encodings (LapPE).
+
+We use the symmetric normalised Laplacian of the graph made undirected,
+
+    L = I' - D^-1/2 A D^-1/2,       A = max(A_graph, A_graph^T) without self-loops,
+
+where ``I'`` has a 1 on every node with degree > 0 and a 0 on isolated nodes (Chung's convention, so that
+an isolated node is a component of its own with eigenvalue 0, and never produces a NaN). Its eigenvalues lie
+in [0, 2]; the eigenvalue 0 has one eigenvector per connected component, ``u_c ∝ D^1/2 1_c`` (``e_i`` for an
+isolated node).
+
+**Which eigenpairs.** Following GraphGPS, the encoding holds the ``k`` smallest eigenpairs *including* the
+trivial ones (eigenvalue 0): the trivial eigenvector of a connected graph is ``sqrt(degree)``, normalised,
+which still carries information. ``skip_trivial=True`` drops every eigenvalue-0 pair instead (one per
+component), which is what "the k lowest non-trivial eigenvectors" means on a disconnected graph (PyG's
+``AddLaplacianEigenvectorPE`` drops only the first one).
+
+**Disconnected graphs.** An eigensolver returns an arbitrary rotation of a repeated eigenspace; for the
+eigenvalue-0 space we replace it by the canonical basis above, one vector per component, ordered by the
+component's smallest node index. Other repeated eigenvalues (e.g. of cycles) stay arbitrary — no encoding
+can fix that, and the random sign flip of the encoder does not pretend to.
+
+**Padding.** A graph with fewer than ``k`` eigenpairs (``k + components`` with ``skip_trivial``) gets zero
+columns and ``mask`` False there; values are never NaN. Eigenvectors have unit L2 norm and a canonical sign
+(the entry of largest magnitude is positive), so results do not depend on the code path.
+
+**Methods.** Graphs with at most ``dense_max_nodes`` nodes: dense ``numpy.linalg.eigh`` (batched over
+graphs of equal size, see `laplacian_pe_dense`). Larger graphs: Lanczos (``scipy.sparse.linalg.eigsh``,
+smallest algebraic) on the non-isolated nodes with the known null space deflated, memory O(E + N * k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from torch import Tensor
+
+from ..graph import Graph
+from .adjacency import adjacency, component_labels, graph_offsets
+
+__all__ = ["laplacian_pe", "laplacian_pe_dense", "laplacian_pe_sparse", "normalized_laplacian"]
+
+_DEFLATION_SHIFT = 3.0  # moves known null vectors above the spectrum [0, 2]
+
+
+def _undirected_without_loops(adj: sp.csr_array) -> sp.csr_array:
+    adj = sp.csr_array(adj, copy=True)
+    adj.setdiag(0)
+    adj.eliminate_zeros()
+    return sp.csr_array(adj.maximum(adj.T))
+
+
+def normalized_laplacian(graph: Graph) -> sp.csr_array:
+    """[N, N] scipy CSR symmetric normalised Laplacian ``I' - D^-1/2 A D^-1/2`` (module docstring)."""
+    adj = _undirected_without_loops(adjacency(graph))
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
+    norm_adj = sp.diags_array(inv_sqrt) @ adj @ sp.diags_array(inv_sqrt)
+    return sp.csr_array(sp.diags_array((degree > 0).astype(np.float64)) - norm_adj)
+
+
+def _canonical_signs(vec: np.ndarray) -> np.ndarray:
+    """Flip each eigenvector (last axis = eigenvector, second-to-last = node) so that its first entry of
+    (near-)largest magnitude is positive; "near" (within 1e-6 relative) makes ties robust to rounding."""
+    if vec.shape[-2] == 0:
+        return vec
+    magnitude = np.abs(vec)
+    near_max = magnitude >= magnitude.max(axis=-2, keepdims=True) * (1 - 1e-6)
+    idx = near_max.argmax(axis=-2)[..., None, :]
+    sign = np.sign(np.take_along_axis(vec, idx, axis=-2))
+    sign[sign == 0] = 1.0
+    return vec * sign
+
+
+def _null_vectors(degree: np.ndarray, labels: np.ndarray, num_components: int) -> np.ndarray:
+    """[n, c] canonical eigenvalue-0 eigenvectors: D^1/2 1_c normalised (``e_i`` for isolated nodes)."""
+    weight = np.where(degree > 0, np.sqrt(np.maximum(degree, 0.0)), 1.0)
+    out = np.zeros((len(degree), num_components))
+    out[np.arange(len(degree)), labels] = weight
+    return out / np.linalg.norm(out, axis=0, keepdims=True)
+
+
+def laplacian_pe_dense(adj: np.ndarray, labels: np.ndarray, k: int, *, skip_trivial: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """LapPE of ``b`` graphs of equal size ``n`` at once, by batched dense ``eigh``.
+
+    Args:
+        adj: [b, n, n] float64 weighted adjacency (any direction, self-loops allowed: they are removed).
+        labels: [b, n] int connected-component label of each node, ``0..c-1`` in order of first node.
+        k: number of eigenpairs.
+    Returns:
+        ``vec`` [b, n, k], ``val`` [b, k], ``count`` [b] (number of valid columns), and the full
+        decomposition ``(eigenvalues [b, n], eigenvectors [b, n, n])`` with the canonical null space, for
+        callers that derive more (RWSE) from it.
+    """
+    b, n = adj.shape[0], adj.shape[1]
+    a = adj.copy()
+    a[:, np.arange(n), np.arange(n)] = 0.0
+    a = np.maximum(a, a.transpose(0, 2, 1))
+    degree = a.sum(axis=2)
+    inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
+    lap = -(inv_sqrt[:, :, None] * a * inv_sqrt[:, None, :])
+    lap[:, np.arange(n), np.arange(n)] += (degree > 0)
+    values, vectors = np.linalg.eigh(lap)
+    num_components = labels.max(axis=1) + 1 if n else np.zeros(b, dtype=np.int64)
+    for g in range(b):  # canonical null space: one vector per component (exact, not eigh's rotation)
+        c = int(num_components[g])
+        if c:
+            vectors[g, :, :c] = _null_vectors(degree[g], labels[g], c)
+            values[g, :c] = 0.0
+    start = num_components if skip_trivial else np.zeros(b, dtype=np.int64)
+    cols = start[:, None] + np.arange(k)[None, :]
+    valid = cols < n
+    cols = np.minimum(cols, max(n - 1, 0))
+    if n == 0:
+        return (np.zeros((b, 0, k)), np.zeros((b, k)), np.zeros(b, dtype=np.int64), values, vectors)
+    vec = np.take_along_axis(vectors, np.broadcast_to(cols[:, None, :], (b, n, k)), axis=2)
+    val = np.take_along_axis(values, cols, axis=1)
+    vec = np.where(valid[:, None, :], _canonical_signs(vec), 0.0)
+    val = np.where(valid, np.maximum(val, 0.0), 0.0)
+    return vec, val, valid.sum(axis=1), values, vectors
+
+
+def laplacian_pe_sparse(adj: sp.csr_array, k: int, *, skip_trivial: bool = False, tol: float = 1e-8,
+                        dense_max_nodes: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """LapPE of one (large) graph without dense N x N matrices.
+
+    Args:
+        adj: [N, N] scipy sparse weighted adjacency.
+    Returns:
+        ``vec`` [N, k], ``val`` [k], ``count`` (valid columns). Memory O(E + N * k): the null space is known
+        exactly (one vector per component); Lanczos (``eigsh``, smallest algebraic) runs on the non-isolated
+        nodes with that null space shifted out of the way, which keeps it from stalling on the repeated
+        eigenvalue 0 of a disconnected graph.
+    """
+    n = adj.shape[0]
+    sym = _undirected_without_loops(sp.csr_array(adj))
+    degree = np.asarray(sym.sum(axis=1)).ravel()
+    num_components, labels = component_labels(sym)
+    vec = np.zeros((n, k))
+    val = np.zeros(k)
+    num_null = 0 if skip_trivial else min(num_components, k)
+    if num_null:
+        null = _null_vectors(degree, labels, num_components) if num_components <= k else None
+        if null is None:  # many components: build only the first k columns, O(N k) memory
+            keep = labels < k
+            weight = np.where(degree > 0, np.sqrt(np.maximum(degree, 0.0)), 1.0)
+            null = np.zeros((n, k))
+            null[np.nonzero(keep)[0], labels[keep]] = weight[keep]
+            null /= np.linalg.norm(null, axis=0, keepdims=True)
+        vec[:, :num_null] = null[:, :num_null]
+    wanted = min(k - num_null, n - num_components)
+    if wanted > 0:
+        active = np.nonzero(degree > 0)[0]
+        sub = sym[active][:, active]
+        sub_labels = labels[active]
+        _, sub_labels = np.unique(sub_labels, return_inverse=True)
+        sub_components = int(sub_labels.max()) + 1
+        if len(active) <= dense_max_nodes:
+            sub_vec, sub_val, _, _, _ = laplacian_pe_dense(sub.toarray()[None], sub_labels[None],
+                                                           wanted, skip_trivial=True)
+            sub_vec, sub_val = sub_vec[0], sub_val[0]
+        else:
+            sub_vec, sub_val = _lanczos_smallest(sub, degree[active], sub_labels, sub_components, wanted, tol,
+                                                 seed)
+        vec[active, num_null:num_null + wanted] = sub_vec
+        val[num_null:num_null + wanted] = sub_val
+    count = num_null + max(wanted, 0)
+    vec[:, :count] = _canonical_signs(vec[:, :count])
+    return vec, val, count
+
+
+def _lanczos_smallest(adj: sp.csr_array, degree: np.ndarray, labels: np.ndarray, num_components: int,
+                      wanted: int, tol: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``wanted`` smallest non-zero eigenpairs of the normalised Laplacian of ``adj`` (no isolated nodes).
+
+    Single-vector Lanczos finds one copy of a repeated eigenvalue (cycles, symmetric graphs), so after the
+    first run we deflate what was found and ask again for the smallest remaining eigenvalue, until none
+    below the largest kept one is left.
+    """
+    n = adj.shape[0]
+    inv_sqrt = 1.0 / np.sqrt(degree)
+    norm_adj = sp.csr_array(sp.diags_array(inv_sqrt) @ adj @ sp.diags_array(inv_sqrt))
+    volume = np.bincount(labels, weights=degree, minlength=num_components)
+    null_scale = np.sqrt(degree) / np.sqrt(volume[labels])  # u_c restricted to its component, per node
+    rng = np.random.default_rng(seed)
+
+    def solve(found: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        def matvec(x: np.ndarray) -> np.ndarray:
+            x = x.reshape(n, -1)
+            out = x - norm_adj @ x
+            coef = np.zeros((num_components, x.shape[1]))
+            np.add.at(coef, labels, null_scale[:, None] * x)
+            out += _DEFLATION_SHIFT * null_scale[:, None] * coef[labels]
+            if found.shape[1]:
+                out += _DEFLATION_SHIFT * (found @ (found.T @ x))
+            return out
+
+        op = LinearOperator((n, n), matvec=matvec, matmat=matvec, dtype=np.float64)
+        ncv = min(n, max(2 * count + 1, 40))
+        try:
+            val, vec = eigsh(op, k=count, which="SA", tol=tol, v0=rng.standard_normal(n), ncv=ncv,
+                             maxiter=max(1000, n))
+        except ArpackNoConvergence as err:
+            raise RuntimeError(f"eigsh did not converge for {count} Laplacian eigenpairs of a {n}-node "
+                               "graph; pass a larger tol (e.g. 1e-5) or fewer eigenpairs") from err
+        return val, vec
+
+    values, vectors = solve(np.zeros((n, 0)), wanted)
+    margin = 1e3 * max(tol, 1e-12)
+    for _ in range(wanted):  # each round recovers at least one missed copy, or stops
+        if n - num_components - wanted < 3:
+            break
+        extra_val, extra_vec = solve(vectors, 1)
+        if extra_val[0] >= values.max() - margin:
+            break
+        values = np.concatenate([values, extra_val])
+        vectors = np.concatenate([vectors, extra_vec], axis=1)
+        keep = np.argsort(values)[:wanted]
+        values, vectors = values[keep], vectors[:, keep]
+    order = np.argsort(values)
+    return vectors[:, order], np.clip(values[order], 0.0, 2.0)
+
+
+def _component_labels_dense(adj: np.ndarray) -> np.ndarray:
+    """[b, n] component labels (0..c-1 by first node) of each dense [n, n] adjacency (directions ignored)."""
+    b, n = adj.shape[0], adj.shape[1]
+    if b == 0 or n == 0:
+        return np.zeros((b, n), dtype=np.int64)
+    _, labels = component_labels(sp.block_diag([sp.csr_array(a) for a in adj], format="csr"))
+    labels = labels.reshape(b, n)
+    return labels - labels[:, :1]
+
+
+def laplacian_pe(graph: Graph, k: int, *, skip_trivial: bool = False, dense_max_nodes: int = 1024,
+                 tol: float = 1e-8) -> tuple[Tensor, Tensor, Tensor]:
+    """LapPE of a graph, or of each graph of a batch.
+
+    Args:
+        graph: a square `Graph` (a batch is encoded graph by graph).
+        k: number of eigenpairs (module docstring: the trivial ones count unless ``skip_trivial``).
+        dense_max_nodes: graphs up to this size use dense ``eigh``; larger ones Lanczos.
+        tol: Lanczos tolerance for large graphs.
+    Returns:
+        ``lap_vec`` [N, k] float32, ``lap_val`` [N, k] float32 (each graph's eigenvalues repeated on its
+        nodes), ``lap_mask`` [N, k] bool (False on padded columns, which hold zeros).
+    """
+    if k < 1:
+        raise ValueError(f"k = {k}: the number of Laplacian eigenpairs must be >= 1")
+    adj = adjacency(graph)
+    ptr = graph_offsets(graph)
+    vec = np.zeros((graph.num_nodes, k))
+    val = np.zeros((graph.num_nodes, k))
+    mask = np.zeros((graph.num_nodes, k), dtype=bool)
+    for start, stop in zip(ptr[:-1], ptr[1:], strict=True):
+        sub = adj[start:stop][:, start:stop]
+        if stop - start <= dense_max_nodes:
+            dense = sub.toarray()[None]
+            v, w, c, _, _ = laplacian_pe_dense(dense, _component_labels_dense(dense), k,
+                                               skip_trivial=skip_trivial)
+            v, w, c = v[0], w[0], int(c[0])
+        else:
+            v, w, c = laplacian_pe_sparse(sub, k, skip_trivial=skip_trivial, tol=tol,
+                                          dense_max_nodes=dense_max_nodes)
+        vec[start:stop] = v
+        val[start:stop] = w
+        mask[start:stop, :c] = True
+    return (torch.from_numpy(vec.astype(np.float32)), torch.from_numpy(val.astype(np.float32)),
+            torch.from_numpy(mask))

@@ -1,0 +1,174 @@
+"""`ModelConfig`: every choice that shapes a `GraphTransformer`, as plain data (YAML-loadable).
+
+```yaml
+model:
+  layer: gps            # gps | gt | grit | exphormer | mpnn_vn | topk | gine | gatedgcn | gcn
+  num_layers: 6
+  hidden: 64
+  num_heads: 4
+  local: gatedgcn       # gps / exphormer / mpnn_vn: gine | gatedgcn | none
+  attention: full       # gps: full | expander | topk | performer | none
+  attn_dropout: 0.5
+  lap_pe: {k: 10, dim: 16, kind: deepset}
+```
+
+`ModelConfig.from_dict` rejects unknown keys (naming the closest valid one) and bad values with a
+ValueError; `to_dict` gives the plain dictionary back (nested dataclasses become dicts).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["ModelConfig", "LapPEConfig", "RWSEConfig", "LAYER_KINDS"]
+
+LAYER_KINDS = ("gps", "gt", "grit", "exphormer", "mpnn_vn", "topk", "gine", "gatedgcn", "gcn")
+GPS_ATTENTIONS = ("full", "expander", "topk", "performer", "none")
+LOCAL_KINDS = ("gine", "gatedgcn", "none")
+POOLINGS = ("mean", "sum", "virtual")
+NORM_KINDS = ("batch", "layer", "none")
+PE_COMBINE = ("concat", "add")
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
+            raise ValueError(f"unknown key {where}.{key}{hint}")
+    kwargs = {}
+    for key, value in data.items():
+        nested = _NESTED.get((cls.__name__, key))
+        kwargs[key] = _from_dict(nested, value, f"{where}.{key}") if nested and value is not None else value
+    return cls(**kwargs)
+
+
+@dataclass
+class LapPEConfig:
+    """Laplacian eigenvector PE: ``k`` eigenvectors embedded to ``dim`` channels by ``kind``
+    (``"linear"``: GT; ``"deepset"``: GraphGPS's DeepSet; whatever `sparsegt.encodings.LapPEEncoder`
+    accepts). ``combine``: concatenate to the node features (GraphGPS) or add to them (GT)."""
+
+    k: int = 8
+    dim: int = 16
+    kind: str = "deepset"
+    combine: str = "concat"
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.dim < 1:
+            raise ValueError(f"lap_pe.k and lap_pe.dim must be >= 1, got k={self.k}, dim={self.dim}")
+        if self.combine not in PE_COMBINE:
+            raise ValueError(f"lap_pe.combine must be one of {PE_COMBINE}, got {self.combine!r}")
+
+
+@dataclass
+class RWSEConfig:
+    """Random-walk structural encoding: return probabilities of walks of 1..``steps`` embedded to ``dim``."""
+
+    steps: int = 16
+    dim: int = 16
+    combine: str = "concat"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.dim < 1:
+            raise ValueError(f"rwse.steps and rwse.dim must be >= 1, got steps={self.steps}, dim={self.dim}")
+        if self.combine not in PE_COMBINE:
+            raise ValueError(f"rwse.combine must be one of {PE_COMBINE}, got {self.combine!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a `GraphTransformer` (see the module docstring for a YAML example).
+
+    Attributes:
+        layer: layer family (``LAYER_KINDS``). num_layers, hidden (C), num_heads (H).
+        local: local MPNN of gps / exphormer / mpnn_vn layers.
+        attention: global attention of gps layers (``"expander"``: graph edges + a random expander;
+            for virtual tokens as well use ``layer="exphormer"``).
+        dropout: residual-branch / FFN dropout. attn_dropout: attention-weight dropout.
+        norm: ``"batch"``, ``"layer"`` or ``"none"``.
+        expander_degree: keys per node of the expander (exphormer; gps with attention="expander").
+        num_virtual: virtual tokens per graph (exphormer, gps "expander"; mpnn_vn always uses 1).
+        topk: keys kept per node (topk layers; gps with attention="topk").
+        performer_features: random features of the Performer attention.
+        rrwp_steps: GRIT's RRWP steps K (identity included).
+        lap_pe, rwse: positional / structural encodings (None: off).
+        pooling: graph-level readout: ``"mean"``, ``"sum"`` or ``"virtual"`` (mpnn_vn / exphormer).
+        head_layers: Linear layers of the output MLP (GraphGPS ``layers_post_mp``).
+        head_shrink: halve the MLP width at each layer (GT's MLPReadout).
+        seed: seed of the random patterns (expander).
+    """
+
+    layer: str = "gps"
+    num_layers: int = 4
+    hidden: int = 64
+    num_heads: int = 4
+    local: str = "gine"
+    attention: str = "full"
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    norm: str = "batch"
+    expander_degree: int = 6
+    num_virtual: int = 1
+    topk: int = 16
+    performer_features: int = 64
+    rrwp_steps: int = 21
+    lap_pe: LapPEConfig | None = None
+    rwse: RWSEConfig | None = None
+    pooling: str = "mean"
+    head_layers: int = 3
+    head_shrink: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("layer", self.layer, LAYER_KINDS), ("local", self.local, LOCAL_KINDS),
+                                     ("attention", self.attention, GPS_ATTENTIONS),
+                                     ("pooling", self.pooling, POOLINGS), ("norm", self.norm, NORM_KINDS)):
+            if value not in allowed:
+                close = difflib.get_close_matches(str(value), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"model.{name} must be one of {allowed}, got {value!r}{hint}")
+        for name in ("num_layers", "hidden", "num_heads", "head_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.layer not in ("gine", "gatedgcn", "gcn") and self.hidden % self.num_heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of "
+                             f"model.num_heads ({self.num_heads})")
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.expander_degree < 0 or self.expander_degree % 2:
+            raise ValueError(f"model.expander_degree must be even and >= 0, got {self.expander_degree}")
+        if self.num_virtual < 0 or self.topk < 1 or self.rrwp_steps < 2 or self.performer_features < 1:
+            raise ValueError("model.num_virtual must be >= 0, topk >= 1, rrwp_steps >= 2, "
+                             "performer_features >= 1")
+        if self.pooling == "virtual" and not (self.layer == "mpnn_vn" or
+                                               (self.layer == "exphormer" and self.num_virtual > 0)):
+            raise ValueError("model.pooling='virtual' needs layer 'mpnn_vn', or 'exphormer' with "
+                             "num_virtual > 0")
+        if self.layer == "gps" and self.local == "none" and self.attention == "none":
+            raise ValueError("model.local and model.attention are both 'none': a gps layer would do nothing")
+        if isinstance(self.lap_pe, dict):
+            self.lap_pe = _from_dict(LapPEConfig, self.lap_pe, "model.lap_pe")
+        if isinstance(self.rwse, dict):
+            self.rwse = _from_dict(RWSEConfig, self.rwse, "model.rwse")
+        concat = sum(pe.dim for pe in (self.lap_pe, self.rwse) if pe is not None and pe.combine == "concat")
+        if concat >= self.hidden:
+            raise ValueError(f"concatenated encodings take {concat} of hidden={self.hidden} channels; "
+                             "lower their dim or use combine='add'")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a plain mapping (e.g. YAML); unknown keys are a ValueError with a suggestion."""
+        return _from_dict(cls, data, "model")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_NESTED = {("ModelConfig", "lap_pe"): LapPEConfig, ("ModelConfig", "rwse"): RWSEConfig}

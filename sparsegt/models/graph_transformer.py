@@ -1,0 +1,214 @@
+"""`GraphTransformer`: encoders -> a stack of layers -> a task head, for every layer family.
+
+    model = GraphTransformer(config, task, node_features, edge_features)
+    out = model(batch)      # [N, num_outputs] node-level, [B, num_outputs] graph-level, [E, ...] edge-level
+
+Read top to bottom: `forward` embeds the features (`FeatureEncoder`, plus Laplacian / random-walk
+encodings when configured), builds the attention pattern the layer family needs **once per batch**
+(`full`, expander, Exphormer's token pattern, GRIT's RRWP pairs), runs the layers, and reads out.
+Nothing depends on which graphs share a batch: patterns never cross graphs, pooling runs per graph.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..data.spec import FeatureSpec, TaskSpec
+from ..graph import Graph
+from ..nn import (
+    ExphormerLayer,
+    GPSLayer,
+    GRITLayer,
+    GTLayer,
+    MPNNLayer,
+    MPNNVirtualNodeLayer,
+    TopKAttentionLayer,
+    exphormer_pattern,
+)
+from ..nn.segment import edge_positions
+from ..patterns import expander, full, union
+from .config import ModelConfig
+from .encoders import FeatureEncoder, RRWPEncoder
+from .heads import EdgeHead, MLPHead, graph_pool
+
+__all__ = ["GraphTransformer", "required_encodings"]
+
+
+def required_encodings(config: ModelConfig) -> dict[str, int]:
+    """What `sparsegt.encodings.add_encodings` must precompute for this model: ``{"lap_pe": k, "rwse": K}``
+    (only the encodings the config uses). GRIT's RRWP is computed per batch inside the model."""
+    needed = {}
+    if config.lap_pe is not None:
+        needed["lap_pe"] = config.lap_pe.k
+    if config.rwse is not None:
+        needed["rwse"] = config.rwse.steps
+    return needed
+
+
+def _make_layer(config: ModelConfig, edge_features: bool) -> nn.Module:
+    c = config
+    common = dict(dropout=c.dropout, norm=c.norm)
+    if c.layer == "gps":
+        attention = {"expander": "pattern"}.get(c.attention, c.attention)
+        return GPSLayer(c.hidden, c.num_heads, c.local, attention, attn_dropout=c.attn_dropout, topk=c.topk,
+                        performer_features=c.performer_features, **common)
+    if c.layer == "gt":
+        return GTLayer(c.hidden, c.num_heads, edge_features=edge_features, attn_dropout=c.attn_dropout,
+                       **common)
+    if c.layer == "grit":
+        return GRITLayer(c.hidden, c.num_heads, attn_dropout=c.attn_dropout, **common)
+    if c.layer == "exphormer":
+        return ExphormerLayer(c.hidden, c.num_heads, c.local, attn_dropout=c.attn_dropout, **common)
+    if c.layer == "mpnn_vn":
+        local = c.local if c.local != "none" else "gine"
+        return MPNNVirtualNodeLayer(c.hidden, local, **common)
+    if c.layer == "topk":
+        return TopKAttentionLayer(c.hidden, c.num_heads, c.topk, attn_dropout=c.attn_dropout, **common)
+    return MPNNLayer(c.layer, c.hidden, **common)
+
+
+class GraphTransformer(nn.Module):
+    """Encoders, ``config.num_layers`` layers of ``config.layer``, and a head for ``task``.
+
+    Args:
+        config: the architecture. task: what to predict (level, kind, num_outputs).
+        node_features, edge_features: the form of ``batch.x`` and ``batch.edge_attr``.
+    """
+
+    def __init__(self, config: ModelConfig, task: TaskSpec, node_features: FeatureSpec,
+                 edge_features: FeatureSpec | None = None) -> None:
+        super().__init__()
+        edge_features = edge_features or FeatureSpec()
+        self.config, self.task = config, task
+        self.node_features, self.edge_features = node_features, edge_features
+        self.has_edge_features = edge_features.kind != "none"
+        C = config.hidden
+        pe_configs = {"lap_pe": config.lap_pe, "rwse": config.rwse}
+        concat = sum(pe.dim for pe in pe_configs.values() if pe is not None and pe.combine == "concat")
+        self.node_encoder = FeatureEncoder(node_features, C - concat, "node")
+        self.pe_encoders = nn.ModuleDict()
+        for name, pe in pe_configs.items():
+            if pe is not None:
+                width = pe.dim if pe.combine == "concat" else C
+                self.pe_encoders[name] = _positional_encoder(name, pe, width)
+        self.edge_encoder = FeatureEncoder(edge_features, C, "edge") if self.has_edge_features else None
+        self.rrwp_encoder = RRWPEncoder(config.rrwp_steps, C) if config.layer == "grit" else None
+        self.virtual_embedding = None
+        if config.layer == "mpnn_vn" or (config.layer == "exphormer" and config.num_virtual > 0):
+            count = 1 if config.layer == "mpnn_vn" else config.num_virtual
+            self.virtual_embedding = nn.Parameter(torch.zeros(count, C))
+            if config.layer == "exphormer":
+                nn.init.normal_(self.virtual_embedding, std=0.1)
+        self.layers = nn.ModuleList(_make_layer(config, self.has_edge_features)
+                                    for _ in range(config.num_layers))
+        if task.level == "edge":
+            self.head: nn.Module = EdgeHead(C, task.num_outputs, config.head_layers, config.head_shrink)
+        else:
+            self.head = MLPHead(C, task.num_outputs, config.head_layers, config.head_shrink)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Graph) -> Tensor:
+        """batch: a `Graph` (a `Graph.batch` of graphs, or one graph) -> task outputs."""
+        x = self.encode_nodes(batch)
+        edge_attr = None
+        if self.edge_encoder is not None:
+            edge_attr = self.edge_encoder(batch.edge_attr, batch.num_edges)
+        x, virtual = self.run_layers(x, batch, edge_attr)
+        return self.read_out(x, batch, virtual)
+
+    def encode_nodes(self, batch: Graph) -> Tensor:
+        x = self.node_encoder(batch.x, batch.num_nodes)
+        parts, added = [x], None
+        for name, encoder in self.pe_encoders.items():
+            pe = getattr(self.config, name)
+            h = _encode_positions(name, encoder, batch)
+            if pe.combine == "concat":
+                parts.append(h.to(x.dtype))
+            else:
+                added = h if added is None else added + h
+        x = torch.cat(parts, dim=-1) if len(parts) > 1 else x
+        return x if added is None else x + added.to(x.dtype)
+
+    def run_layers(self, x: Tensor, batch: Graph, edge_attr: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The layer stack; returns node states [N, C] and virtual-token states (or None)."""
+        c, virtual = self.config, None
+        kind = c.layer
+        if kind == "gps":
+            pattern = None
+            if c.attention in ("full", "topk"):
+                pattern = full(batch)
+            elif c.attention == "expander":
+                pattern = union(batch.pattern(), expander(batch, c.expander_degree, c.seed))
+            for layer in self.layers:
+                x, edge_attr = layer(x, batch, edge_attr, attention_pattern=pattern)
+        elif kind == "grit":
+            from ..encodings.relative import rrwp
+
+            pattern = full(batch)
+            with torch.no_grad():
+                probabilities = rrwp(batch, pattern, c.rrwp_steps)
+            position = edge_positions(pattern, batch.pattern()) if edge_attr is not None else None
+            x, pair = self.rrwp_encoder(x, pattern, probabilities, edge_attr, position)
+            log_degree = torch.log1p(batch.degree().to(x.dtype))
+            for layer in self.layers:
+                x, pair = layer(x, pattern, pair, log_degree)
+        elif kind == "exphormer":
+            structure = exphormer_pattern(batch, c.expander_degree, c.num_virtual, c.seed)
+            if self.virtual_embedding is not None:
+                virtual = self.virtual_embedding.repeat(batch.num_graphs, 1)
+            for layer in self.layers:
+                x, edge_attr, virtual = layer(x, batch, structure, edge_attr, virtual)
+        elif kind == "mpnn_vn":
+            virtual = self.virtual_embedding.expand(batch.num_graphs, -1)
+            for layer in self.layers:
+                x, edge_attr, virtual = layer(x, batch, edge_attr, virtual)
+        elif kind == "topk":
+            candidates = full(batch)
+            for layer in self.layers:
+                x = layer(x, batch, candidates)
+        else:  # gt and the plain MPNNs
+            for layer in self.layers:
+                x, edge_attr = layer(x, batch, edge_attr)
+        return x, virtual
+
+    def read_out(self, x: Tensor, batch: Graph, virtual: Tensor | None) -> Tensor:
+        level = self.task.level
+        if level == "node":
+            return self.head(x)
+        if level == "edge":
+            return self.head(x, batch)
+        if self.config.pooling == "virtual":
+            pooled = virtual.reshape(batch.num_graphs, -1, x.shape[1]).mean(1)
+        else:
+            pooled = graph_pool(x, batch, self.config.pooling)
+        return self.head(pooled)
+
+
+def _positional_encoder(name: str, pe, width: int) -> nn.Module:
+    """The `sparsegt.encodings` module that embeds a precomputed encoding (``node_data``) to ``width``."""
+    from ..encodings import LapPEEncoder, RWSEEncoder
+
+    if name == "lap_pe":
+        return LapPEEncoder(pe.k, width, pe.kind)
+    return RWSEEncoder(pe.steps, width)
+
+
+_ENCODING_FIELDS = {"lap_pe": ("lap_vec", "lap_val", "lap_mask"), "rwse": ("rwse",)}
+
+
+def _encode_positions(name: str, encoder: nn.Module, batch: Graph) -> Tensor:
+    """Run a PE/SE encoder on the batch's precomputed ``node_data`` (from `add_encodings`)."""
+    fields = _ENCODING_FIELDS[name]
+    missing = [f for f in fields if f not in batch.node_data]
+    if missing:
+        raise ValueError(f"the model uses {name} but the batch has no node_data {missing}: precompute it "
+                         "with sparsegt.encodings.add_encodings(graphs, **required_encodings(config))")
+    if name == "lap_pe":
+        data = batch.node_data
+        return encoder(data["lap_vec"], data["lap_val"], data["lap_mask"], batch.batch_index)
+    return encoder(batch.node_data["rwse"])

@@ -1,0 +1,94 @@
+"""Published configurations of GT, GraphGPS, GRIT and Exphormer on PATTERN and CLUSTER, as plain data.
+
+``PRESETS[name]`` is a `ModelConfig`; ``TRAINING[name]`` the optimiser settings of the same source
+(batch size, learning rate, weight decay, epochs, warm-up, scheduler) for the trainer to reproduce.
+Sources (read from the authors' public config files):
+
+- GT: graphdeeplearning/graphtransformer ``configs/SBMs_GraphTransformer_LapPE_{PATTERN,CLUSTER}_500k_
+  sparse_graph_BN.json``: L=10, hidden 80, 8 heads, BatchNorm, dropout 0, LapPE k=2 (PATTERN) / 10
+  (CLUSTER) added through a linear map, MLP readout with halving widths (L=2 -> 3 layers);
+  Adam lr 5e-4 with reduce-on-plateau (factor 0.5, patience 10), batch 26 / 32.
+- GraphGPS: rampasek/GraphGPS ``configs/GPS/{pattern,cluster}-GPS.yaml``: GatedGCN + Transformer;
+  PATTERN 6 layers, 64 wide, 4 heads, dropout 0, attention dropout 0.5; CLUSTER 16 layers, 48 wide,
+  8 heads, dropout 0.1, attention dropout 0.5; LapPE 10 frequencies, DeepSet to 16 channels
+  (concatenated); BatchNorm; 3-layer head; AdamW lr 1e-3, wd 1e-5, 100 epochs, 5 warm-up, cosine.
+- GRIT: LiamMa/GRIT ``configs/GRIT/{pattern,cluster}-GRIT-RRWP.yaml``: PATTERN 10 layers, 64 wide,
+  8 heads, RRWP 21 steps, attention dropout 0.2, lr 5e-4, batch 32; CLUSTER 16 layers, 48 wide,
+  8 heads, RRWP 32, dropout 0.01, attention dropout 0.5, lr 1e-3, batch 16; BatchNorm, clamp 5,
+  degree scaler; AdamW wd 1e-5, 100 epochs, 5 warm-up, cosine.
+- Exphormer: the ``configs/Exphormer/{pattern,cluster}.yaml`` of the Exphormer code (as redistributed
+  in bowang-lab/Graph-Mamba): CustomGatedGCN+Exphormer; PATTERN 4 layers, 40 wide, 4 heads,
+  exp_deg 7 (degree 14), 4 virtual nodes, attention dropout 0.5, lr 2e-4, wd 2e-5, 120 epochs;
+  CLUSTER 20 layers, 32 wide, 8 heads, exp_deg 3 (degree 6), 3 virtual nodes, dropout 0.1,
+  attention dropout 0.5, lr 2e-4, wd 1e-5, 150 epochs. Its EquivStableLapPE (which gates GatedGCN
+  messages by PE distances) is replaced here by a DeepSet LapPE concatenated to the features.
+
+Differences kept on purpose are listed in each layer's docstring (GT's clamp, Exphormer's virtual
+tokens carrying state).
+"""
+
+from __future__ import annotations
+
+from .config import LapPEConfig, ModelConfig
+
+__all__ = ["PRESETS", "TRAINING", "preset"]
+
+
+def _cosine(lr: float, weight_decay: float, epochs: int, batch_size: int, warmup: int = 5) -> dict:
+    return {"optimizer": "adamw", "lr": lr, "weight_decay": weight_decay, "epochs": epochs,
+            "batch_size": batch_size, "scheduler": "cosine_with_warmup", "warmup_epochs": warmup,
+            "clip_grad_norm": True}
+
+
+def _plateau(lr: float, batch_size: int) -> dict:
+    return {"optimizer": "adam", "lr": lr, "weight_decay": 0.0, "epochs": 1000, "batch_size": batch_size,
+            "scheduler": "reduce_on_plateau", "reduce_factor": 0.5, "patience": 10, "min_lr": 1e-6,
+            "clip_grad_norm": False}
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "gt-pattern": ModelConfig(layer="gt", num_layers=10, hidden=80, num_heads=8, norm="batch",
+                              lap_pe=LapPEConfig(k=2, dim=80, kind="linear", combine="add"),
+                              head_layers=3, head_shrink=True),
+    "gt-cluster": ModelConfig(layer="gt", num_layers=10, hidden=80, num_heads=8, norm="batch",
+                              lap_pe=LapPEConfig(k=10, dim=80, kind="linear", combine="add"),
+                              head_layers=3, head_shrink=True),
+    "gps-pattern": ModelConfig(layer="gps", local="gatedgcn", attention="full", num_layers=6, hidden=64,
+                               num_heads=4, dropout=0.0, attn_dropout=0.5, norm="batch",
+                               lap_pe=LapPEConfig(k=10, dim=16, kind="deepset"), head_layers=3),
+    "gps-cluster": ModelConfig(layer="gps", local="gatedgcn", attention="full", num_layers=16, hidden=48,
+                               num_heads=8, dropout=0.1, attn_dropout=0.5, norm="batch",
+                               lap_pe=LapPEConfig(k=10, dim=16, kind="deepset"), head_layers=3),
+    "grit-pattern": ModelConfig(layer="grit", num_layers=10, hidden=64, num_heads=8, dropout=0.0,
+                                attn_dropout=0.2, norm="batch", rrwp_steps=21, head_layers=3),
+    "grit-cluster": ModelConfig(layer="grit", num_layers=16, hidden=48, num_heads=8, dropout=0.01,
+                                attn_dropout=0.5, norm="batch", rrwp_steps=32, head_layers=3),
+    "exphormer-pattern": ModelConfig(layer="exphormer", local="gatedgcn", num_layers=4, hidden=40,
+                                     num_heads=4, dropout=0.0, attn_dropout=0.5, norm="batch",
+                                     expander_degree=14,
+                                     num_virtual=4, lap_pe=LapPEConfig(k=10, dim=8, kind="deepset"),
+                                     head_layers=3),
+    "exphormer-cluster": ModelConfig(layer="exphormer", local="gatedgcn", num_layers=20, hidden=32,
+                                     num_heads=8, dropout=0.1, attn_dropout=0.5, norm="batch",
+                                     expander_degree=6,
+                                     num_virtual=3, lap_pe=LapPEConfig(k=10, dim=8, kind="deepset"),
+                                     head_layers=3),
+}
+
+TRAINING: dict[str, dict] = {
+    "gt-pattern": _plateau(5e-4, 26),
+    "gt-cluster": _plateau(5e-4, 32),
+    "gps-pattern": _cosine(1e-3, 1e-5, 100, 32),
+    "gps-cluster": _cosine(1e-3, 1e-5, 100, 16),
+    "grit-pattern": _cosine(5e-4, 1e-5, 100, 32),
+    "grit-cluster": _cosine(1e-3, 1e-5, 100, 16),
+    "exphormer-pattern": _cosine(2e-4, 2e-5, 120, 32),
+    "exphormer-cluster": _cosine(2e-4, 1e-5, 150, 16),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """A fresh copy of ``PRESETS[name]`` (ValueError listing the names if unknown)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return ModelConfig.from_dict(PRESETS[name].to_dict())

@@ -1,0 +1,29 @@
+"""Layers on the sparse kernel: attention, message passing, and the graph transformers of the literature.
+
+- `SparseMultiheadAttention`: ``torch.nn.MultiheadAttention`` over a pattern's edges (bias / gate inputs).
+- Message passing on CSR: `GINEConv`, `GatedGCNConv`, `GCNConv` (segment primitives in `segment`).
+- Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS), `GRITLayer`, `ExphormerLayer`,
+  `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention` (per-graph FAVOR+).
+"""
+
+from .attention import SparseMultiheadAttention
+from .blocks import FeedForward, make_norm
+from .exphormer import ExphormerAttention, ExphormerLayer, ExphormerPattern, exphormer_pattern
+from .gatedgcn import GatedGCNConv
+from .gcn import GCNConv
+from .gine import GINEConv
+from .gps import GPSLayer
+from .grit import GRITAttention, GRITLayer
+from .gt import GTLayer
+from .mpnn import MPNNLayer
+from .mpnn_vn import MPNNVirtualNodeLayer
+from .performer import PerformerAttention
+from .topk import TopKAttentionLayer
+
+__all__ = [
+    "SparseMultiheadAttention", "FeedForward", "make_norm",
+    "GINEConv", "GatedGCNConv", "GCNConv",
+    "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer",
+    "ExphormerAttention", "ExphormerLayer", "ExphormerPattern", "exphormer_pattern",
+    "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
+]

@@ -1,0 +1,138 @@
+"""`SparseMultiheadAttention`: ``torch.nn.MultiheadAttention`` over the edges of a pattern.
+
+For each head ``h`` and each query ``i`` with pattern row ``N(i)``::
+
+    s_ij = <q_i, k_j ⊙ g_ij> / sqrt(D) + b_ij          (g: edge gate [E, H, D], b: edge bias [E, H])
+    a_ij = softmax_{j in N(i)} s_ij                   (a row without edges outputs zeros)
+    out_i = W_o concat_h( sum_j a_ij v_j )
+
+with ``q = W_q x_query``, ``k = W_k x_key``, ``v = W_v x_value``. The projections are stored exactly
+like ``torch.nn.MultiheadAttention`` (``in_proj_weight`` [3C, C], ``in_proj_bias`` [3C], ``out_proj``),
+so weights move between the two with ``load_state_dict``. With ``pattern = full(batch)`` this layer
+computes what ``torch.nn.MultiheadAttention`` computes on each graph separately, without padding.
+
+Edge inputs, all in the pattern's CSR order: ``edge_bias`` [E, H] and ``edge_gate`` [E, H, D] given
+directly, or ``edge_attr`` [E, edge_dim] projected by the layer (``edge_mode="bias"`` -> a bias per
+head, ``"gate"`` -> a gate per head and channel, as in GT and Exphormer).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import sparse_attention
+from ..graph import Graph
+from ..patterns import topk
+
+__all__ = ["SparseMultiheadAttention"]
+
+EDGE_MODES = (None, "bias", "gate")
+
+
+class SparseMultiheadAttention(nn.Module):
+    """Multi-head softmax attention restricted to a `Graph` pattern (rows: queries, columns: keys).
+
+    Args:
+        embed_dim: C, the model width (input and output). num_heads: H; C must be divisible by H.
+        dropout: attention dropout on the normalised weights (training only).
+        bias: add biases to the input/output projections.
+        edge_dim: width of ``edge_attr`` to project, if ``edge_mode`` is set.
+        edge_mode: None, ``"bias"`` (``edge_attr`` -> [E, H] score bias) or ``"gate"``
+            (``edge_attr`` -> [E, H, D] gate multiplied into q*k).
+        backend: passed to `sparse_attention` (``"auto"``, ``"torch"``, ``"cpu"``).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 edge_dim: int | None = None, edge_mode: str | None = None, backend: str = "auto") -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of "
+                             f"num_heads ({num_heads})")
+        if edge_mode not in EDGE_MODES:
+            raise ValueError(f"edge_mode must be one of {EDGE_MODES}, got {edge_mode!r}")
+        if edge_mode is not None and not edge_dim:
+            raise ValueError(f"edge_mode={edge_mode!r} needs edge_dim (the width of edge_attr)")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.edge_proj = None
+        if edge_mode == "bias":
+            self.edge_proj = nn.Linear(edge_dim, num_heads)
+        elif edge_mode == "gate":
+            self.edge_proj = nn.Linear(edge_dim, embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        self.out_proj.reset_parameters()
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+        if self.out_proj.bias is not None:
+            nn.init.zeros_(self.out_proj.bias)
+        if self.edge_proj is not None:
+            self.edge_proj.reset_parameters()
+
+    def project(self, query: Tensor, key: Tensor | None = None,
+                value: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """q [Nq, H, D], k [Nk, H, D], v [Nk, H, D] from query [Nq, C], key/value [Nk, C].
+
+        ``key`` and ``value`` default to ``query`` (self-attention: one fused matmul)."""
+        H, D = self.num_heads, self.head_dim
+        if key is None and value is None:
+            qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias).view(-1, 3, H, D)
+            return qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        key = query if key is None else key
+        value = key if value is None else value
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
+        return (F.linear(query, w_q, b_q).view(-1, H, D), F.linear(key, w_k, b_k).view(-1, H, D),
+                F.linear(value, w_v, b_v).view(-1, H, D))
+
+    def edge_terms(self, pattern: Graph, edge_attr: Tensor | None, edge_bias: Tensor | None,
+                   edge_gate: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The [E, H] bias and [E, H, D] gate passed to the kernel."""
+        if edge_attr is not None:
+            if self.edge_proj is None:
+                raise ValueError("edge_attr was given but the layer has edge_mode=None; "
+                                 "construct it with edge_dim and edge_mode='bias' or 'gate'")
+            if edge_attr.shape[0] != pattern.num_edges:
+                raise ValueError(f"edge_attr has {edge_attr.shape[0]} rows but the pattern has "
+                                 f"{pattern.num_edges} edges (CSR order)")
+            projected = self.edge_proj(edge_attr)
+            if self.edge_mode == "bias":
+                edge_bias = projected if edge_bias is None else edge_bias + projected
+            else:
+                projected = projected.view(-1, self.num_heads, self.head_dim)
+                edge_gate = projected if edge_gate is None else edge_gate * projected
+        return edge_bias, edge_gate
+
+    def forward(self, query: Tensor, pattern: Graph, key: Tensor | None = None, value: Tensor | None = None,
+                *, edge_attr: Tensor | None = None, edge_bias: Tensor | None = None,
+                edge_gate: Tensor | None = None, keep_top: int | None = None) -> Tensor:
+        """Attention of each query over its pattern row.
+
+        Args:
+            query: [Nq, C]. key, value: [Nk, C] (default: ``query``; self-attention).
+            pattern: `Graph` with Nq rows and Nk columns.
+            edge_attr: [E, edge_dim] projected to a bias or gate (``edge_mode``).
+            edge_bias: [E, H] added to the scores. edge_gate: [E, H, D] multiplied into q*k.
+            keep_top: if set, ``pattern`` is the candidate set and each query keeps only its
+                ``keep_top`` highest-scoring candidates (`sparsegt.patterns.topk`, head-averaged
+                scores, no gradient through the selection); edge inputs are not allowed then.
+        Returns:
+            [Nq, C].
+        """
+        q, k, v = self.project(query, key, value)
+        if keep_top is not None:
+            if edge_attr is not None or edge_bias is not None or edge_gate is not None:
+                raise ValueError("keep_top selects a new pattern, so edge_attr/edge_bias/edge_gate (aligned "
+                                 "with the candidate pattern) cannot be used with it")
+            pattern = topk(q.detach(), k.detach(), pattern, keep_top)
+        bias, gate = self.edge_terms(pattern, edge_attr, edge_bias, edge_gate)
+        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate,
+                               dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
+        return self.out_proj(out.reshape(-1, self.embed_dim))

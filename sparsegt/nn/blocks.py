@@ -1,0 +1,37 @@
+"""Small pieces every transformer layer shares: the position-wise feed-forward block and the norm choice."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["FeedForward", "make_norm", "NORMS"]
+
+NORMS = ("batch", "layer", "none")
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``"batch"`` -> BatchNorm1d over nodes, ``"layer"`` -> LayerNorm per node, ``"none"`` -> identity."""
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "layer":
+        return nn.LayerNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+class FeedForward(nn.Module):
+    """``Dropout(W2 Dropout(ReLU(W1 x)))``: [*, C] -> [*, C] through a hidden width ``expansion * C``."""
+
+    def __init__(self, channels: int, expansion: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(channels, expansion * channels)
+        self.lin2 = nn.Linear(expansion * channels, channels)
+        self.dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        self.lin1.reset_parameters()
+        self.lin2.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.lin2(self.dropout(self.lin1(x).relu())))

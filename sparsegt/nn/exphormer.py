@@ -1,0 +1,150 @@
+"""Exphormer (Shirzad et al., "Exphormer: Sparse Transformers for Graphs", ICML 2023).
+
+Attention runs over three kinds of pairs of a token set ``T = N + B * V`` (the N real nodes, then V
+virtual tokens per graph, graph-major: the layout of `sparsegt.patterns.virtual_nodes`):
+
+- the graph's own edges, gated by the edge features (or a learned "graph edge" embedding);
+- a random ``degree``-regular expander per graph (`sparsegt.patterns.expander`);
+- real node <-> its graph's virtual tokens, virtual <-> virtual of the same graph.
+
+Each entry gets the sum of the embeddings of the kinds it belongs to; the attention is GT-style with
+that embedding as a gate, ``s_ij = <q_i, k_j ⊙ E e_ij> / sqrt(D)``, on `sparse_attention`.
+
+Virtual tokens carry a state through the layers (here: ``virtual`` [B*V, C], updated by their own
+attention rows with a residual). The reference code re-reads a fixed embedding at every layer and
+discards the virtual rows' outputs, so its virtual tokens cannot relay information between layers;
+ours can. The layer follows the published configs ("CustomGatedGCN+Exphormer"): a local MPNN in
+parallel with Exphormer attention, then an FFN, as in `GPSLayer`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import Graph
+from ..patterns import expander, union, virtual_nodes
+from .attention import SparseMultiheadAttention
+from .blocks import FeedForward, make_norm
+from .gatedgcn import GatedGCNConv
+from .gine import GINEConv
+from .segment import edge_positions
+
+__all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerAttention", "ExphormerLayer"]
+
+EDGE_KINDS = ("graph", "expander", "virtual")
+
+
+class ExphormerPattern:
+    """The token pattern and what each entry is.
+
+    Attributes:
+        pattern: `Graph` [T, T], T = N + B * num_virtual.
+        kinds: [E_T, 3] float, 1 where the entry is a graph edge / expander edge / virtual link.
+        graph_edge_position: [E_graph] position of each graph edge in ``pattern`` (CSR order).
+        num_nodes: N. num_virtual: V per graph.
+    """
+
+    def __init__(self, pattern: Graph, kinds: Tensor, graph_edge_position: Tensor, num_nodes: int,
+                 num_virtual: int) -> None:
+        self.pattern, self.kinds, self.graph_edge_position = pattern, kinds, graph_edge_position
+        self.num_nodes, self.num_virtual = num_nodes, num_virtual
+
+
+def _pad_rows(pattern: Graph, total: int) -> Graph:
+    """The same entries in a [total, total] pattern (the extra rows and columns are empty)."""
+    extra = total - pattern.num_nodes
+    indptr = torch.cat([pattern.indptr, pattern.indptr[-1:].expand(extra)])
+    return Graph(indptr, pattern.indices, total, validate=False)
+
+
+def exphormer_pattern(batch: Graph, degree: int = 6, num_virtual: int = 1, seed: int = 0) -> ExphormerPattern:
+    """Graph edges + expander (``degree`` keys per node, even; 0 for none) + ``num_virtual`` virtual
+    tokens per graph (0 for none), over ``T = N + B * num_virtual`` tokens."""
+    n = batch.num_nodes
+    total = n + batch.num_graphs * num_virtual
+    graph_part = _pad_rows(batch.pattern(), total)
+    parts = [graph_part]
+    parts.append(_pad_rows(expander(batch, degree, seed), total) if degree > 0 else Graph.empty(total))
+    parts.append(virtual_nodes(batch, num_virtual) if num_virtual > 0 else Graph.empty(total))
+    pattern, sources = union(*parts, return_sources=True)
+    kinds = torch.stack(sources, 1).to(torch.get_default_dtype())
+    return ExphormerPattern(pattern, kinds, edge_positions(pattern, graph_part), n, num_virtual)
+
+
+class ExphormerAttention(nn.Module):
+    """Softmax attention over an `ExphormerPattern`, gated by edge-kind embeddings.
+
+    Args:
+        channels: C. num_heads: H. attn_dropout: on the attention weights.
+    """
+
+    def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.kind_embedding = nn.Parameter(torch.empty(len(EDGE_KINDS), channels))
+        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout,
+                                                  edge_dim=channels, edge_mode="gate")
+        nn.init.normal_(self.kind_embedding, std=1.0)
+
+    def forward(self, tokens: Tensor, structure: ExphormerPattern, edge_attr: Tensor | None = None) -> Tensor:
+        """tokens [T, C]; edge_attr [E_graph, C] (graph edges, CSR order) or None -> [T, C]."""
+        entry = structure.kinds.to(tokens.dtype) @ self.kind_embedding
+        if edge_attr is not None:
+            # graph edges carry their own features instead of the constant "graph edge" embedding
+            is_graph = structure.kinds[:, 0:1].to(tokens.dtype)
+            entry = entry - is_graph * self.kind_embedding[0]
+            entry = entry.index_add(0, structure.graph_edge_position, edge_attr)
+        return self.attention(tokens, structure.pattern, edge_attr=entry)
+
+
+class ExphormerLayer(nn.Module):
+    """Local MPNN (``"gatedgcn"``, ``"gine"`` or ``"none"``) in parallel with Exphormer attention, then FFN.
+
+    Args:
+        channels: C. num_heads: H. local: local MPNN. dropout, attn_dropout: as in `GPSLayer`.
+        norm: ``"batch"``, ``"layer"`` or ``"none"``.
+    """
+
+    def __init__(self, channels: int, num_heads: int, local: str = "gatedgcn", dropout: float = 0.0,
+                 attn_dropout: float = 0.0, norm: str = "batch") -> None:
+        super().__init__()
+        if local not in ("gatedgcn", "gine", "none"):
+            raise ValueError(f"local must be 'gatedgcn', 'gine' or 'none', got {local!r}")
+        self.local_kind = local
+        self.local_model: nn.Module | None = None
+        self.norm_local: nn.Module = nn.Identity()
+        if local == "gine":
+            self.local_model = GINEConv(channels)
+            self.norm_local = make_norm(norm, channels)
+        elif local == "gatedgcn":
+            self.local_model = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
+        self.attention = ExphormerAttention(channels, num_heads, attn_dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_attention = make_norm(norm, channels)
+        self.feed_forward = FeedForward(channels, 2, dropout)
+        self.norm_out = make_norm(norm, channels)
+
+    def forward(self, x: Tensor, graph: Graph, structure: ExphormerPattern, edge_attr: Tensor | None = None,
+                virtual: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """x [N, C], graph (local edges), structure from `exphormer_pattern`, edge_attr [E, C] or
+        None, virtual [B*V, C] (required when V > 0) -> (x, edge_attr, virtual)."""
+        n = x.shape[0]
+        expected = structure.pattern.num_nodes - n
+        if (virtual.shape[0] if virtual is not None else 0) != expected:
+            raise ValueError(f"virtual must have B * num_virtual = {expected} rows, got "
+                             f"{None if virtual is None else virtual.shape[0]}")
+        tokens = x if virtual is None else torch.cat([x, virtual])
+        # Only an edge-featured graph gates its edges with features (GatedGCN's edge states after it).
+        attended = self.attention(tokens, structure, edge_attr)
+        branches = []
+        if self.local_model is not None:
+            if self.local_kind == "gatedgcn":
+                h_local, edge_attr = self.local_model(x, graph, edge_attr)
+            else:
+                h_local = x + self.dropout(self.local_model(x, graph, edge_attr))
+            branches.append(self.norm_local(h_local))
+        branches.append(self.norm_attention(x + self.dropout(attended[:n])))
+        h = branches[0] if len(branches) == 1 else branches[0] + branches[1]
+        if virtual is not None:
+            virtual = virtual + self.dropout(attended[n:])
+        return self.norm_out(h + self.feed_forward(h)), edge_attr, virtual

@@ -1,0 +1,56 @@
+"""Top-k attention with neighbourhood aggregation (TANGNN: "Top-m Attention and Neighbourhood
+Aggregation GNN", 2024).
+
+Each node attends only to the ``k`` candidates (default: all nodes of its own graph) whose keys score
+highest against its query, and separately aggregates its graph neighbours; the two are combined::
+
+    h_T = TopkAttn(x)            keys: argtop-k_j <q_i, k_j> over the candidates (no gradient through
+                                 the selection), softmax and values on `sparse_attention`
+    h_N = W_N mean_{j in N(i)} x_j
+    h   = Norm(x + Dropout(W_C [h_T || h_N]));   out = Norm(h + FFN(h))
+
+Shapes: ``x`` [N, C] -> [N, C]. The kept pattern is O(N k), independent of the candidates' size after
+scoring (scoring the full candidate set costs O(sum n_b^2 H D) without gradients).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import Graph
+from ..patterns import full
+from .attention import SparseMultiheadAttention
+from .blocks import FeedForward, make_norm
+from .segment import neighbour_sum
+
+__all__ = ["TopKAttentionLayer"]
+
+
+class TopKAttentionLayer(nn.Module):
+    """TANGNN-style layer.
+
+    Args:
+        channels: C. num_heads: H. k: keys kept per node. dropout, attn_dropout, norm: as in `GPSLayer`.
+    """
+
+    def __init__(self, channels: int, num_heads: int, k: int = 16, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, norm: str = "batch") -> None:
+        super().__init__()
+        self.k = int(k)
+        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout)
+        self.neighbour_lin = nn.Linear(channels, channels)
+        self.combine = nn.Linear(2 * channels, channels)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = make_norm(norm, channels)
+        self.feed_forward = FeedForward(channels, 2, dropout)
+        self.norm_out = make_norm(norm, channels)
+
+    def forward(self, x: Tensor, graph: Graph, candidates: Graph | None = None) -> Tensor:
+        """x [N, C]; graph: the batch (neighbours); candidates: [N, N] pattern (default ``full(graph)``)."""
+        candidates = full(graph) if candidates is None else candidates
+        h_top = self.attention(x, candidates, keep_top=self.k)
+        mean = neighbour_sum(graph, x) / graph.degree().clamp_min(1).to(x.dtype)[:, None]
+        h = torch.cat([h_top, self.neighbour_lin(mean)], dim=-1)
+        h = self.norm(x + self.dropout(self.combine(h)))
+        return self.norm_out(h + self.feed_forward(h))

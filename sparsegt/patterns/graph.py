@@ -1,0 +1,192 @@
+"""Patterns over the nodes of a graph batch: `full`, `khop`, `expander` (Exphormer), `virtual_nodes`.
+
+All take a `Graph` (a batch from `Graph.batch`, or one graph) and never connect nodes of different
+graphs, so a graph's pattern does not depend on which graphs share its batch. Results are sorted
+CSR without duplicates and keep ``ptr``/``col_ptr``/``edge_ptr`` (still a batch), except
+`virtual_nodes`, whose extra tokens are not contiguous per graph (see its docstring).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..attention.dropout import MASK32, hash32_torch
+from ..graph import Graph
+from ._csr import check_int, csr_from_pairs, finish, graph_offsets, segment_arange
+
+__all__ = ["full", "khop", "expander", "virtual_nodes", "virtual_token_graph"]
+
+
+def _require_graph(batch: Graph, name: str) -> None:
+    if not isinstance(batch, Graph):
+        raise ValueError(f"{name}: expected a sparsegt.Graph, got {type(batch).__name__}")
+
+
+def _square_batch(batch: Graph, name: str) -> tuple[Tensor, Tensor]:
+    ptr, col_ptr = graph_offsets(batch)
+    if batch.num_nodes != batch.num_cols or not torch.equal(ptr, col_ptr):
+        raise ValueError(f"{name} needs a square pattern whose graphs own the same rows and columns, got "
+                         f"{batch.num_nodes} rows x {batch.num_cols} columns")
+    return ptr, ptr.diff()
+
+
+def full(batch: Graph) -> Graph:
+    """Every node attends to every node of its own graph (itself included); no padding across graphs.
+
+    Args:
+        batch: a `Graph` with N nodes; its ``ptr`` [B+1] splits it into graphs (none: one graph).
+    Returns:
+        `Graph` [N, N] with ``sum_b n_b**2`` entries, rows sorted, keeping ``ptr``/``col_ptr`` and a
+        fresh ``edge_ptr``.
+    """
+    _require_graph(batch, "full")
+    ptr, sizes = _square_batch(batch, "full")
+    dev = batch.device
+    graph_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=dev), sizes)
+    degree = sizes[graph_of_node]
+    indptr = torch.zeros(batch.num_nodes + 1, dtype=torch.long, device=dev)
+    indptr[1:] = torch.cumsum(degree, 0)
+    graph_of_edge = torch.repeat_interleave(graph_of_node, degree)
+    indices = ptr[graph_of_edge] + segment_arange(degree)
+    return finish(indptr, indices, batch.num_nodes, batch.ptr, batch.col_ptr)
+
+
+def khop(graph: Graph, k: int) -> Graph:
+    """All pairs joined by a walk of 1..k pattern edges: the pattern of ``A + A^2 + ... + A^k``.
+
+    Row i lists key l when there is a walk i -> j_1 -> ... -> l of at most k steps through the input
+    rows (query i attends to j_1, j_1 to j_2, ...). A node reaches itself when a walk of length
+    <= k returns to it (e.g. any node with a neighbour, for k >= 2 on an undirected graph).
+
+    Args:
+        graph: square `Graph` (a batch or one graph). k: number of hops, >= 1.
+    Returns:
+        `Graph` with ``edge_data["hop"]`` [E] int64: the length of the shortest such walk (1..k).
+        Memory grows with the number of k-hop pairs (plus one frontier expansion).
+    """
+    _require_graph(graph, "khop")
+    k = check_int("khop: k", k, 1)
+    _square_batch(graph, "khop")
+    n = graph.num_nodes
+    width = max(n, 1)
+    base = csr_from_pairs(graph.row_index(), graph.indices, n, n)
+    reach_key = base.row_index() * width + base.indices
+    hop = torch.ones_like(reach_key)
+    frontier_row, frontier_col = base.row_index(), base.indices
+    for step in range(2, k + 1):
+        counts = base.indptr.diff()[frontier_col]
+        row = torch.repeat_interleave(frontier_row, counts)
+        first_edge = torch.repeat_interleave(base.indptr[frontier_col], counts)
+        col = base.indices[first_edge + segment_arange(counts)]
+        new_key = torch.unique(row * width + col)
+        new_key = new_key[~torch.isin(new_key, reach_key)]
+        if new_key.numel() == 0:
+            break
+        reach_key = torch.cat([reach_key, new_key])
+        hop = torch.cat([hop, torch.full_like(new_key, step)])
+        frontier_row = torch.div(new_key, width, rounding_mode="floor")
+        frontier_col = new_key - frontier_row * width
+    order = torch.argsort(reach_key)
+    reach_key, hop = reach_key[order], hop[order]
+    row = torch.div(reach_key, width, rounding_mode="floor")
+    indptr = torch.zeros(n + 1, dtype=torch.long, device=graph.device)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    return finish(indptr, (reach_key - row * width).contiguous(), n, graph.ptr, graph.col_ptr, {"hop": hop})
+
+
+def _graph_permutation_keys(sizes: Tensor, graph_of_node: Tensor, local: Tensor, seed: int, j: int) -> Tensor:
+    """32-bit pseudo-random sort keys that depend only on (seed, graph size, permutation j, local index)."""
+    seed_mix = hash32_torch(torch.tensor(seed & MASK32, device=local.device)
+                            + hash32_torch(torch.tensor((seed >> 32) & MASK32, device=local.device)))
+    per_graph = hash32_torch(hash32_torch(sizes[graph_of_node] * 0x9E3779B1 + j) ^ seed_mix)
+    return hash32_torch(hash32_torch(local ^ per_graph) + per_graph)
+
+
+def expander(batch: Graph, degree: int, seed: int = 0) -> Graph:
+    """Exphormer's random expander, one per graph: ``degree / 2`` random permutations, both directions.
+
+    For each permutation ``pi`` of a graph's nodes, node i gets keys ``pi(i)`` and ``pi^-1(i)``, so
+    before clean-up the pattern is ``degree``-regular. Self-loops and duplicate pairs are then removed,
+    so a node has at most ``degree`` keys (exactly ``degree`` on all but a small fraction of nodes
+    once graphs have more than ~``degree`` nodes). Exphormer's ``exp_deg = d`` (d permutations) is
+    ``degree = 2 * d`` here.
+
+    Batch independence: each graph's permutations are a pure function of ``(seed, number of nodes,
+    permutation index)`` (a counter-based hash, the same on every device), never of the graph's
+    position in the batch or of the other graphs. Graphs of equal size get the same expander.
+
+    Args:
+        batch: square `Graph` (a batch or one graph). degree: even, >= 2. seed: any int.
+    Returns:
+        `Graph` [N, N], sorted, no self-loops, keeping the batch offsets.
+    """
+    _require_graph(batch, "expander")
+    degree = check_int("expander: degree", degree, 2)
+    if degree % 2:
+        raise ValueError(f"expander: degree = {degree} must be even (each random permutation adds 2 keys per "
+                         "node); Exphormer's exp_deg=d is degree=2*d")
+    ptr, sizes = _square_batch(batch, "expander")
+    dev = batch.device
+    n = batch.num_nodes
+    graph_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=dev), sizes)
+    local = torch.arange(n, device=dev) - ptr[graph_of_node]
+    rows, cols = [], []
+    for j in range(degree // 2):
+        key = _graph_permutation_keys(sizes, graph_of_node, local, seed, j)
+        order = torch.sort(graph_of_node * (MASK32 + 1) + key, stable=True).indices  # sorted within graphs
+        rows += [torch.arange(n, device=dev), order]
+        cols += [order, torch.arange(n, device=dev)]
+    row, col = torch.cat(rows), torch.cat(cols)
+    not_loop = row != col
+    return csr_from_pairs(row[not_loop], col[not_loop], n, n, ptr=batch.ptr, col_ptr=batch.col_ptr,
+                          device=dev)
+
+
+def virtual_nodes(batch: Graph, num_virtual: int = 1) -> Graph:
+    """Global virtual tokens per graph (MPNN + virtual node, Exphormer): a square pattern over
+    ``T = N + B * num_virtual`` tokens.
+
+    Token layout: tokens ``0..N-1`` are the real nodes in batch order; token
+    ``N + b * num_virtual + v`` is virtual token ``v`` of graph ``b`` (graph-major). Build the token
+    features as ``torch.cat([x, virtual_embedding.repeat(B, 1)])`` for a ``virtual_embedding``
+    [num_virtual, F]. Entries (both directions):
+
+    - real node i of graph b -> the ``num_virtual`` virtual tokens of graph b (row i has exactly these);
+    - virtual token (b, v) -> every real node of graph b and every virtual token of graph b.
+
+    Real nodes get no real keys here: take the `union` with the graph (or `full`) for those. The
+    result has no ``ptr`` (its tokens are not contiguous per graph); `virtual_token_graph` gives the
+    graph of every token.
+
+    Args:
+        batch: square `Graph` with N nodes in B graphs. num_virtual: virtual tokens per graph, >= 1.
+    Returns:
+        `Graph` [T, T], sorted CSR.
+    """
+    _require_graph(batch, "virtual_nodes")
+    num_virtual = check_int("virtual_nodes: num_virtual", num_virtual, 1)
+    ptr, sizes = _square_batch(batch, "virtual_nodes")
+    dev = batch.device
+    n, num_graphs, nv = batch.num_nodes, len(sizes), num_virtual
+    total = n + num_graphs * nv
+    graph_of_node = torch.repeat_interleave(torch.arange(num_graphs, device=dev), sizes)
+    virtual_degree = (sizes + nv).repeat_interleave(nv)  # [B * nv]
+    degree = torch.cat([torch.full((n,), nv, device=dev, dtype=torch.long), virtual_degree])
+    indptr = torch.zeros(total + 1, dtype=torch.long, device=dev)
+    indptr[1:] = torch.cumsum(degree, 0)
+    real_keys = (n + graph_of_node * nv)[:, None] + torch.arange(nv, device=dev)  # [N, nv], sorted per row
+    vgraph = torch.arange(num_graphs, device=dev).repeat_interleave(nv)  # graph of each virtual row
+    within = segment_arange(virtual_degree)  # 0..n_b + nv - 1 per virtual row
+    vg = vgraph.repeat_interleave(virtual_degree)
+    real_part = within < sizes[vg]
+    virtual_keys = torch.where(real_part, ptr[vg] + within, n + vg * nv + (within - sizes[vg]))
+    indices = torch.cat([real_keys.reshape(-1), virtual_keys])
+    return Graph(indptr, indices, total, validate=False)
+
+
+def virtual_token_graph(batch: Graph, num_virtual: int = 1) -> Tensor:
+    """[N + B * num_virtual] graph index of every token of `virtual_nodes` (same layout)."""
+    sizes = graph_offsets(batch)[0].diff()
+    graphs = torch.arange(len(sizes), device=batch.device)
+    return torch.cat([graphs.repeat_interleave(sizes), graphs.repeat_interleave(num_virtual)])

@@ -1,0 +1,377 @@
+"""`RunConfig`: everything a training run needs, as dataclasses; YAML load/dump; dotted overrides.
+
+A run is described by three parts and a name::
+
+    RunConfig(name="gps-pattern",
+              data=DataConfig(name="pattern", batch_size=32, encodings={"lap_pe": 10}),
+              model=ModelConfig(...),          # sparsegt.models.ModelConfig
+              train=TrainConfig(epochs=100, lr=5e-4))
+
+From the command line every field can be overridden with ``section.field=value`` (``model.hidden=64``,
+``train.epochs=3``, ``data.name=cluster-small``, ``data.options.num_graphs=100``); values are parsed as
+YAML scalars (``1e-3``, ``true``, ``null``, ``[1, 2]``). A key that does not exist is a ValueError that
+lists the closest existing keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DataConfig",
+    "TrainConfig",
+    "RunConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "update_config",
+    "load_config",
+    "dump_config",
+    "config_keys",
+]
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how it is batched, and which encodings are precomputed.
+
+    ``encodings``: keyword arguments of `sparsegt.encodings.add_encodings` (``{"lap_pe": 10, "rwse": 16}``);
+    left empty, the model's `required_encodings` decide. ``options`` go to `load_dataset` (e.g. a QM9
+    ``target``). ``seed`` is the data's generation/split seed (the same for every training seed).
+    """
+
+    name: str = "pattern-small"
+    root: str | None = None
+    seed: int = 0
+    options: dict = field(default_factory=dict)
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    encodings: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping.
+
+    ``scheduler="cosine"``: the learning rate rises linearly over ``warmup_epochs`` then follows a cosine
+    to ``min_lr`` at ``epochs`` (GraphGPS's ``cosine_with_warmup``, evaluated per step).
+    ``"plateau"``: Benchmarking-GNNs / GT — multiply by ``plateau_factor`` after more than
+    ``plateau_patience`` evaluations without a lower validation loss; stop once below ``min_lr``.
+    ``"constant"``: ``lr`` after the warmup. ``patience``: stop after this many
+    evaluations without a better validation metric (None: never). ``class_weighted_loss``: None means
+    "when the metric is weighted accuracy" (Benchmarking-GNNs / GraphGPS on PATTERN and CLUSTER).
+    ``loss``: ``auto`` picks cross-entropy for classes, BCE for binary, L1 when the metric is MAE, else MSE.
+    ``time_limit_min``: stop cleanly (best checkpoint kept, test at the best epoch reported) after this
+    many minutes of training. ``batches_per_epoch``: None is one pass over the training set; K makes an
+    "epoch" (the unit of evaluation, checkpoints and the schedule) K batches, continuing through the
+    shuffled passes — for budgets shorter than a pass over a large dataset. Checkpoints (``last.pt``)
+    are written at every epoch end and mid-epoch every ``checkpoint_every_s`` seconds or
+    ``checkpoint_every_batches`` batches (0: off).
+    """
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup_epochs: float = 5.0
+    min_lr: float = 0.0
+    scheduler: typing.Literal["cosine", "plateau", "constant"] = "cosine"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    grad_clip: float | None = 1.0
+    patience: int | None = None
+    seed: int = 0
+    eval_every: int = 1
+    device: str = "auto"
+    loss: str = "auto"
+    class_weighted_loss: bool | None = None
+    threads: int | None = None
+    time_limit_min: float | None = None
+    checkpoint_every_s: float = 30.0
+    checkpoint_every_batches: int = 0
+    batches_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):
+            setattr(self, name, float(getattr(self, name)))
+        if self.grad_clip is not None:
+            self.grad_clip = float(self.grad_clip)
+        if self.epochs < 1 or self.eval_every < 1:
+            raise ValueError(
+                f"train.epochs ({self.epochs}) and train.eval_every ({self.eval_every}) must be >= 1"
+            )
+        if self.lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("train.lr, train.weight_decay and train.warmup_epochs must be >= 0")
+        if self.scheduler not in ("cosine", "plateau", "constant"):
+            raise ValueError(f"train.scheduler must be cosine, plateau or constant, got {self.scheduler!r}")
+
+
+def _default_model_config() -> Any:
+    from ..models import ModelConfig
+
+    return ModelConfig()
+
+
+@dataclass
+class RunConfig:
+    """A whole run: ``runs/<name>-<timestamp>/`` holds its resolved config, metrics and checkpoints."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = field(default_factory=_default_model_config)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ------------------------------------------------------------------------------------- dict <-> dataclass
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(config: Any) -> dict:
+    """Nested plain dict (lists for tuples) of a config dataclass, ready for ``yaml.safe_dump``/JSON."""
+    return _plain(config)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolvable forward references: fall back to the current values' types
+        return {}
+
+
+def _allowed_types(hint: Any) -> tuple[list[Any], bool]:
+    """(concrete types, None allowed) of a type hint; [] means unknown/Any."""
+    if hint is None or hint is Any:
+        return [], True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        concrete = [a for a in args if a is not type(None)]
+        out: list[Any] = []
+        for a in concrete:
+            out += _allowed_types(a)[0]
+        return out, type(None) in args
+    if origin is typing.Literal:
+        return [("literal", typing.get_args(hint))], False
+    return [origin or hint], False
+
+
+def _coerce(value: Any, hint: Any, current: Any, where: str) -> Any:
+    """Check/convert ``value`` for a field with type ``hint`` whose current value is ``current``."""
+    allowed, none_ok = _allowed_types(hint)
+    if not allowed and current is not None:
+        allowed = [type(current)]
+    if value is None:
+        if none_ok or not allowed:
+            return None
+        raise ValueError(f"{where} cannot be null")
+    if not allowed:
+        return value
+    for t in allowed:
+        if isinstance(t, tuple) and t[0] == "literal":
+            if value in t[1]:
+                return value
+            continue
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+                return value.lower() in ("true", "yes", "on")
+        elif t is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        elif t is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)  # PyYAML reads "1e-3" as a string
+                except ValueError:
+                    pass
+        elif t is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+        elif t in (tuple, list):
+            if isinstance(value, (list, tuple)):
+                return t(value)
+        elif t is dict:
+            if isinstance(value, dict):
+                return dict(value)
+        elif dataclasses.is_dataclass(t):
+            if isinstance(value, dict):
+                return config_from_dict(t, value, where)
+            if isinstance(value, t):
+                return value
+        elif isinstance(t, type) and isinstance(value, t):
+            return value
+    names = ", ".join(t[0] if isinstance(t, tuple) else getattr(t, "__name__", str(t)) for t in allowed)
+    if allowed and isinstance(allowed[0], tuple):
+        names = "one of " + ", ".join(repr(v) for v in allowed[0][1])
+    raise ValueError(
+        f"{where} = {value!r} ({type(value).__name__}) but it must be {names}"
+        + (" or null" if none_ok else "")
+    )
+
+
+def _unknown_key(key: str, where: str, choices: list[str]) -> ValueError:
+    close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(sorted(choices))}"
+    return ValueError(f"unknown config key {where}{hint}")
+
+
+def update_config(config: Any, values: dict, where: str = "") -> Any:
+    """Set the fields of a config dataclass (in place) from a nested dict; unknown keys are ValueErrors."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or type(config).__name__} must be a mapping, got {type(values).__name__}")
+    names = [f.name for f in dataclasses.fields(config)]
+    hints = _hints(type(config))
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise _unknown_key(path, path, [f"{where}.{n}" if where else n for n in names])
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            update_config(current, value, path)
+        else:
+            setattr(config, key, _coerce(value, hints.get(key), current, path))
+    return config
+
+
+def revalidate(config: Any) -> Any:
+    """Re-run ``__post_init__`` checks of a config and its sections after fields were set one by one."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            revalidate(value)
+    post_init = getattr(config, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+    return config
+
+
+def config_from_dict(cls: type, values: dict, where: str = "") -> Any:
+    """Build dataclass ``cls`` (from its defaults) and a nested dict of the fields that differ."""
+    return update_config(cls(), values, where)
+
+
+def config_keys(config: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (``train.lr``, ``model.hidden``, ...), dict fields included."""
+    out = []
+    for f in dataclasses.fields(config):
+        path = f"{prefix}{f.name}"
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out += config_keys(value, path + ".")
+        else:
+            out.append(path)
+            if isinstance(value, dict):
+                out += [f"{path}.{k}" for k in value]
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """Apply ``a.b.c=value`` strings to a config (in place; also returned).
+
+    Raises ValueError for a malformed item, an unknown key (naming the closest keys) or a value of the
+    wrong type. Fields that are dicts (``data.options``, ``data.encodings``) accept any sub-key.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not all(parts):
+            raise ValueError(f"override key {key!r} has an empty part")
+        value = _parse_value(text)
+        target = config
+        for i, part in enumerate(parts):
+            path = ".".join(parts[: i + 1])
+            last = i == len(parts) - 1
+            if isinstance(target, dict):
+                if last:
+                    target[part] = value
+                else:
+                    target = target.setdefault(part, {})
+                    if not isinstance(target, dict):
+                        raise ValueError(f"{path} is not a mapping, it cannot have sub-keys")
+                continue
+            if not dataclasses.is_dataclass(target):
+                raise ValueError(f"{'.'.join(parts[:i])} is not a section, it has no key {part!r}")
+            names = [f.name for f in dataclasses.fields(target)]
+            if part not in names:
+                raise _unknown_key(path, key, config_keys(config))
+            if last:
+                current = getattr(target, part)
+                hint = _hints(type(target)).get(part)
+                if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                    update_config(current, value, key)
+                elif dataclasses.is_dataclass(current) and not (value is None and _allowed_types(hint)[1]):
+                    raise ValueError(
+                        f"{key} is a section; set its fields, e.g. {config_keys(current, key + '.')[0]}=..."
+                    )
+                else:
+                    setattr(target, part, _coerce(value, hint, current, key))
+            else:
+                child = getattr(target, part)
+                if child is None:  # an optional section that is off: switch it on with its defaults
+                    kinds = [
+                        t
+                        for t in _allowed_types(_hints(type(target)).get(part))[0]
+                        if dataclasses.is_dataclass(t)
+                    ]
+                    if kinds:
+                        child = kinds[0]()
+                        setattr(target, part, child)
+                target = child
+    return revalidate(config)
+
+
+def load_config(path: str | Path, base: Any | None = None) -> Any:
+    """Read a YAML run config (``yaml.safe_load``); fields left out keep ``base``'s (default: RunConfig())."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"config file {path} does not exist")
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a run config must be a mapping with data/model/train sections")
+    config = copy.deepcopy(base) if base is not None else RunConfig()
+    try:
+        return revalidate(update_config(config, values))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def dump_config(config: Any, path: str | Path | None = None) -> str:
+    """YAML text of a config; also written to ``path`` when given."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text

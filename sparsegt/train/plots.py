@@ -1,0 +1,53 @@
+"""``curves.png``: training loss and the task metric (train / val / test) per epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_curves"]
+
+
+def plot_curves(history: list[dict[str, Any]], metric: str, path: str | Path, title: str = "") -> None:
+    """Two panels from ``metrics.jsonl`` records: loss per epoch, and the metric per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] + 1 for r in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker=".", label="train")
+    val_loss = [(r["epoch"] + 1, r["val_loss"]) for r in history if r.get("val_loss") is not None]
+    if val_loss:
+        ax_loss.plot(*zip(*val_loss, strict=False), marker=".", label="val")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    scale = 100.0 if metric in ("accuracy", "weighted_accuracy") else 1.0
+    for key, label in (
+        ("train_metric", "train"),
+        ("val_metric", "val"),
+        ("test_metric", "test (at val gains)"),
+    ):
+        points = [(r["epoch"] + 1, scale * r[key]) for r in history if r.get(key) is not None]
+        if points:
+            ax_metric.plot(
+                *zip(*points, strict=False),
+                marker="." if key != "test_metric" else "o",
+                linestyle="-" if key != "test_metric" else ":",
+                label=label,
+            )
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylabel(metric + (" (%)" if scale != 1.0 else ""))
+    ax_metric.legend()
+    ax_metric.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

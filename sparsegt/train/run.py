@@ -1,0 +1,305 @@
+"""From a `RunConfig` to a finished run directory: data, encodings, model, `Trainer`, summary, plot.
+
+``train_run(config)`` is what ``sparsegt train`` calls::
+
+    runs/<name>-<UTC timestamp>/
+        config.yaml     the resolved config (load it with `load_config`, or ``sparsegt train --config``)
+        metrics.jsonl   one record per epoch
+        last.pt         the latest state (mid-epoch too); ``sparsegt train --resume RUN_DIR`` continues it
+        best.pt         the model at the best validation epoch
+        summary.json    status, best epoch, val/test metric at that epoch, time, parameters
+        curves.png      loss and metric per epoch
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from .checkpoint import atomic_write_text, load_checkpoint
+from .config import RunConfig, dump_config, load_config
+from .distributed import DistInfo, broadcast_object, close_distributed, init_distributed, resolve_device
+from .plots import plot_curves
+from .progress import make_reporter
+from .trainer import Trainer, TrainingDiverged, seed_everything
+
+__all__ = [
+    "train_run",
+    "train_seeds",
+    "evaluate_run",
+    "build_dataset",
+    "build_model",
+    "RunResult",
+    "make_run_dir",
+]
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves: its folder and its summary."""
+
+    run_dir: Path | None
+    summary: dict[str, Any]
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.enabled:
+        torch.distributed.barrier()
+
+
+def build_dataset(config: RunConfig, *, progress: bool = False) -> Any:
+    """`load_dataset` with the run's data section, then the encodings the model and ``data.encodings``
+    ask for (cached on disk)."""
+    from ..data.catalog import get_card, load_dataset
+
+    data = config.data
+    try:
+        dataset = load_dataset(data.name, root=data.root, seed=data.seed, progress=progress, **data.options)
+    except ImportError as err:
+        extra = getattr(get_card(data.name), "extra", "") or "chem"
+        message = str(err)
+        if "pip install" not in message:
+            message += f" — dataset {data.name!r} needs the optional extra: pip install 'sparsegt[{extra}]'"
+        raise ImportError(message) from err
+    encodings = dict(_required_encodings(config.model))
+    encodings.update(data.encodings)
+    encodings = {k: v for k, v in encodings.items() if v}
+    if encodings:
+        from ..encodings import add_encodings
+
+        options = json.dumps(data.options, sort_keys=True)
+        for split in ("train", "val", "test"):
+            graphs = getattr(dataset, split)
+            key = f"{dataset.name}-{split}-seed{data.seed}-{options}"
+            setattr(
+                dataset,
+                split,
+                add_encodings(graphs, **encodings, cache_key=key, cache_dir=data.root, progress=progress),
+            )
+    return dataset
+
+
+def _required_encodings(model_config: Any) -> dict[str, Any]:
+    try:
+        from ..models import required_encodings
+    except ImportError:
+        return {}
+    return dict(required_encodings(model_config))
+
+
+def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
+    """`GraphTransformer` for the dataset's task and features; ValueError when the config does not fit."""
+    from ..models import GraphTransformer
+
+    return GraphTransformer(config.model, dataset.task, dataset.node_features, dataset.edge_features)
+
+
+def make_run_dir(out_dir: str | Path, name: str) -> Path:
+    """``out_dir/<name>-<YYYYmmdd-HHMMSS>`` (UTC), made unique with a suffix if needed."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = Path(out_dir) / f"{name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path = Path(f"{base}-{i}")
+        i += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def _num_parameters(model: torch.nn.Module) -> int:
+    if hasattr(model, "num_parameters"):
+        return int(model.num_parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _write_summary(run_dir: Path, config: RunConfig, summary: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    if history:
+        try:
+            plot_curves(
+                history,
+                summary["metric"],
+                run_dir / "curves.png",
+                title=f"{config.name} ({config.data.name})",
+            )
+        except Exception as err:  # a plot must never lose a finished run
+            print(f"warning: curves.png not written ({type(err).__name__}: {err})")
+
+
+def train_run(
+    config: RunConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+    run_dir: str | Path | None = None,
+    model: torch.nn.Module | None = None,
+    dataset: Any | None = None,
+    dist: DistInfo | None = None,
+    make_loader: Any = None,
+    log_prefix: str = "",
+) -> RunResult:
+    """Train one run (or continue ``resume``, a run directory) and return its summary.
+
+    ``model``/``dataset`` may be given to bypass `build_model`/`build_dataset` (tests, notebooks); ``run_dir``
+    fixes the output folder instead of ``out_dir/name-timestamp``. Under torchrun this joins the process
+    group; only rank 0 writes.
+    """
+    if resume is not None:
+        resume = Path(resume)
+        if not (resume / "config.yaml").exists():
+            raise ValueError(f"{resume} is not a run directory (no config.yaml)")
+        if not (resume / "last.pt").exists():
+            raise ValueError(f"{resume} has no last.pt to resume from")
+        config = (
+            load_config(resume / "config.yaml", base=config)
+            if config is not None
+            else load_config(resume / "config.yaml")
+        )
+    elif config is None:
+        raise ValueError("train_run needs a config or a run directory to resume")
+    own_dist = dist is None
+    info = dist or init_distributed(config.train.device)
+    try:
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        if dataset is None:
+            if not info.is_main:
+                _barrier(info)  # rank 0 generates and caches the data first
+            dataset = build_dataset(config, progress=not quiet and info.is_main)
+            if info.is_main:
+                _barrier(info)
+        seed_everything(config.train.seed)
+        if model is None:
+            model = build_model(config, dataset)
+        model = model.to(info.device)
+        if info.enabled and resume is None:
+            torch.manual_seed(config.train.seed * 1000 + info.rank)  # distinct dropout streams per rank
+        if resume is not None:
+            path = resume
+        elif run_dir is not None:
+            path = Path(run_dir)
+            if info.is_main:
+                path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = make_run_dir(config.out_dir, config.name) if info.is_main else None
+            path = Path(broadcast_object(str(path) if path else None, info))
+        if info.is_main and resume is None:
+            dump_config(config, path / "config.yaml")
+        reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
+        trainer = Trainer(
+            config,
+            model,
+            dataset.task,
+            dataset.train,
+            dataset.val,
+            dataset.test,
+            run_dir=path,
+            reporter=reporter,
+            dist=info,
+            make_loader=make_loader,
+        )
+        if resume is not None:
+            trainer.resume(path / "last.pt")
+        if info.is_main:
+            reporter.message(
+                f"{config.name}: {dataset.name} ({len(dataset.train)}/{len(dataset.val)}/"
+                f"{len(dataset.test)} graphs), {_num_parameters(model):,} parameters, "
+                f"{info.world_size} process(es) on {info.device}, run dir {path}"
+            )
+        extra = {
+            "name": config.name,
+            "dataset": dataset.name,
+            "run_dir": str(path),
+            "num_parameters": _num_parameters(model),
+            "seed": config.train.seed,
+        }
+        try:
+            summary = trainer.fit()
+        except TrainingDiverged as err:
+            summary = {**trainer.summary(), **extra, "error": str(err)}
+            if info.is_main:
+                _write_summary(path, config, summary)
+            raise
+        summary = {**summary, **extra}
+        if info.is_main:
+            _write_summary(path, config, summary)
+        return RunResult(path, summary)
+    finally:
+        if own_dist:
+            close_distributed()
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def train_seeds(
+    config: RunConfig, seeds: list[int], *, quiet: bool = False, console: Console | None = None
+) -> tuple[Path, list[RunResult], dict[str, Any]]:
+    """One run per seed in ``out_dir/<name>-<stamp>/seed-<s>/``.
+
+    Returns (folder, runs, summary with mean and std of the val/test metric)."""
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    parent = make_run_dir(config.out_dir, config.name)
+    results = []
+    for seed in seeds:
+        seeded = copy.deepcopy(config)
+        seeded.train.seed = seed
+        results.append(train_run(seeded, quiet=quiet, console=console, run_dir=parent / f"seed-{seed}"))
+    summaries = [r.summary for r in results]
+    test_mean, test_std = _mean_std([s["test_metric"] for s in summaries])
+    val_mean, val_std = _mean_std([s["val_metric"] for s in summaries])
+    summary = {
+        "name": config.name,
+        "dataset": summaries[0]["dataset"],
+        "metric": summaries[0]["metric"],
+        "seeds": seeds,
+        "test_mean": test_mean,
+        "test_std": test_std,
+        "val_mean": val_mean,
+        "val_std": val_std,
+        "runs": summaries,
+    }
+    atomic_write_text(parent / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return parent, results, summary
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "best.pt",
+    splits: tuple[str, ...] = ("val", "test"),
+    device: str = "auto",
+) -> dict[str, dict[str, float]]:
+    """Reload a run's config and checkpoint, rebuild its data and model, and score ``splits``.
+
+    Returns ``{split: {"loss": ..., "metric": ...}}``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise ValueError(f"{run_dir} is not a run directory (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    dataset = build_dataset(config)
+    seed_everything(config.train.seed)
+    model = build_model(config, dataset)
+    state = load_checkpoint(run_dir / checkpoint)
+    model.load_state_dict(state["model"])
+    info = DistInfo(device=resolve_device(device))
+    model = model.to(info.device)
+    trainer = Trainer(config, model, dataset.task, dataset.train, dataset.val, dataset.test, dist=info)
+    return {split: trainer.evaluate(getattr(dataset, split)) for split in splits}

@@ -1,0 +1,553 @@
+"""`Trainer`: the loop — AdamW, warmup + cosine, clipping, best-on-validation, early stopping, resume.
+
+One ``fit()`` call trains ``train.epochs`` epochs (or until early stopping / the time limit), evaluates
+on validation every ``eval_every`` epochs, evaluates test whenever validation improves (so the reported
+test metric is the one *at the best validation epoch*) and writes, on rank 0, into the run directory:
+
+- ``metrics.jsonl``: one JSON record per epoch (loss, train/val/test metric, lr, graphs/s, time);
+- ``last.pt``: everything needed to continue bit-for-bit — model, optimizer, epoch and batch position,
+  the per-epoch accumulators and every RNG state — written at each epoch end and mid-epoch every
+  ``checkpoint_every_s`` seconds, atomically;
+- ``best.pt``: the model at the best validation epoch.
+
+Data order is a pure function of (seed, epoch, rank, world size) (`sparsegt.data.DataLoader`), so a run
+resumed from a mid-epoch checkpoint replays exactly the batches it had not seen.
+
+A NaN or infinite loss (or gradient norm) stops the run with `TrainingDiverged`; ``last.pt`` is then
+the last good state, never the poisoned one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.spec import TaskSpec
+from ..graph import Graph
+from .checkpoint import (
+    atomic_write_text,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .distributed import DistInfo, any_true, gather_objects
+from .losses import make_loss
+from .progress import Reporter
+from .schedule import warmup_cosine_lr
+
+__all__ = ["Trainer", "TrainingDiverged", "select_prediction", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN/inf; ``last.pt`` holds the last good state."""
+
+
+def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Tensor, Tensor]:
+    """(prediction, target) of a batch: node-level [N, C] vs ``node_data["y"]``, graph-level [B, C] vs
+    ``graph_data["y"]``."""
+    store = batch.node_data if task.level == "node" else batch.graph_data
+    if "y" not in store:
+        raise ValueError(f"the batch has no {task.level}-level labels y, but the task is {task.level}-level")
+    target = store["y"]
+    expected = batch.num_nodes if task.level == "node" else batch.num_graphs
+    if output.shape[0] != expected:
+        raise ValueError(
+            f"the model returned {output.shape[0]} rows but a {task.level}-level task needs "
+            f"{expected} (one per {task.level}); check the model's head"
+        )
+    return output, target
+
+
+def _is_better(new: float, old: float | None, higher_is_better: bool) -> bool:
+    if old is None or math.isnan(old):
+        return not math.isnan(new)
+    return new > old if higher_is_better else new < old
+
+
+class Trainer:
+    """Train ``model`` on a dataset's splits under ``config`` (a `RunConfig`).
+
+    Args:
+        config: the run's `RunConfig` (only ``data.batch_size``/``eval_batch_size`` and ``train`` are read).
+        model: the `nn.Module` (``model(batch) -> predictions``), already on ``dist.device``.
+        task: the dataset's `TaskSpec` (level, kind, metric).
+        train_graphs, val_graphs, test_graphs: lists of `Graph` (encodings already attached).
+        run_dir: where rank 0 writes metrics and checkpoints (None: nothing is written).
+        reporter: progress output; `Reporter()` prints nothing.
+        dist: this process's `DistInfo` (one process by default).
+        make_loader: ``(graphs, batch_size, shuffle, seed, drop_last, rank, world_size) -> loader`` with
+            ``len()`` and ``batches(epoch, start)``; defaults to `sparsegt.data.DataLoader`.
+        compute_metric: ``(name, prediction, target) -> float``; defaults to `sparsegt.train.metrics`.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        model: nn.Module,
+        task: TaskSpec,
+        train_graphs: Sequence[Graph],
+        val_graphs: Sequence[Graph],
+        test_graphs: Sequence[Graph],
+        *,
+        run_dir: str | Path | None = None,
+        reporter: Reporter | None = None,
+        dist: DistInfo | None = None,
+        make_loader: Callable[..., Any] | None = None,
+        compute_metric: Callable[[str, Tensor, Tensor], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.cfg = config.train
+        self.task = task
+        self.dist = dist or DistInfo()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.reporter = reporter or Reporter()
+        self.reporter.configure(task.metric, self.cfg.epochs)
+        self.model = model
+        self.train_graphs, self.val_graphs, self.test_graphs = (
+            list(train_graphs),
+            list(val_graphs),
+            list(test_graphs),
+        )
+        if not self.train_graphs:
+            raise ValueError("the training split is empty")
+        if not self.val_graphs:
+            raise ValueError("the validation split is empty: model selection needs one")
+        if self.cfg.epochs < 1 or self.cfg.eval_every < 1:
+            raise ValueError(
+                f"train.epochs ({self.cfg.epochs}) and train.eval_every ({self.cfg.eval_every}) must be >= 1"
+            )
+        if config.data.batch_size < 1:
+            raise ValueError(f"data.batch_size = {config.data.batch_size} must be >= 1")
+        self.loss_name, self.loss_fn = make_loss(task, self.cfg.loss, self.cfg.class_weighted_loss)
+        if compute_metric is None:
+            from .metrics import compute_metric
+        self.compute_metric = compute_metric
+        if make_loader is None:
+            from ..data.loader import DataLoader as make_loader
+        self.loader = make_loader(
+            self.train_graphs,
+            config.data.batch_size,
+            shuffle=True,
+            seed=self.cfg.seed,
+            drop_last=False,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.eval_batch_size = config.data.eval_batch_size or config.data.batch_size
+        self.wrapped = self._wrap(model)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        )
+        # run state (all of it goes into last.pt)
+        self.epoch = 0
+        self.next_batch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": None, "val_metric": None, "test_metric": None, "val_loss": None}
+        self.bad_evals = 0
+        self.plateau: dict[str, Any] = {"scale": 1.0, "best_loss": None, "bad": 0}
+        self.elapsed_s = 0.0
+        self.status = "running"
+        self._reset_accumulators()
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+    def _reset_accumulators(self) -> None:
+        self.acc_loss = 0.0
+        self.acc_items = 0
+        self.acc_graphs = 0
+        self.acc_predictions: list[Tensor] = []
+        self.acc_targets: list[Tensor] = []
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs; RNG and accumulators of every rank (collective under DDP)."""
+        local = {
+            "rng": capture_rng_state(),
+            "acc": {
+                "loss": self.acc_loss,
+                "items": self.acc_items,
+                "graphs": self.acc_graphs,
+                "predictions": torch.cat(self.acc_predictions) if self.acc_predictions else None,
+                "targets": torch.cat(self.acc_targets) if self.acc_targets else None,
+            },
+        }
+        per_rank = gather_objects(local, self.dist)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "next_batch": self.next_batch,
+            "history": self.history,
+            "best": dict(self.best),
+            "bad_evals": self.bad_evals,
+            "plateau": dict(self.plateau),
+            "elapsed_s": self.elapsed_s,
+            "world_size": self.dist.world_size,
+            "ranks": per_rank,
+            "status": self.status,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        mid_epoch = state["next_batch"] > 0
+        if mid_epoch and state["world_size"] != self.dist.world_size:
+            raise ValueError(
+                f"the checkpoint was written mid-epoch by {state['world_size']} processes; resume it "
+                f"with the same number (now {self.dist.world_size})"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.next_batch = state["epoch"], state["next_batch"]
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        self.bad_evals, self.elapsed_s = state["bad_evals"], state["elapsed_s"]
+        self.plateau = dict(state["plateau"])
+        mine = state["ranks"][min(self.dist.rank, len(state["ranks"]) - 1)]
+        restore_rng_state(mine["rng"])
+        self._reset_accumulators()
+        if mid_epoch:
+            acc = mine["acc"]
+            self.acc_loss, self.acc_items, self.acc_graphs = acc["loss"], acc["items"], acc["graphs"]
+            if acc["predictions"] is not None:
+                self.acc_predictions, self.acc_targets = [acc["predictions"]], [acc["targets"]]
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a ``last.pt`` written by this trainer."""
+        self.load_state_dict(load_checkpoint(path, map_location=self.dist.device))
+
+    def _save_last(self) -> None:
+        state = self.state_dict()  # collective: every rank takes part
+        if self.run_dir is not None and self.dist.is_main:
+            save_checkpoint(state, self.run_dir / "last.pt")
+        self._last_checkpoint = time.monotonic()
+
+    def _save_best(self) -> None:
+        if self.run_dir is not None and self.dist.is_main:
+            save_checkpoint(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "model": self.model.state_dict(),
+                    "epoch": self.best["epoch"],
+                    "val_metric": self.best["val_metric"],
+                    "test_metric": self.best["test_metric"],
+                },
+                self.run_dir / "best.pt",
+            )
+
+    def _write_history(self) -> None:
+        if self.run_dir is not None and self.dist.is_main:
+            atomic_write_text(
+                self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history)
+            )
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _batches_of(self, graphs: Sequence[Graph]) -> list[list[Graph]]:
+        mine = list(graphs)[self.dist.rank :: self.dist.world_size]
+        return [mine[i : i + self.eval_batch_size] for i in range(0, len(mine), self.eval_batch_size)]
+
+    @torch.no_grad()
+    def evaluate(self, graphs: Sequence[Graph]) -> dict[str, float]:
+        """Loss and metric over ``graphs`` (sharded across ranks, predictions gathered; eval mode)."""
+        self.model.eval()
+        loss_sum, items, predictions, targets = 0.0, 0, [], []
+        for chunk in self._batches_of(graphs):
+            batch = Graph.batch(chunk).to(self.dist.device)
+            prediction, target = select_prediction(self.model(batch), batch, self.task)
+            loss_sum += float(self.loss_fn(prediction, target)) * target.shape[0]
+            items += target.shape[0]
+            predictions.append(prediction.detach().float().cpu())
+            targets.append(target.detach().cpu())
+        gathered = gather_objects((loss_sum, items, predictions, targets), self.dist)
+        loss_sum = sum(g[0] for g in gathered)
+        items = sum(g[1] for g in gathered)
+        predictions = [p for g in gathered for p in g[2]]
+        targets = [t for g in gathered for t in g[3]]
+        if not items:
+            raise ValueError("nothing to evaluate: the split is empty")
+        metric = self.compute_metric(self.task.metric, torch.cat(predictions), torch.cat(targets))
+        return {"loss": loss_sum / items, "metric": float(metric)}
+
+    def _train_metric(self) -> float | None:
+        gathered = gather_objects((self.acc_predictions, self.acc_targets), self.dist)
+        predictions = [p for g in gathered for p in g[0]]
+        targets = [t for g in gathered for t in g[1]]
+        if not predictions:
+            return None
+        return float(self.compute_metric(self.task.metric, torch.cat(predictions), torch.cat(targets)))
+
+    # ------------------------------------------------------------------------------------------ training
+    def _lr(self, epoch: int, batch: int, num_batches: int) -> float:
+        progress = epoch + batch / max(num_batches, 1)
+        if self.cfg.scheduler == "cosine":
+            return warmup_cosine_lr(
+                progress,
+                base_lr=self.cfg.lr,
+                epochs=self.cfg.epochs,
+                warmup_epochs=self.cfg.warmup_epochs,
+                min_lr=self.cfg.min_lr,
+            )
+        warm = self.cfg.warmup_epochs
+        ramp = max(progress, 1e-3) / warm if warm > 0 and progress < warm else 1.0
+        return self.cfg.lr * ramp * self.plateau["scale"]
+
+    def _step_plateau(self, val_loss: float) -> bool:
+        """Benchmarking-GNNs' ReduceLROnPlateau on the validation loss; True once the rate is below min_lr."""
+        if self.cfg.scheduler != "plateau":
+            return False
+        p = self.plateau
+        if p["best_loss"] is None or val_loss < p["best_loss"] * (1 - 1e-4):
+            p["best_loss"], p["bad"] = val_loss, 0
+        else:
+            p["bad"] += 1
+            if p["bad"] > self.cfg.plateau_patience:
+                p["scale"] *= self.cfg.plateau_factor
+                p["bad"] = 0
+                self.reporter.message(
+                    f"validation loss on a plateau: learning rate -> {self.cfg.lr * p['scale']:.2e}"
+                )
+        return self.cfg.lr * p["scale"] < self.cfg.min_lr
+
+    def _checkpoint_due(self, batch: int) -> bool:
+        every_b, every_s = self.cfg.checkpoint_every_batches, self.cfg.checkpoint_every_s
+        due = bool(every_b and (batch + 1) % every_b == 0)
+        due = due or bool(every_s and time.monotonic() - self._last_checkpoint >= every_s)
+        return any_true(due, self.dist)
+
+    def _out_of_time(self) -> bool:
+        limit = self.cfg.time_limit_min
+        over = limit is not None and self.elapsed_s + (time.monotonic() - self._session_start) > 60 * limit
+        return any_true(over, self.dist)
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """Train one epoch from ``self.next_batch``; False when the time limit cut it short."""
+        self.wrapped.train()
+        num_batches = self.batches_per_epoch
+        self.reporter.start_epoch(epoch, num_batches, self.next_batch)
+        t0, graphs_seen = time.monotonic(), 0
+        last_metric_t, train_metric = 0.0, None
+        for b, batch in self._epoch_batches(epoch, self.next_batch):
+            if isinstance(batch, (list, tuple)):
+                batch = Graph.batch(batch)
+            batch = batch.to(self.dist.device)
+            lr = self._lr(epoch, b, num_batches)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
+            loss = self.loss_fn(prediction, target)
+            loss_value = float(loss.detach())
+            self.optimizer.zero_grad(set_to_none=True)
+            diverged = not math.isfinite(loss_value)
+            grad_norm = None
+            if not diverged:
+                loss.backward()
+                if self.cfg.grad_clip:
+                    grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
+                    diverged = not math.isfinite(grad_norm)
+            if any_true(diverged, self.dist):
+                what = (
+                    f"loss = {loss_value}"
+                    if not math.isfinite(loss_value)
+                    else f"gradient norm = {grad_norm}"
+                )
+                raise TrainingDiverged(
+                    f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}: training stopped. "
+                    "The last good "
+                    f"checkpoint is kept{' in ' + str(self.run_dir / 'last.pt') if self.run_dir else ''}. "
+                    "Try a lower train.lr, train.grad_clip=1.0, or check the inputs for extreme values."
+                )
+            self.optimizer.step()
+            items = int(target.shape[0])
+            self.acc_loss += loss_value * items
+            self.acc_items += items
+            self.acc_graphs += batch.num_graphs
+            self.acc_predictions.append(prediction.detach().float().cpu())
+            self.acc_targets.append(target.detach().cpu())
+            self.next_batch = b + 1
+            graphs_seen += batch.num_graphs
+            now = time.monotonic()
+            if now - last_metric_t > 2.0:
+                last_metric_t = now
+                train_metric = float(
+                    self.compute_metric(
+                        self.task.metric, torch.cat(self.acc_predictions), torch.cat(self.acc_targets)
+                    )
+                )
+            rate = self._epoch_rate = graphs_seen * self.dist.world_size / max(now - t0, 1e-9)
+            self.reporter.update(b, self.acc_loss / max(self.acc_items, 1), train_metric, rate)
+            if self.next_batch < num_batches:
+                if self._out_of_time():
+                    self._account_time()
+                    self._save_last()
+                    return False
+                if self._checkpoint_due(b):
+                    self._account_time()
+                    self._save_last()
+        self._epoch_rate = graphs_seen * self.dist.world_size / max(time.monotonic() - t0, 1e-9)
+        return True
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.cfg.batches_per_epoch or len(self.loader)
+
+    def _epoch_batches(self, epoch: int, start: int) -> Iterator[tuple[int, Graph]]:
+        """(b, batch) for b = start .. batches_per_epoch - 1 of (possibly shortened) ``epoch``.
+
+        With ``train.batches_per_epoch = K`` epoch e covers the global batches [e K, (e + 1) K) of the
+        loader's passes, crossing from one shuffled pass into the next: still a pure function of the seed."""
+        per_pass, per_epoch = len(self.loader), self.batches_per_epoch
+        position, end = epoch * per_epoch + start, (epoch + 1) * per_epoch
+        while position < end:
+            data_pass, offset = divmod(position, per_pass)
+            for batch in self.loader.batches(data_pass, start=offset):
+                yield position - epoch * per_epoch, batch
+                position += 1
+                if position >= end:
+                    return
+
+    def _account_time(self) -> None:
+        now = time.monotonic()
+        self.elapsed_s += now - self._session_start
+        self._session_start = now
+
+    def _end_epoch(self, epoch: int, epoch_start_elapsed: float, force_eval: bool = False) -> dict[str, Any]:
+        items = sum(gather_objects(self.acc_items, self.dist))
+        loss_sum = sum(gather_objects(self.acc_loss, self.dist))
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(items, 1),
+            "train_metric": self._train_metric(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "val_loss": None,
+            "val_metric": None,
+            "test_metric": None,
+            "best": False,
+        }
+        last_epoch = epoch + 1 == self.cfg.epochs
+        if (epoch + 1) % self.cfg.eval_every == 0 or last_epoch or force_eval:
+            val = self.evaluate(self.val_graphs)
+            record["val_loss"], record["val_metric"] = val["loss"], val["metric"]
+            if _is_better(val["metric"], self.best["val_metric"], self.task.higher_is_better):
+                test = self.evaluate(self.test_graphs) if self.test_graphs else {"metric": None}
+                record["test_metric"] = test["metric"]
+                record["best"] = True
+                self.best = {
+                    "epoch": epoch,
+                    "val_metric": val["metric"],
+                    "test_metric": test["metric"],
+                    "val_loss": val["loss"],
+                }
+                self.bad_evals = 0
+                self._save_best()
+            else:
+                self.bad_evals += 1
+            self._lr_exhausted = self._step_plateau(val["loss"])
+        self._account_time()
+        record["epoch_time_s"] = self.elapsed_s - epoch_start_elapsed
+        record["elapsed_s"] = self.elapsed_s
+        record["graphs_per_s"] = getattr(self, "_epoch_rate", 0.0)
+        return record
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (or early stop / time limit); returns the summary (also ``summary.json``)."""
+        self._session_start = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        if self.history or self.next_batch:
+            self.reporter.message(f"resuming at epoch {self.epoch + 1}, batch {self.next_batch + 1}")
+        else:
+            self._write_history()
+        self.status = "completed"
+        last_epoch_s = 0.0
+        try:
+            while self.epoch < self.cfg.epochs:
+                epoch = self.epoch
+                if self.cfg.time_limit_min is not None and self.next_batch == 0:
+                    self._account_time()
+                    if any_true(self.elapsed_s + last_epoch_s > 60 * self.cfg.time_limit_min, self.dist):
+                        self.status = "time_limit"
+                        self._save_last()
+                        break
+                start_elapsed = self.history_epoch_start()
+                if not self._train_epoch(epoch):
+                    self.status = "time_limit"
+                    if self.best["epoch"] is None and self.next_batch > 0:
+                        # never evaluated yet: score the partly trained model so the run has a result
+                        record = self._end_epoch(epoch, start_elapsed, force_eval=True)
+                        record["partial_batches"] = self.next_batch
+                        self.history.append(record)
+                        self._write_history()
+                        self.reporter.end_epoch(record)
+                    break
+                record = self._end_epoch(epoch, start_elapsed)
+                last_epoch_s = record["epoch_time_s"]
+                self.history.append(record)
+                self.epoch, self.next_batch = epoch + 1, 0
+                self._reset_accumulators()
+                self._write_history()
+                self._save_last()
+                self.reporter.end_epoch(record)
+                if getattr(self, "_lr_exhausted", False):
+                    self.status = "min_lr_reached"
+                    self.reporter.message(
+                        f"learning rate fell below train.min_lr = {self.cfg.min_lr}: stopping"
+                    )
+                    break
+                if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
+                    self.status = "early_stopped"
+                    self.reporter.message(
+                        f"early stopping: no better validation {self.task.metric} in "
+                        f"{self.bad_evals} evaluations"
+                    )
+                    break
+        except TrainingDiverged:
+            self.status = "diverged"
+            raise
+        finally:
+            self.reporter.close()
+        return self.summary()
+
+    def history_epoch_start(self) -> float:
+        """Training time when the current (resumed, mid-epoch) epoch began."""
+        return self.history[-1]["elapsed_s"] if self.history else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "metric": self.task.metric,
+            "higher_is_better": self.task.higher_is_better,
+            "loss": self.loss_name,
+            "epochs_run": len(self.history),
+            "epochs_planned": self.cfg.epochs,
+            "best_epoch": None if self.best["epoch"] is None else self.best["epoch"] + 1,
+            "val_metric": self.best["val_metric"],
+            "test_metric": self.best["test_metric"],
+            "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
+            "train_time_s": self.elapsed_s,
+            "world_size": self.dist.world_size,
+        }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

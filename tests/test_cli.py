@@ -1,0 +1,91 @@
+"""The `sparsegt` command line: help, config errors before any work, show-config, presets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparsegt.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_command(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "datasets", "bench", "patterns"):
+        assert command in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--preset", "--config", "--resume", "--seeds", "--quiet", "gps-pattern", "KEY=VALUE"):
+        assert text in out
+
+
+def test_python_dash_m_sparsegt_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "sparsegt", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "train" in done.stdout
+
+
+def test_unknown_override_key_is_an_error_with_suggestion(capsys):
+    assert main(["train", "--preset", "gps-pattern", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key train.epoch" in err and "train.epochs" in err
+    assert main(["train", "--preset", "gps-pattern", "model.hiden=3"]) == 2
+    assert "model.hidden" in capsys.readouterr().err
+
+
+def test_unknown_preset_and_bad_value(capsys):
+    assert main(["train", "--preset", "gps-patern"]) == 2
+    assert "gps-pattern" in capsys.readouterr().err
+    assert main(["train", "--preset", "gps-pattern", "model.layer=transformer"]) == 2
+    assert "model.layer" in capsys.readouterr().err
+
+
+def test_show_config_applies_overrides(capsys, tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "gps-cluster",
+                "--show-config",
+                "train.epochs=3",
+                "model.hidden=32",
+                "data.options.num_graphs=5",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "epochs: 3" in out and "hidden: 32" in out and "num_graphs: 5" in out
+    (tmp_path / "c.yaml").write_text(out)
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--show-config"]) == 0
+    assert capsys.readouterr().out == out
+
+
+def test_optional_sections_switch_on_and_off(capsys):
+    assert (
+        main(["train", "--preset", "gps-pattern", "--show-config", "model.lap_pe=null", "model.rwse.steps=8"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "lap_pe: null" in out and "steps: 8" in out
+
+
+def test_resume_of_a_folder_that_is_not_a_run(capsys, tmp_path):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_parser_accepts_seeds_and_quiet():
+    args = build_parser().parse_args(
+        ["train", "--preset", "demo", "--seeds", "0", "1", "2", "--quiet", "a.b=1"]
+    )
+    assert args.seeds == [0, 1, 2] and args.quiet and args.overrides == ["a.b=1"]

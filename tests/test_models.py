@@ -1,0 +1,215 @@
+"""GraphTransformer: every layer family end to end, invariances, batch independence, configs, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from sparsegt import Graph
+from sparsegt.data.spec import FeatureSpec, TaskSpec
+from sparsegt.models import (
+    PRESETS,
+    TRAINING,
+    GraphTransformer,
+    ModelConfig,
+    RWSEConfig,
+    preset,
+    required_encodings,
+)
+
+DT = torch.float64
+NODE_SPEC = FeatureSpec("categorical", (3, 2))
+EDGE_SPEC = FeatureSpec("categorical", (4,))
+TASKS = {
+    "node": TaskSpec("node", "multiclass", 3, "weighted_accuracy"),
+    "graph": TaskSpec("graph", "regression", 2, "mae", higher_is_better=False),
+    "edge": TaskSpec("edge", "binary", 1, "roc_auc"),
+}
+
+
+def make_graph(n: int, m: int, g: torch.Generator, edge_features: bool) -> Graph:
+    ei = torch.randint(0, max(n, 1), (2, m), generator=g) if n and m else torch.zeros(2, 0, dtype=torch.long)
+    ei = ei[:, ei[0] != ei[1]]
+    ei = torch.cat([ei, ei.flip(0)], 1)
+    x = torch.stack([torch.randint(0, 3, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)], 1)
+    edge_attr = torch.randint(0, 4, (ei.shape[1], 1), generator=g) if edge_features else None
+    return Graph.from_edge_index(ei, n, edge_attr, x=x, remove_duplicates=True)
+
+
+def awkward_graphs(seed: int, edge_features: bool) -> list[Graph]:
+    g = torch.Generator().manual_seed(seed)
+    return [make_graph(n, m, g, edge_features) for n, m in ((7, 10), (0, 0), (1, 0), (5, 6), (9, 12))]
+
+
+def permute_graph(graph: Graph, perm: torch.Tensor) -> Graph:
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(len(perm))
+    return Graph.from_edge_index(inverse[graph.to_edge_index()], graph.num_nodes, graph.edge_attr,
+                                 x=graph.x[perm])
+
+
+TINY = dict(num_layers=2, hidden=8, num_heads=2, dropout=0.1, attn_dropout=0.1, head_layers=2)
+FAMILIES = {
+    "gps-gine-full": dict(layer="gps", local="gine", attention="full"),
+    "gps-gatedgcn-performer": dict(layer="gps", local="gatedgcn", attention="performer"),
+    "gps-gine-expander": dict(layer="gps", local="gine", attention="expander", expander_degree=2),
+    "gps-none-topk": dict(layer="gps", local="none", attention="topk", topk=3),
+    "gt": dict(layer="gt"),
+    "grit": dict(layer="grit", rrwp_steps=4),
+    "exphormer": dict(layer="exphormer", local="gatedgcn", expander_degree=2, num_virtual=2,
+                      pooling="virtual"),
+    "exphormer-noexp": dict(layer="exphormer", local="gine", expander_degree=0, num_virtual=1),
+    "mpnn_vn": dict(layer="mpnn_vn", local="gine", pooling="virtual"),
+    "topk": dict(layer="topk", topk=3),
+    "gine": dict(layer="gine", pooling="sum"),
+    "gatedgcn": dict(layer="gatedgcn"),
+    "gcn": dict(layer="gcn"),
+}
+# Random expanders are keyed by node position: those models are not permutation-invariant.
+EQUIVARIANT = [name for name, kw in FAMILIES.items() if kw.get("expander_degree", 0) == 0]
+
+
+def build(name: str, level: str, edge_features: bool) -> GraphTransformer:
+    torch.manual_seed(0)
+    config = ModelConfig(**TINY, **FAMILIES[name])
+    edge_spec = EDGE_SPEC if edge_features else FeatureSpec()
+    return GraphTransformer(config, TASKS[level], NODE_SPEC, edge_spec).to(DT)
+
+
+# Each family once, the task levels and both kinds of edge input spread over them.
+LEVEL_CASES = [(name, ("node", "graph", "edge")[i % 3]) for i, name in enumerate(FAMILIES)]
+
+
+@pytest.mark.parametrize(("name", "level"), LEVEL_CASES)
+def test_every_family_trains_on_empty_and_single_node_graphs(name, level):
+    edge_features = level != "edge"
+    model = build(name, level, edge_features).train()
+    batch = Graph.batch(awkward_graphs(0, edge_features))
+    out = model(batch)
+    rows = {"node": batch.num_nodes, "graph": batch.num_graphs, "edge": batch.num_edges}[level]
+    assert out.shape == (rows, TASKS[level].num_outputs)
+    assert out.dtype == DT and torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", EQUIVARIANT)
+def test_node_outputs_equivariant_graph_outputs_invariant(name):
+    graphs = awkward_graphs(1, True)
+    g = torch.Generator().manual_seed(3)
+    perms = [torch.randperm(gr.num_nodes, generator=g) for gr in graphs]
+    batch = Graph.batch(graphs)
+    permuted = Graph.batch([permute_graph(gr, p) for gr, p in zip(graphs, perms, strict=True)])
+    global_perm = torch.cat([p + o for p, o in zip(perms, batch.ptr[:-1].tolist(), strict=True)])
+    with torch.no_grad():
+        node_model = build(name, "node", True).eval()
+        torch.testing.assert_close(node_model(permuted), node_model(batch)[global_perm])
+        graph_model = build(name, "graph", True).eval()
+        torch.testing.assert_close(graph_model(permuted), graph_model(batch))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_outputs_do_not_depend_on_batch_composition(name):
+    graphs = awkward_graphs(2, True)
+    batch = Graph.batch(graphs)
+    levels = ("node", "graph") if FAMILIES[name].get("pooling") == "virtual" else ("node",)
+    with torch.no_grad():
+        for level in levels:
+            model = build(name, level, True).eval()
+            together = model(batch)
+            for i, graph in enumerate(graphs):
+                alone = model(Graph.batch([graph]))
+                if level == "node":
+                    part = together[int(batch.ptr[i]):int(batch.ptr[i + 1])]
+                else:
+                    part = together[i:i + 1]
+                torch.testing.assert_close(part, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_config_round_trips_through_yaml_and_rejects_unknown_keys():
+    config = ModelConfig(layer="gps", local="gatedgcn", num_layers=3, lap_pe={"k": 4, "dim": 8})
+    text = yaml.safe_dump(config.to_dict())
+    again = ModelConfig.from_dict(yaml.safe_load(text))
+    assert again == config and again.lap_pe.k == 4
+    with pytest.raises(ValueError, match="did you mean 'num_heads'"):
+        ModelConfig.from_dict({"num_head": 4})
+    with pytest.raises(ValueError, match="did you mean 'dim'"):
+        ModelConfig.from_dict({"lap_pe": {"k": 4, "dims": 8}})
+    with pytest.raises(ValueError, match="did you mean 'gatedgcn'"):
+        ModelConfig(local="gatedgnc")
+    with pytest.raises(ValueError, match="multiple of"):
+        ModelConfig(hidden=10, num_heads=4)
+    with pytest.raises(ValueError, match="pooling='virtual'"):
+        ModelConfig(layer="gps", pooling="virtual")
+
+
+def test_required_encodings_lists_what_the_config_uses():
+    assert required_encodings(ModelConfig()) == {}
+    config = ModelConfig(lap_pe={"k": 6, "dim": 8}, rwse={"steps": 12, "dim": 8})
+    assert required_encodings(config) == {"lap_pe": 6, "rwse": 12}
+    assert required_encodings(preset("gps-pattern")) == {"lap_pe": 10}
+
+
+def test_presets_follow_the_published_shapes():
+    assert set(PRESETS) == set(TRAINING)
+    gps = preset("gps-pattern")
+    shape = (gps.num_layers, gps.hidden, gps.num_heads, gps.local, gps.attn_dropout)
+    assert shape == (6, 64, 4, "gatedgcn", 0.5)
+    grit = preset("grit-pattern")
+    assert (grit.num_layers, grit.hidden, grit.rrwp_steps) == (10, 64, 21)
+    assert preset("gt-pattern").lap_pe.k == 2 and preset("gt-cluster").lap_pe.k == 10
+    with pytest.raises(ValueError, match="available"):
+        preset("gps-zinc")
+
+
+def test_grit_preset_has_a_500k_budget_and_runs():
+    task = TaskSpec("node", "multiclass", 2, "weighted_accuracy")
+    model = GraphTransformer(preset("grit-pattern"), task, FeatureSpec("categorical", (3,)))
+    # the published configs target ~500k parameters
+    assert 300_000 < model.num_parameters() < 700_000
+    g = torch.Generator().manual_seed(4)
+    graphs = [make_graph(n, 3 * n, g, False) for n in (12, 1, 9)]
+    batch = Graph.batch([Graph(gr.indptr, gr.indices, node_data={"x": gr.x[:, :1] % 3}) for gr in graphs])
+    out = model.eval()(batch)
+    assert out.shape == (batch.num_nodes, 2) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["gps-pattern", "gt-pattern", "exphormer-pattern"])
+def test_presets_with_positional_encodings_run_and_are_batch_independent(name):
+    from sparsegt.encodings import add_encodings
+
+    config = preset(name)
+    config.num_layers, config.rwse = 2, RWSEConfig(steps=4, dim=4)
+    assert required_encodings(config) == {"lap_pe": config.lap_pe.k, "rwse": 4}
+    torch.manual_seed(0)
+    model = GraphTransformer(config, TASKS["node"], NODE_SPEC, FeatureSpec()).to(DT)
+    graphs = awkward_graphs(5, False)
+    encoded = add_encodings([g for g in graphs if g.num_nodes], **required_encodings(config))
+    template = encoded[0].node_data
+    graphs = [encoded.pop(0) if g.num_nodes else  # the empty graph gets empty encodings
+              g.with_data(node_data={k: t[:0] for k, t in template.items() if k not in g.node_data})
+              for g in graphs]
+    graphs = [g.with_data(node_data={k: t.to(DT) for k, t in g.node_data.items() if t.is_floating_point()})
+              for g in graphs]
+    batch = Graph.batch(graphs)
+    model.train()(batch).square().mean().backward()
+    model.eval()
+    with torch.no_grad():
+        together = model(batch)
+        for i, graph in enumerate(graphs):
+            part = together[int(batch.ptr[i]):int(batch.ptr[i + 1])]
+            torch.testing.assert_close(part, model(Graph.batch([graph])), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="add_encodings"):
+        model(Graph.batch(awkward_graphs(5, False)))
+
+
+def test_wrong_features_raise_value_errors():
+    model = build("gine", "node", True)
+    batch = Graph.batch(awkward_graphs(0, True))
+    with pytest.raises(ValueError, match="cardinality"):
+        model(batch.with_data(node_data={"x": batch.x + 5}))
+    with pytest.raises(ValueError, match="no edge features"):
+        model(Graph(batch.indptr, batch.indices, node_data={"x": batch.x}, ptr=batch.ptr))

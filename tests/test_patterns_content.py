@@ -1,0 +1,94 @@
+"""Content-based patterns select what their definition says, on hand-made q/k."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsegt import Graph
+from sparsegt.patterns import causal, full, threshold_topk, topk
+
+
+def dense(p: Graph) -> torch.Tensor:
+    m = torch.zeros(p.num_nodes, p.num_cols, dtype=torch.bool)
+    m[p.row_index(), p.indices] = True
+    return m
+
+
+def test_topk_picks_largest_scores_per_row():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(7, 3, 4, generator=gen, dtype=torch.float64)
+    k = torch.randn(9, 3, 4, generator=gen, dtype=torch.float64)
+    cand = Graph.from_edge_index(torch.randint(0, 9, (2, 40), generator=gen).flip(0).flip(0), 9,
+                                 remove_duplicates=True)
+    cand = Graph(cand.indptr[:8], cand.indices[: int(cand.indptr[7])], 9)
+    score = torch.einsum("ihd,jhd->ij", q, k) / 3
+    p = topk(q, k, cand, 2)
+    p.validate()
+    c = dense(cand)
+    expect = torch.zeros_like(c)
+    for i in range(7):
+        cols = c[i].nonzero().flatten()
+        best = cols[torch.argsort(score[i, cols], descending=True)[:2]]
+        expect[i, best] = True
+    assert torch.equal(dense(p), expect)
+
+
+def test_topk_all_keys_and_candidates_agree():
+    gen = torch.Generator().manual_seed(1)
+    q, k = torch.randn(11, 8, generator=gen), torch.randn(13, 8, generator=gen)
+    a = topk(q, k, None, 4)
+    cand = Graph(full(Graph.empty(13)).indptr[:12], full(Graph.empty(13)).indices[: 11 * 13], 13)
+    b = topk(q, k, cand, 4)
+    assert torch.equal(dense(a), dense(b))
+    assert a.degree().tolist() == [4] * 11
+
+
+def test_topk_hand_made():
+    # query 0 aligns with key 2 then key 0; query 1 with key 1
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[0.5, 0.0], [0.0, 3.0], [2.0, 0.0]])
+    p = topk(q, k, None, 2)
+    assert p.indices.tolist()[:2] == [0, 2]
+    assert 1 in p.indices.tolist()[2:]
+
+
+def test_topk_respects_causal_candidates_and_empty_rows():
+    q = torch.randn(5, 2, 3)
+    cand = causal(full(Graph.empty(5)))
+    p = topk(q, q, cand, 2)
+    assert bool((dense(p) <= dense(cand)).all())
+    assert p.degree().tolist() == [1, 2, 2, 2, 2]
+    assert topk(q[:0], q[:0], Graph.empty(0), 3).num_edges == 0
+    assert topk(q[:1], q[:1], None, 3).num_edges == 1
+
+
+def test_topk_no_gradient_and_bad_shapes():
+    q = torch.randn(4, 2, 3, requires_grad=True)
+    p = topk(q, q, None, 2)
+    assert not p.indices.requires_grad
+    with pytest.raises(ValueError, match="candidates"):
+        topk(q, q, Graph.empty(3), 2)
+    with pytest.raises(ValueError, match="q must be"):
+        topk(q, torch.randn(4, 3, 3), None, 2)
+
+
+def test_threshold_topk_keeps_about_k_and_the_max():
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(64, 16, generator=gen)
+    k = torch.randn(512, 16, generator=gen)
+    cand = Graph(full(Graph.empty(512)).indptr[:65], full(Graph.empty(512)).indices[: 64 * 512], 512)
+    p = threshold_topk(q, k, cand, 32)
+    deg = p.degree().double()
+    assert 20 < float(deg.mean()) < 45
+    score = q @ k.T
+    best = score.argmax(1)
+    assert bool(dense(p)[torch.arange(64), best].all())
+    # every kept key scores at least as high as every dropped key of its row (a threshold)
+    m = dense(p)
+    lowest_kept = torch.where(m, score, torch.inf).min(1).values
+    highest_dropped = torch.where(~m, score, -torch.inf).max(1).values
+    assert bool((lowest_kept >= highest_dropped).all())
+    # rows with fewer candidates than k keep all
+    small = threshold_topk(q, k, causal(Graph(cand.indptr, cand.indices, 512)), 32)
+    assert small.degree()[:32].tolist() == list(range(1, 33))

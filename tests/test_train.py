@@ -1,0 +1,346 @@
+"""Trainer pieces: config overrides and YAML, losses, schedule, atomic checkpoints, NaN stop, fit/resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparsegt.data.spec import FeatureSpec, TaskSpec
+from sparsegt.graph import Graph
+from sparsegt.train import checkpoint as ckpt
+from sparsegt.train.config import (
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    config_keys,
+    dump_config,
+    load_config,
+)
+from sparsegt.train.losses import make_loss, resolve_loss_name, weighted_cross_entropy
+from sparsegt.train.run import train_run
+from sparsegt.train.schedule import warmup_cosine_lr
+from sparsegt.train.trainer import Trainer, TrainingDiverged, seed_everything
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a loaded 2-core machine: one thread avoids OpenMP spin-waits (20x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- stand-ins
+@dataclasses.dataclass
+class TinyModelConfig:
+    hidden: int = 8
+    dropout: float = 0.1
+    blow_up_after: int | None = None  # steps after which the forward returns NaN (the NaN-stop test)
+    crash_after: int | None = None  # steps after which the forward raises (a crash mid-epoch)
+    sleep_s: float = 0.0  # per training forward, so a subprocess can be killed mid-epoch
+
+
+class TinyNodeModel(nn.Module):
+    """One mean-aggregation layer and a linear head: node logits [N, C]."""
+
+    def __init__(self, config: TinyModelConfig, num_classes: int = 2, cardinality: int = 3) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(cardinality, config.hidden)
+        self.mix = nn.Linear(2 * config.hidden, config.hidden)
+        self.head = nn.Linear(config.hidden, num_classes)
+        self.dropout = nn.Dropout(config.dropout)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch: Graph) -> torch.Tensor:
+        h = self.embed(batch.x[:, 0])
+        agg = torch.zeros_like(h).index_add_(0, batch.row_index(), h[batch.indices])
+        agg = agg / batch.degree().clamp(min=1)[:, None]
+        h = self.dropout(torch.relu(self.mix(torch.cat([h, agg], 1))))
+        out = self.head(h)
+        if self.training:
+            time.sleep(self.config.sleep_s)
+            self.steps += 1
+            if self.config.blow_up_after is not None and int(self.steps) > self.config.blow_up_after:
+                out = out * float("nan")
+            if self.config.crash_after is not None and int(self.steps) > self.config.crash_after:
+                raise RuntimeError("simulated crash")
+        return out
+
+
+class TinyGraphModel(nn.Module):
+    """Mean-pooled node embeddings and a linear head: graph logits [B, 2] (no dropout, no batch norm)."""
+
+    def __init__(self, config: TinyModelConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(3, config.hidden)
+        self.head = nn.Linear(config.hidden, 2)
+
+    def forward(self, batch: Graph) -> torch.Tensor:
+        h = torch.tanh(self.embed(batch.x[:, 0]))
+        counts = torch.bincount(batch.batch_index, minlength=batch.num_graphs).clamp(min=1)
+        pooled = (
+            torch.zeros(batch.num_graphs, h.shape[1]).index_add_(0, batch.batch_index, h) / counts[:, None]
+        )
+        return self.head(pooled)
+
+
+@dataclasses.dataclass
+class TinyDataset:
+    name: str
+    train: list
+    val: list
+    test: list
+    task: TaskSpec
+    node_features: FeatureSpec = FeatureSpec("categorical", (3,))
+    edge_features: FeatureSpec = FeatureSpec()
+
+
+def tiny_dataset(num_graphs: int = 40, seed: int = 0) -> TinyDataset:
+    """Random graphs whose node label is 1 when the node's feature equals the majority of its neighbours'."""
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for _ in range(num_graphs):
+        n = int(rng.integers(5, 12))
+        src, dst = np.nonzero(np.triu(rng.random((n, n)) < 0.4, 1))
+        edge_index = torch.tensor(np.stack([np.r_[src, dst], np.r_[dst, src]]), dtype=torch.long)
+        x = torch.tensor(rng.integers(0, 3, (n, 1)), dtype=torch.long)
+        y = torch.tensor((rng.random(n) < 0.3).astype(np.int64))
+        graphs.append(Graph.from_edge_index(edge_index, n, x=x, y=y, y_level="node"))
+    task = TaskSpec(level="node", kind="multiclass", num_outputs=2, metric="weighted_accuracy")
+    return TinyDataset(
+        "tiny",
+        graphs[: num_graphs // 2],
+        graphs[num_graphs // 2 : 3 * num_graphs // 4],
+        graphs[3 * num_graphs // 4 :],
+        task,
+    )
+
+
+def tiny_graph_dataset(num_graphs: int = 48, seed: int = 0) -> TinyDataset:
+    """Graph label 1 when most node features are 2; splits 32 / 8 / 8."""
+    base = tiny_dataset(num_graphs, seed)
+    graphs = []
+    for g in base.train + base.val + base.test:
+        y = torch.tensor([int((g.x[:, 0] == 2).float().mean() > 0.33)])
+        graphs.append(Graph(g.indptr, g.indices, x=g.x, y=y, y_level="graph"))
+    task = TaskSpec(level="graph", kind="multiclass", num_outputs=2, metric="accuracy")
+    return TinyDataset("tiny-graph", graphs[:32], graphs[32:40], graphs[40:], task)
+
+
+def tiny_config(**train) -> RunConfig:
+    defaults = dict(epochs=3, lr=1e-2, warmup_epochs=0.5, checkpoint_every_s=0, seed=0)
+    defaults.update(train)
+    return RunConfig(
+        name="tiny",
+        data=DataConfig(name="tiny", batch_size=4),
+        model=TinyModelConfig(),
+        train=TrainConfig(**defaults),
+    )
+
+
+def fit_tiny(run_dir: Path, config: RunConfig | None = None, resume: bool = False):
+    config = config or tiny_config()
+    seed_everything(config.train.seed)
+    model = TinyNodeModel(config.model)
+    return train_run(
+        config,
+        run_dir=run_dir,
+        model=model,
+        dataset=tiny_dataset(),
+        resume=run_dir if resume else None,
+        quiet=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_overrides_set_nested_fields_with_types():
+    config = tiny_config()
+    apply_overrides(
+        config,
+        [
+            "train.epochs=7",
+            "train.lr=1e-3",
+            "model.hidden=32",
+            "data.name=cluster-small",
+            "data.options.num_graphs=12",
+            "train.patience=null",
+            "train.grad_clip=2",
+        ],
+    )
+    assert config.train.epochs == 7 and config.train.lr == 1e-3 and isinstance(config.train.lr, float)
+    assert config.model.hidden == 32 and config.data.name == "cluster-small"
+    assert config.data.options == {"num_graphs": 12}
+    assert config.train.patience is None and config.train.grad_clip == 2.0
+
+
+def test_unknown_key_lists_close_matches():
+    config = tiny_config()
+    with pytest.raises(ValueError, match=r"train\.epoch.*did you mean train\.epochs"):
+        apply_overrides(config, ["train.epoch=3"])
+    with pytest.raises(ValueError, match=r"model\.hidden"):
+        apply_overrides(config, ["model.hiden=3"])
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(config, ["train.epochs"])
+
+
+def test_wrong_type_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"train\.epochs = 'many'.*int"):
+        apply_overrides(tiny_config(), ["train.epochs=many"])
+
+
+def test_yaml_round_trip(tmp_path):
+    config = tiny_config(epochs=11)
+    config.data.encodings = {"lap_pe": 4}
+    dump_config(config, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml", base=tiny_config())
+    assert dataclasses.asdict(again) == dataclasses.asdict(config)
+    (tmp_path / "bad.yaml").write_text("train:\n  lr_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"train\.lr_rate.*did you mean train\.lr"):
+        load_config(tmp_path / "bad.yaml", base=tiny_config())
+    assert "train.checkpoint_every_s" in config_keys(config)
+
+
+# ------------------------------------------------------------------------------------ loss, schedule
+def test_weighted_cross_entropy_matches_benchmarking_gnns():
+    torch.manual_seed(0)
+    logits, target = torch.randn(10, 3), torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+    # Benchmarking-GNNs: weight_c = (V - n_c) / V for classes present
+    weight = torch.tensor([(10 - 6) / 10, (10 - 3) / 10, (10 - 1) / 10])
+    expected = nn.functional.cross_entropy(logits, target, weight=weight)
+    assert torch.allclose(weighted_cross_entropy(logits, target), expected)
+
+
+def test_loss_must_fit_task():
+    node = TaskSpec("node", "multiclass", 2, "weighted_accuracy")
+    regression = TaskSpec("graph", "regression", 1, "mae", higher_is_better=False)
+    assert resolve_loss_name(node) == "weighted_cross_entropy"
+    assert resolve_loss_name(regression) == "l1"
+    with pytest.raises(ValueError, match="does not fit a regression task"):
+        make_loss(regression, "cross_entropy")
+    with pytest.raises(ValueError, match="multiclass"):
+        make_loss(regression, "auto", class_weighted=True)
+
+
+def test_schedule_warmup_then_cosine():
+    lr = lambda p: warmup_cosine_lr(p, base_lr=1.0, epochs=10, warmup_epochs=2, min_lr=0.1)
+    assert lr(1.0) == pytest.approx(0.5)
+    assert lr(2.0) == pytest.approx(1.0)
+    assert lr(6.0) == pytest.approx(0.55)
+    assert lr(10.0) == pytest.approx(0.1)
+    grid = np.linspace(2, 10, 20)
+    assert all(lr(a) >= lr(b) for a, b in zip(grid[:-1], grid[1:], strict=True))
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_is_atomic_when_the_write_dies(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint({"step": torch.tensor(1)}, path)
+
+    def dying_save(obj, f):  # writes half a file, then the process "dies"
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint({"step": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert int(ckpt.load_checkpoint(path)["step"]) == 1  # the old checkpoint, intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_checkpoint_writes_through_a_temporary_file_and_replace(tmp_path, monkeypatch):
+    calls = []
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (calls.append((Path(a).name, Path(b).name)), real_replace(a, b))
+    )
+    ckpt.save_checkpoint({"x": torch.ones(3)}, tmp_path / "best.pt")
+    assert len(calls) == 1 and calls[0][1] == "best.pt" and calls[0][0] != "best.pt"
+
+
+def test_rng_state_round_trips_through_weights_only_load(tmp_path):
+    import random
+
+    seed_everything(3)
+    state = ckpt.capture_rng_state()
+    ckpt.save_checkpoint({"rng": state}, tmp_path / "r.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    seed_everything(99)
+    ckpt.restore_rng_state(ckpt.load_checkpoint(tmp_path / "r.pt")["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def test_fit_writes_a_complete_run_dir(tmp_path):
+    result = fit_tiny(tmp_path / "run")
+    run = result.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json", "curves.png"):
+        assert (run / name).exists(), name
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+    summary = json.loads((run / "summary.json").read_text())
+    best = max(history, key=lambda r: r["val_metric"])
+    assert summary["status"] == "completed" and summary["best_epoch"] == best["epoch"] + 1
+    assert summary["test_metric"] == best["test_metric"]  # test is reported at the best validation epoch
+    assert 0.0 <= summary["test_metric"] <= 1.0
+
+
+def test_resume_after_a_crash_mid_epoch_reproduces_the_run(tmp_path):
+    full = fit_tiny(tmp_path / "full", tiny_config(epochs=3)).summary
+    crashing = tiny_config(epochs=3, checkpoint_every_batches=2)
+    crashing.model.crash_after = 8  # 5 batches an epoch: dies in epoch 2, batch 4; last.pt is after batch 2
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_tiny(tmp_path / "cut", crashing)
+    state = ckpt.load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (state["epoch"], state["next_batch"]) == (1, 2)
+    resumed = fit_tiny(tmp_path / "cut", tiny_config(epochs=3), resume=True).summary
+    for key in ("val_metric", "test_metric", "final_train_loss", "best_epoch"):
+        assert resumed[key] == full[key], key
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+
+
+def test_time_limit_stops_cleanly(tmp_path):
+    summary = fit_tiny(tmp_path / "run", tiny_config(epochs=50, time_limit_min=1e-9)).summary
+    assert summary["status"] == "time_limit" and summary["epochs_run"] < 50
+    assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(epochs=3, checkpoint_every_batches=1)
+    config.model.blow_up_after = 7  # 5 batches an epoch: NaN in epoch 2, batch 3
+    with pytest.raises(TrainingDiverged, match=r"loss = nan at epoch 2, batch 3/5"):
+        fit_tiny(tmp_path / "run", config)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["epoch"], state["next_batch"]) == (1, 2)  # after the last good step
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "nan" in summary["error"]
+
+
+def test_trainer_rejects_a_head_of_the_wrong_level(tmp_path):
+    data = tiny_dataset()
+    graph_task = TaskSpec("graph", "multiclass", 2, "accuracy")
+    config = tiny_config()
+    trainer = Trainer(config, TinyNodeModel(config.model), graph_task, data.train, data.val, data.test)
+    with pytest.raises(ValueError, match="graph-level"):
+        trainer.fit()
+
+
+def test_early_stopping(tmp_path):
+    summary = fit_tiny(tmp_path / "run", tiny_config(epochs=30, patience=1, lr=0.0)).summary
+    assert summary["status"] == "early_stopped" and summary["epochs_run"] < 30
+    assert math.isfinite(summary["test_metric"])
