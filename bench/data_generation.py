@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -85,10 +86,11 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "data_generation.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "notebook_seconds_per_graph": per_graph,
-                               "python": sys.version.split()[0],
+                               "python": sys.version.split()[0], "cpus": os.cpu_count(),
+                               "load_average_at_end": os.getloadavg(),
                                "configs": {"pattern": str(PatternConfig()), "cluster": str(ClusterConfig())}},
                               indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {out} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -218,7 +218,8 @@ def main() -> None:
               f"{summary['gps_vs_pyg_gps_saved_memory']:.2f}x activation memory")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": args.threads,
-            "cpu": platform.processor() or platform.machine(), "load_average": os.getloadavg(), "note": args.note, "steps": args.steps, "warmup": args.warmup}
+            "cpu": platform.processor() or platform.machine(), "load_average": os.getloadavg(),
+            "note": args.note, "steps": args.steps, "warmup": args.warmup}
     RESULTS.write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=2))
     print(f"wrote {RESULTS}")
 

@@ -6,7 +6,7 @@ CLS token opens each sequence and is global in every pattern (it attends to and 
 whole sequence), and the classifier reads it. Every model runs in its own process so its peak
 memory (max RSS) is its own.
 
-    .venv/bin/python examples/listops.py                      # quick: lengths 50..256, ~minutes
+    .venv/bin/python examples/listops.py                      # quick: lengths 32..160, a few minutes
     .venv/bin/python examples/listops.py --min-length 500 --max-length 2000 --train 20000 --epochs 5
     .venv/bin/python examples/listops.py --models window,routing --epochs 1
 
@@ -125,7 +125,8 @@ def batches(samples: list[ListOpsSample], size: int, shuffle: bool, seed: int):
 
 
 def train_one(kind: str, train: list[ListOpsSample], test: list[ListOpsSample], args: dict) -> dict:
-    torch.set_num_threads(args["threads"])
+    if args["threads"] > 0:
+        torch.set_num_threads(args["threads"])
     torch.manual_seed(args["seed"])
     choice = PatternChoice(kind, args["window"], args["random_keys"], args["top_k"])
     model = ListOpsClassifier(kind, args["dim"], args["heads"], args["layers"], args["max_length"],
@@ -163,10 +164,10 @@ def train_one(kind: str, train: list[ListOpsSample], test: list[ListOpsSample], 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--train", type=int, default=2000)
-    p.add_argument("--test", type=int, default=500)
-    p.add_argument("--min-length", type=int, default=50)
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--train", type=int, default=1000)
+    p.add_argument("--test", type=int, default=300)
+    p.add_argument("--min-length", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=160)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dim", type=int, default=64)
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-keys", type=int, default=8)
     p.add_argument("--top-k", type=int, default=32)
     p.add_argument("--clusters", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per model (0: torch's default; "
+                   "use 1 on a crowded machine, where spinning worker threads slow everything down)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     kinds = [m for m in args.models.split(",") if m]

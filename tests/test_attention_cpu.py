@@ -18,7 +18,8 @@ from .test_attention_reference import dense_oracle
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-9), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 
 
-def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=None, grad_out=None, grad_lse=None):
+def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=None, grad_out=None,
+             grad_lse=None):
     """Forward (and backward, when inputs require grad) through the CPU kernel and the reference."""
     results = []
     for backend in ("cpu", "torch"):
@@ -26,7 +27,8 @@ def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=N
                   for t in (q, k, v, bias, gate)]
         scale = q.shape[-1] ** -0.5
         if backend == "cpu":
-            out, lse = cpu_attention(*leaves[:3], g, leaves[3], leaves[4], scale, dropout_p, seed, piece=piece)
+            out, lse = cpu_attention(*leaves[:3], g, leaves[3], leaves[4], scale, dropout_p, seed,
+                                     piece=piece)
         else:
             out, lse = sparse_attention(*leaves[:3], g, bias=leaves[3], gate=leaves[4], dropout_p=dropout_p,
                                         dropout_seed=seed, return_lse=True, backend="torch")
@@ -47,7 +49,7 @@ def assert_same(cpu, ref, dtype):
     torch.testing.assert_close(out, ref_out, **TOL[dtype])
     torch.testing.assert_close(lse, ref_lse, **TOL[dtype])
     if ref_grads is not None:
-        for name, a, b in zip("q k v bias gate".split(), grads, ref_grads):
+        for name, a, b in zip("q k v bias gate".split(), grads, ref_grads, strict=False):
             b = torch.zeros_like(a) if b is None else b
             torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m, name=name: f"grad {name}: {m}")
 
@@ -171,7 +173,8 @@ def test_hub_row_power_law_and_thread_independence():
 def test_plan_cuts_long_rows_and_balances_chunks(piece):
     degrees = np.array([0, 1000, 2, 0, 3, 250, 1, 0], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(degrees)]).astype(np.int64)
-    seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = cpu_primitives.plan_segments(indptr, piece)
+    plan = cpu_primitives.plan_segments(indptr, piece)
+    seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = plan
     assert (seg_end - seg_start <= piece).all()
     for r in range(len(degrees)):  # every row covered exactly once, in order
         mine = seg_row == r
@@ -181,7 +184,7 @@ def test_plan_cuts_long_rows_and_balances_chunks(piece):
         assert (seg_slot[mine] >= 0).all() == (r in split_row)
     assert chunk_ptr[0] == 0 and chunk_ptr[-1] == len(seg_row)
     costs = [int((seg_end[a:b] - seg_start[a:b]).sum()) + cpu_primitives.ROW_COST * (b - a)
-             for a, b in zip(chunk_ptr[:-1], chunk_ptr[1:])]
+             for a, b in zip(chunk_ptr[:-1], chunk_ptr[1:], strict=True)]
     assert max(costs) <= 2 * (piece + cpu_primitives.ROW_COST)  # no chunk holds a whole hub
     assert sorted(split_row.tolist()) == [r for r in range(len(degrees)) if degrees[r] > piece]
     assert split_ptr[-1] == (seg_slot >= 0).sum()

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from sparsegt.cli import build_parser, main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_every_command(capsys):
@@ -24,13 +18,6 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for text in ("--preset", "--config", "--resume", "--seeds", "--quiet", "gps-pattern", "KEY=VALUE"):
         assert text in out
-
-
-def test_python_dash_m_sparsegt_runs():
-    done = subprocess.run(
-        [sys.executable, "-m", "sparsegt", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0 and "train" in done.stdout
 
 
 def test_unknown_override_key_is_an_error_with_suggestion(capsys):

@@ -1,5 +1,7 @@
 """CSL, the algorithmic tasks, the catalog (names, cards) and describe()."""
 
+import dataclasses
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -117,6 +119,8 @@ def test_describe_counts_by_hand(tmp_path):
     labels = torch.cat([g.y for g in d.train])
     assert train["labels"][1] == pytest.approx(float(labels.float().mean()))
     assert sum(train["labels"].values()) == pytest.approx(1.0)
+    eager = dataclasses.replace(d, train=list(d.train), val=list(d.val), test=list(d.test))
+    assert describe(eager) == stats  # the list path and the lazy (cached) path agree
 
 
 def test_print_table_runs():

@@ -176,7 +176,7 @@ def test_sparse_mha_loads_torch_mha_weights_and_matches_per_graph():
     ours.load_state_dict(mha.state_dict())
     graphs = awkward_graphs(3)
     batch = Graph.batch(graphs)
-    out = ours(batch.x, full(batch))
+    out = ours(batch.x, batch.x, batch.x, full(batch))
     for i, graph in enumerate(graphs):
         if graph.num_nodes == 0:
             continue
@@ -239,7 +239,7 @@ def test_performer_approaches_softmax_attention_per_graph():
         exact.in_proj_bias.copy_(performer.qkv.bias)
         exact.out_proj.load_state_dict(performer.out_proj.state_dict())
     batch = Graph.batch(awkward_graphs(6))
-    approx, reference = performer(batch.x, batch), exact(batch.x, full(batch))
+    approx, reference = performer(batch.x, batch), exact(batch.x, pattern=full(batch))
     assert (approx - reference).abs().max() < 0.1 * reference.abs().max()
 
 
@@ -286,7 +286,8 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="local must be one of"):
         GPSLayer(C, H, local="gin")
     with pytest.raises(ValueError, match="edge_mode=None"):
-        SparseMultiheadAttention(C, H)(batch.x.float(), batch, edge_attr=torch.zeros(batch.num_edges, C))
+        attention = SparseMultiheadAttention(C, H)
+        attention(batch.x.float(), pattern=batch, edge_attr=torch.zeros(batch.num_edges, C))
     with pytest.raises(ValueError, match="needs attention_pattern"):
         GPSLayer(C, H, attention="pattern").to(DT)(batch.x, batch)
     with pytest.raises(ValueError, match="rows but the batch has"):

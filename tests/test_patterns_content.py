@@ -34,6 +34,28 @@ def test_topk_picks_largest_scores_per_row():
     assert torch.equal(dense(p), expect)
 
 
+def topk_oracle(q, k, cand, keep):
+    score = torch.einsum("ihd,jhd->ij", q, k)
+    c = dense(cand)
+    expect = torch.zeros_like(c)
+    for i in range(c.shape[0]):
+        cols = c[i].nonzero().flatten()
+        expect[i, cols[torch.argsort(score[i, cols], descending=True)[:keep]]] = True
+    return expect
+
+
+def test_topk_uneven_rows_use_the_sort_path_and_agree():
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(300, 2, 3, generator=gen, dtype=torch.float64)
+    k = torch.randn(300, 2, 3, generator=gen, dtype=torch.float64)
+    hub = torch.stack([torch.arange(300), torch.zeros(300, dtype=torch.long)])        # row 0 sees all keys
+    ring = torch.stack([torch.arange(300), (torch.arange(300) + 1) % 300])
+    cand = Graph.from_edge_index(torch.cat([hub, ring, ring.flip(0)], 1), 300, remove_duplicates=True)
+    assert 300 * int(cand.degree().max()) > 2 * cand.num_edges + 4096     # the padded table would be too big
+    for keep in (1, 2, 5):
+        assert torch.equal(dense(topk(q, k, cand, keep)), topk_oracle(q, k, cand, keep))
+
+
 def test_topk_all_keys_and_candidates_agree():
     gen = torch.Generator().manual_seed(1)
     q, k = torch.randn(11, 8, generator=gen), torch.randn(13, 8, generator=gen)
@@ -92,3 +114,15 @@ def test_threshold_topk_keeps_about_k_and_the_max():
     # rows with fewer candidates than k keep all
     small = threshold_topk(q, k, causal(Graph(cand.indptr, cand.indices, 512)), 32)
     assert small.degree()[:32].tolist() == list(range(1, 33))
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_content_patterns_valid_on_empty_and_one_token(n):
+    from sparsegt.patterns import bilevel_routing, block_select, routing
+
+    q = torch.randn(n, 2, 4)
+    cand = full(Graph.empty(n))
+    for p in (topk(q, q, cand, 3), threshold_topk(q, q, cand, 3), routing(q, q, 2), bilevel_routing(q, q, 4, 2),
+              block_select(q, q, 8, 4, 0.9)):
+        p.validate()
+        assert p.num_nodes == n and p.num_edges == n     # one token sees itself (or nothing to see)

@@ -157,6 +157,15 @@ def test_union_sources_and_intersect():
     um[u.row_index()[src_e], u.indices[src_e]] = True
     assert torch.equal(um, dense(e))
     assert torch.equal(u.ptr, b.ptr) and u.edge_ptr is not None
+    # positions carry edge features onto the union entries
+    feat = torch.arange(a.num_edges, dtype=torch.float64)[:, None] + 1
+    u2, positions = union(a, e, return_positions=True)
+    carried = torch.zeros(u2.num_edges, 1, dtype=torch.float64).index_add(0, positions[0], feat)
+    assert torch.equal(u2.row_index()[positions[0]], a.row_index())
+    assert torch.equal(u2.indices[positions[0]], a.indices)
+    assert torch.equal(carried[src_a], feat) and bool((carried[~src_a] == 0).all())
+    _, both_sources, both_positions = union(a, e, return_sources=True, return_positions=True)
+    assert torch.equal(both_sources[1], src_e) and torch.equal(both_positions[1], positions[1])
     inter = intersect(a, e)
     assert_sorted_csr(inter)
     assert torch.equal(dense(inter), dense(a) & dense(e))

@@ -48,6 +48,7 @@ def test_two_process_ddp_equals_one_process_with_double_batch(tmp_path):
         env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",
+            "OMP_WAIT_POLICY": "PASSIVE",
             "PYTHONPATH": str(ROOT),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),

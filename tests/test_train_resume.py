@@ -48,7 +48,7 @@ def _position(path: Path) -> tuple[int, int] | None:
 
 
 def _train(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "sparsegt", "train", "--quiet", *args],
         cwd=ROOT,

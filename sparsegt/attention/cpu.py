@@ -4,7 +4,7 @@ Forward: one pass over each query row's edges with an online softmax; only ``out
 ``lse`` [Nq, H] are kept. Backward: flash-style recomputation of the probabilities from ``lse``;
 ``dq``, ``dbias``, ``dgate`` per query row, ``dk``/``dv`` per key column over the transposed (CSC)
 pattern, cached on the `Graph`, so there are no atomics and results are deterministic. Extra memory:
-two [E, H] buffers in the backward (the score gradient, which is also ``dbias``, and the dropped-out
+one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias``, and the dropped-out
 weights), plus a small scratch for rows cut into pieces.
 
 Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head) and
@@ -139,8 +139,7 @@ class _CpuAttention(torch.autograd.Function):
         dq = torch.empty(tuple(q2.shape), dtype=dtype)
         dk = torch.empty(tuple(k2.shape), dtype=dtype)
         dv = torch.empty(tuple(v2.shape), dtype=dtype)
-        dscore = torch.empty((num_edges, num_heads), dtype=dtype)
-        weight = np.empty((num_edges, num_heads), np_dtype)
+        dscore_weight = torch.empty((num_edges, 2 * num_heads), dtype=dtype)
         dgate = torch.empty((num_edges, q2.shape[1]) if need_dgate else (1, 1), dtype=dtype)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
         part_dq = np.empty((int(split_ptr[-1]), q2.shape[1]), np_dtype)
@@ -151,7 +150,7 @@ class _CpuAttention(torch.autograd.Function):
                     gate2.numpy(), ctx.has_bias, ctx.has_gate, need_dgate, np_dtype(scale), np_dtype(0.0),
                     *_dropout_args(ctx.dropout_p, ctx.dropout_seed, np_dtype),
                     seg_row, seg_start, seg_end, seg_slot, chunk_ptr, out.numpy(), lse.numpy(), dout2, dlse2,
-                    dq.numpy(), part_dq, dscore.numpy(), weight, dgate.numpy())
+                    dq.numpy(), part_dq, dscore_weight.numpy(), dgate.numpy())
                 if part_dq.shape[0]:
                     prim.merge_by_sum(split_row, split_ptr, part_dq, dq.numpy())
             _, row_indices, edge_id = pattern.csc()
@@ -165,11 +164,12 @@ class _CpuAttention(torch.autograd.Function):
                     q2.numpy(), gate2.numpy(), ctx.has_gate, np_dtype(scale), np_dtype(0.0),
                     row_indices.contiguous().numpy(), edge_id.contiguous().numpy(),
                     seg_col, col_start, col_end, col_slot, col_chunk_ptr,
-                    dout2, dscore.numpy(), weight, dk.numpy(), dv.numpy(), part_dk, part_dv)
+                    dout2, dscore_weight.numpy(), dk.numpy(), dv.numpy(), part_dk, part_dv)
                 if slots:
                     prim.merge_by_sum(split_col, split_col_ptr, part_dk, dk.numpy())
                     prim.merge_by_sum(split_col, split_col_ptr, part_dv, dv.numpy())
-        dbias = dscore if ctx.has_bias and ctx.needs_input_grad[3] else None
+        need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
+        dbias = dscore_weight[:, :num_heads].contiguous() if need_dbias else None
         dgate_out = dgate.view(num_edges, num_heads, q_shape[2]) if need_dgate else None
         return (dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, dgate_out,
                 None, None, None, None, None)

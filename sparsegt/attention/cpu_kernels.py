@@ -25,7 +25,7 @@ from .cpu_primitives import edge_hash, keeps, prefetch_row
 # rows, scores masked by a -inf bias).
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 LANES = 4
-PREFETCH = 8  # edges ahead whose gathered rows are prefetched
+PREFETCH = 16  # edges ahead whose gathered rows are prefetched
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -81,7 +81,8 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                             t3 += qd * k[j3, o + d]
                     t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
                     if has_bias:
-                        t0, t1, t2, t3 = t0 + bias[e0, h], t1 + bias[e1, h], t2 + bias[e2, h], t3 + bias[e3, h]
+                        t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
+                        t2, t3 = t2 + bias[e2, h], t3 + bias[e3, h]
                     # missing lanes (row shorter than the group) repeat the last edge: give them no weight
                     if e1 == e0:
                         t1 = minus_inf
@@ -134,11 +135,12 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
 def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, need_dgate, scale, zero,
                             use_dropout, seed_lo, seed_hi, threshold, keep_scale,
                             seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
-                            out, lse, dout, dlse, dq, part_dq, dscore, weight, dgate):
+                            out, lse, dout, dlse, dq, part_dq, dscore_weight, dgate):
     """Query pass: recompute ``p = exp(s - lse)``; with ``delta = dout.out - dlse`` the score gradient is
     ``ds = p (dp - delta)``, ``dp = dout . v`` (``dlse`` [Nq, H] arrives through the returned lse).
-    Writes ``dscore`` [E, H] (also dL/dbias), the dropped-out weights ``weight`` [E, H] for the key
-    pass, ``dq`` [Nq, H*D] (pieces of cut rows into ``part_dq``) and, when asked, ``dgate`` [E, H*D]."""
+    Writes ``dscore_weight`` [E, 2H]: the score gradient (also dL/dbias) in ``[:, :H]`` and the
+    dropped-out weights in ``[:, H:]``, side by side so the key pass reads one cache line per edge;
+    ``dq`` [Nq, H*D] (pieces of cut rows into ``part_dq``) and, when asked, ``dgate`` [E, H*D]."""
     num_edges = indices.shape[0]
     num_heads = lse.shape[1]
     dim = q.shape[1] // num_heads
@@ -191,7 +193,8 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                                 t3 += qd * k[j3, o + d]
                         t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
                         if has_bias:
-                            t0, t1, t2, t3 = t0 + bias[e0, h], t1 + bias[e1, h], t2 + bias[e2, h], t3 + bias[e3, h]
+                            t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
+                            t2, t3 = t2 + bias[e2, h], t3 + bias[e3, h]
                         p0, p1 = np.exp(t0 - row_lse), np.exp(t1 - row_lse)
                         p2, p3 = np.exp(t2 - row_lse), np.exp(t3 - row_lse)
                     dp0, dp1, dp2, dp3 = zero, zero, zero, zero
@@ -202,11 +205,13 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                         dp2 += gd * v[j2, ov + d]
                         dp3 += gd * v[j3, ov + d]
                     w0, w1, w2, w3 = p0, p1, p2, p3
-                    if use_dropout:
-                        w0, dp0 = (p0 * keep_scale, dp0 * keep_scale) if keeps(b0, h, threshold) else (zero, zero)
-                        w1, dp1 = (p1 * keep_scale, dp1 * keep_scale) if keeps(b1, h, threshold) else (zero, zero)
-                        w2, dp2 = (p2 * keep_scale, dp2 * keep_scale) if keeps(b2, h, threshold) else (zero, zero)
-                        w3, dp3 = (p3 * keep_scale, dp3 * keep_scale) if keeps(b3, h, threshold) else (zero, zero)
+                    if use_dropout:  # a dropped weight passes no gradient back to its probability
+                        f0 = keep_scale if keeps(b0, h, threshold) else zero
+                        f1 = keep_scale if keeps(b1, h, threshold) else zero
+                        f2 = keep_scale if keeps(b2, h, threshold) else zero
+                        f3 = keep_scale if keeps(b3, h, threshold) else zero
+                        w0, w1, w2, w3 = p0 * f0, p1 * f1, p2 * f2, p3 * f3
+                        dp0, dp1, dp2, dp3 = dp0 * f0, dp1 * f1, dp2 * f2, dp3 * f3
                     ds0, ds1 = p0 * (dp0 - delta[h]), p1 * (dp1 - delta[h])
                     ds2, ds3 = p2 * (dp2 - delta[h]), p3 * (dp3 - delta[h])
                     # missing lanes repeat the last edge: they must neither write nor accumulate
@@ -216,18 +221,19 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                         ds2 = zero
                     if e3 == e2:
                         ds3 = zero
-                    dscore[e0, h], weight[e0, h] = ds0, w0
+                    hw = num_heads + h
+                    dscore_weight[e0, h], dscore_weight[e0, hw] = ds0, w0
                     if e1 > e0:
-                        dscore[e1, h], weight[e1, h] = ds1, w1
+                        dscore_weight[e1, h], dscore_weight[e1, hw] = ds1, w1
                     if e2 > e1:
-                        dscore[e2, h], weight[e2, h] = ds2, w2
+                        dscore_weight[e2, h], dscore_weight[e2, hw] = ds2, w2
                     if e3 > e2:
-                        dscore[e3, h], weight[e3, h] = ds3, w3
+                        dscore_weight[e3, h], dscore_weight[e3, hw] = ds3, w3
                     c0, c1, c2, c3 = ds0 * scale, ds1 * scale, ds2 * scale, ds3 * scale
                     if has_gate:
-                        for d in range(dim):
-                            acc[o + d] += (c0 * k[j0, o + d] * gate[e0, o + d] + c1 * k[j1, o + d] * gate[e1, o + d]) + (
-                                c2 * k[j2, o + d] * gate[e2, o + d] + c3 * k[j3, o + d] * gate[e3, o + d])
+                        for x in range(o, o + dim):
+                            acc[x] += (c0 * k[j0, x] * gate[e0, x] + c1 * k[j1, x] * gate[e1, x]) + (
+                                c2 * k[j2, x] * gate[e2, x] + c3 * k[j3, x] * gate[e3, x])
                         if need_dgate:
                             for u in range(LANES):
                                 if e0 + u <= last:
@@ -251,11 +257,11 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def attention_backward_keys(q, gate, has_gate, scale, zero, row_indices, edge_id,
                             seg_col, seg_start, seg_end, seg_slot, chunk_ptr,
-                            dout, dscore, weight, dk, dv, part_dk, part_dv):
+                            dout, dscore_weight, dk, dv, part_dk, part_dv):
     """Key pass over the transposed (CSC) pattern: ``dk[j] = scale * sum_e ds_e q_i (* gate_e)``,
     ``dv[j] = sum_e w_e dout_i``; each key column is owned by one task, so no atomics."""
     num_entries = row_indices.shape[0]
-    num_heads = dscore.shape[1]
+    num_heads = dscore_weight.shape[1] // 2
     dim = q.shape[1] // num_heads
     vdim = dout.shape[1] // num_heads
     for c in prange(chunk_ptr.shape[0] - 1):
@@ -273,8 +279,7 @@ def attention_backward_keys(q, gate, has_gate, scale, zero, row_indices, edge_id
                         prefetch_row(q, ahead)
                         prefetch_row(dout, ahead)
                         edge_ahead = edge_id[t0 + PREFETCH + u]
-                        prefetch_row(dscore, edge_ahead)
-                        prefetch_row(weight, edge_ahead)
+                        prefetch_row(dscore_weight, edge_ahead)
                         if has_gate:
                             prefetch_row(gate, edge_ahead)
                 last = min(t0 + LANES, end) - 1
@@ -282,9 +287,11 @@ def attention_backward_keys(q, gate, has_gate, scale, zero, row_indices, edge_id
                 i0, i1, i2, i3 = row_indices[t0], row_indices[t1], row_indices[t2], row_indices[t3]
                 e0, e1, e2, e3 = edge_id[t0], edge_id[t1], edge_id[t2], edge_id[t3]
                 for h in range(num_heads):
-                    c0, c1 = dscore[e0, h] * scale, dscore[e1, h] * scale
-                    c2, c3 = dscore[e2, h] * scale, dscore[e3, h] * scale
-                    w0, w1, w2, w3 = weight[e0, h], weight[e1, h], weight[e2, h], weight[e3, h]
+                    c0, c1 = dscore_weight[e0, h] * scale, dscore_weight[e1, h] * scale
+                    c2, c3 = dscore_weight[e2, h] * scale, dscore_weight[e3, h] * scale
+                    hw = num_heads + h
+                    w0, w1 = dscore_weight[e0, hw], dscore_weight[e1, hw]
+                    w2, w3 = dscore_weight[e2, hw], dscore_weight[e3, hw]
                     if t1 == t0:
                         c1, w1 = zero, zero
                     if t2 == t1:
@@ -293,9 +300,9 @@ def attention_backward_keys(q, gate, has_gate, scale, zero, row_indices, edge_id
                         c3, w3 = zero, zero
                     o = h * dim
                     if has_gate:
-                        for d in range(dim):
-                            acc_k[o + d] += (c0 * q[i0, o + d] * gate[e0, o + d] + c1 * q[i1, o + d] * gate[e1, o + d]) + (
-                                c2 * q[i2, o + d] * gate[e2, o + d] + c3 * q[i3, o + d] * gate[e3, o + d])
+                        for x in range(o, o + dim):
+                            acc_k[x] += (c0 * q[i0, x] * gate[e0, x] + c1 * q[i1, x] * gate[e1, x]) + (
+                                c2 * q[i2, x] * gate[e2, x] + c3 * q[i3, x] * gate[e3, x])
                     else:
                         for d in range(dim):
                             acc_k[o + d] += (c0 * q[i0, o + d] + c1 * q[i1, o + d]) + (

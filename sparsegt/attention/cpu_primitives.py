@@ -37,8 +37,8 @@ def prefetch_row(typingctx, array, row):
         row_index = context.cast(builder, args[1], signature.args[1], types.intp)
         ptr = cgutils.get_item_pointer(context, builder, array_type, ary, [row_index, zero], wraparound=False)
         byte_ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        row_bytes = builder.mul(builder.extract_value(ary.shape, 1),
-                                ir.Constant(intp, context.get_abi_sizeof(context.get_data_type(array_type.dtype))))
+        item_bytes = context.get_abi_sizeof(context.get_data_type(array_type.dtype))
+        row_bytes = builder.mul(builder.extract_value(ary.shape, 1), ir.Constant(intp, item_bytes))
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [byte_ptr.type, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
@@ -155,7 +155,8 @@ def plan_segments(indptr, piece):
 
 @njit(parallel=True, cache=True)
 def merge_by_lse(split_row, split_ptr, part_out, part_lse, out, lse):
-    """Combine the partial softmaxes of cut rows: ``lse = logsumexp(lse_p)``, ``out = sum exp(lse_p - lse) out_p``."""
+    """Combine the partial softmaxes of cut rows: ``lse = logsumexp_p(lse_p)``,
+    ``out = sum_p exp(lse_p - lse) out_p``."""
     num_heads = lse.shape[1]
     vdim = out.shape[1] // num_heads
     for r in prange(split_row.shape[0]):

@@ -5,7 +5,7 @@
 user data into a `Dataset`; ``describe`` / ``print_dataset_table`` / ``print_dataset_stats`` report them.
 """
 
-from .cache import cache_dir
+from .cache import LazyGraphs, cache_dir
 from .catalog import dataset_names, get_card, list_datasets, load_dataset
 from .dataset import Dataset, DatasetCard
 from .describe import dataset_rows, describe, print_dataset_stats, print_dataset_table
@@ -13,6 +13,7 @@ from .loader import DataLoader
 from .spec import FeatureSpec, TaskSpec
 from .user import from_graphs, from_networkx, from_pyg, load_folder, save_folder
 
-__all__ = ["FeatureSpec", "TaskSpec", "Dataset", "DatasetCard", "DataLoader", "load_dataset", "list_datasets",
-           "dataset_names", "get_card", "cache_dir", "describe", "dataset_rows", "print_dataset_table",
-           "print_dataset_stats", "load_folder", "save_folder", "from_graphs", "from_pyg", "from_networkx"]
+__all__ = ["FeatureSpec", "TaskSpec", "Dataset", "DatasetCard", "DataLoader", "LazyGraphs", "load_dataset",
+           "list_datasets", "dataset_names", "get_card", "cache_dir", "describe", "dataset_rows",
+           "print_dataset_table", "print_dataset_stats", "load_folder", "save_folder", "from_graphs",
+           "from_pyg", "from_networkx"]

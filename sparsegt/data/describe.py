@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .catalog import DATASETS, list_datasets, load_dataset
+from .cache import LazyGraphs
+from .catalog import get_card, list_datasets, load_dataset
 from .dataset import Dataset
 
 __all__ = ["describe", "dataset_rows", "print_dataset_table", "print_dataset_stats"]
@@ -24,8 +25,16 @@ def _labels(dataset: Dataset, split: str) -> torch.Tensor:
     graphs = dataset.splits[split]
     if not graphs:
         return torch.zeros(0)
+    if isinstance(graphs, LazyGraphs):  # read the concatenated tensor, build no graph
+        return graphs.node_tensor("y") if dataset.task.level == "node" else graphs.graph_tensor("y")
     key = "node_data" if dataset.task.level == "node" else "graph_data"
     return torch.cat([getattr(g, key)["y"] for g in graphs])
+
+
+def _counts(graphs) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(graphs, LazyGraphs):
+        return graphs.node_counts(), graphs.edge_counts()
+    return np.array([g.num_nodes for g in graphs]), np.array([g.num_edges for g in graphs])
 
 
 def describe(dataset: Dataset) -> dict[str, Any]:
@@ -39,8 +48,7 @@ def describe(dataset: Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {"name": dataset.name, "task": f"{dataset.task.level} {dataset.task.kind}",
                            "metric": dataset.task.metric, "splits": {}}
     for split, graphs in dataset.splits.items():
-        nodes = np.array([g.num_nodes for g in graphs])
-        edges = np.array([g.num_edges for g in graphs])
+        nodes, edges = _counts(graphs)
         y = _labels(dataset, split)
         if dataset.task.kind == "regression":
             y = y.double().reshape(y.shape[0], -1) if y.numel() else y.double().reshape(0, 1)
@@ -96,7 +104,7 @@ def print_dataset_stats(name: str, console: Any = None, **load_options: Any) -> 
     console = _console(console)
     dataset = load_dataset(name, **load_options)
     stats = describe(dataset)
-    card = DATASETS[name.strip().lower().replace("_", "-")].card
+    card = get_card(name)
     console.print(f"[bold]{dataset.name}[/bold]: {card.description}")
     console.print(f"task: {card.task}; metric: {card.metric}; source: {card.source}; licence: {card.licence}")
     table = Table(title=f"{dataset.name} statistics")

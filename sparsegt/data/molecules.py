@@ -322,7 +322,14 @@ def load_moses_plogp(*, size: str = "full", normalize: bool = True, root=None, s
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A]))
         chosen = rng.choice(len(smiles), pool, replace=False)
         records = [(smiles[int(i)], None) for i in chosen]
-        make = _smiles_maker(chem, lambda mol, _: _float_target(mol, penalized_logp(mol, sa, normalize)))
+
+        def plogp_target(mol: Any, _: Any) -> dict | None:
+            try:
+                return _float_target(mol, penalized_logp(mol, sa, normalize))
+            except (ValueError, RuntimeError, ZeroDivisionError):  # RDKit/SA failures: skip the molecule
+                return None
+
+        make = _smiles_maker(chem, plogp_target)
         splits, skipped = _featurise_splits(records, sizes, seed, make, progress, "moses-plogp")
         return splits, skipped, len(smiles)
 

@@ -13,7 +13,8 @@ import scipy.sparse as sp
 
 from ..graph import Graph
 
-__all__ = ["adjacency", "check_square", "component_labels", "edge_weights", "graph_offsets"]
+__all__ = ["adjacency", "check_square", "component_labels", "edge_weights", "graph_offsets",
+           "one_blas_thread"]
 
 
 def check_square(graph: Graph, what: str) -> None:
@@ -75,3 +76,15 @@ def component_labels(adj: sp.sparray) -> tuple[int, np.ndarray]:
     rank = np.empty(count, dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(count)
     return count, rank[labels]
+
+
+def one_blas_thread():
+    """A context holding BLAS to one thread: the small dense and vector work here gains nothing from
+    threads, and threaded BLAS spins badly (10x slower) when the machine is busy."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual installs
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from ..graph import Graph
-from .adjacency import check_square, component_labels, edge_weights
+from .adjacency import check_square, component_labels, edge_weights, one_blas_thread
 from .cache import cache_path, load_arrays, save_arrays
 from .laplacian import laplacian_pe_dense, laplacian_pe_sparse
 from .random_walk import rwse_dense, rwse_estimate, rwse_exact, rwse_from_eigen
@@ -160,12 +159,15 @@ def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_ma
         if k:
             labels = labels_all[node_index]
             labels = labels - labels[:, :1] if n else labels
-            vec, val, count, values, vectors = laplacian_pe_dense(adj, labels, k, skip_trivial=skip_trivial)
+            # RWSE is read off the full spectrum when the graph allows it (symmetric, no self-loops)
+            from_spectrum = bool(steps and n and np.array_equal(adj, adj.transpose(0, 2, 1))
+                                 and not np.diagonal(adj, axis1=1, axis2=2).any())
+            vec, val, count, values, vectors = laplacian_pe_dense(adj, labels, k, skip_trivial=skip_trivial,
+                                                                  full_spectrum=from_spectrum)
             lap_vec[node_index.ravel()] = vec.reshape(-1, k)
             lap_val[members] = val
             lap_count[members] = count
-            if steps and n and np.array_equal(adj, adj.transpose(0, 2, 1)) and not np.diagonal(
-                    adj, axis1=1, axis2=2).any():
+            if from_spectrum:
                 from_eigen = rwse_from_eigen(values, vectors, adj.sum(axis=2), steps)
                 rw[node_index.ravel()] = from_eigen.reshape(-1, steps)
                 rw_done = True
@@ -174,21 +176,15 @@ def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_ma
 
     chunks = _chunks(flat.sizes, dense_max_nodes, steps)
     workers = num_workers or torch.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's usual installs
-        threadpool_limits = None
-    # one BLAS thread per worker: threaded BLAS on small matrices mostly spins (10x slower on a busy machine)
-    with (threadpool_limits(1) if threadpool_limits else nullcontext()):
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(run_chunk, n, members) for n, members in chunks]
-            iterator = futures
-            if progress:
-                from rich.progress import track
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(run_chunk, n, members) for n, members in chunks]
+        iterator = futures
+        if progress:
+            from rich.progress import track
 
-                iterator = track(futures, description="encodings")
-            for future in iterator:
-                future.result()
+            iterator = track(futures, description="encodings")
+        for future in iterator:
+            future.result()
     for g in np.nonzero(flat.sizes > dense_max_nodes)[0]:  # large graphs one by one, sparse methods
         adj = flat.sparse(int(g))
         nodes = slice(flat.node_ptr[g], flat.node_ptr[g + 1])

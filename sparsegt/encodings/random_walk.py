@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ..graph import Graph
 from .adjacency import adjacency, graph_offsets
+from .adjacency import one_blas_thread as _one_blas_thread
 
 __all__ = ["random_walk_matrix", "rwse", "rwse_dense", "rwse_exact", "rwse_estimate", "rwse_from_eigen"]
 
@@ -110,42 +111,42 @@ def _rwse_columns(indptr, indices, pvals, degree, steps, symmetric, block):  # p
         prev = np.zeros((n, width))
         cur = np.zeros((n, width))
         nxt = np.zeros((n, width))
-        for b in range(width):
-            cur[j0 + b, b] = 1.0
+        for q in range(width):
+            cur[j0 + q, q] = 1.0
         num_prop = (steps + 1) // 2 if symmetric else steps
         for s in range(1, num_prop + 1):
-            for b in range(width):
-                for i in range(n):
-                    prev[i, b] = cur[i, b]
-            for i in range(n):
-                for b in range(width):
-                    nxt[i, b] = 0.0
+            for i in range(n):  # nxt = P @ cur, one contiguous row of the block at a time
+                row = nxt[i]
+                row[:] = 0.0
                 for e in range(indptr[i], indptr[i + 1]):
-                    j = indices[e]
+                    src = cur[indices[e]]
                     w = pvals[e]
-                    for b in range(width):
-                        nxt[i, b] += w * cur[j, b]
-            for i in range(n):
-                for b in range(width):
-                    cur[i, b] = nxt[i, b]
+                    for q in range(width):
+                        row[q] += w * src[q]
+            prev, cur, nxt = cur, nxt, prev  # cur = P^s E, prev = P^(s-1) E
             if not symmetric:
-                for b in range(width):
-                    out[j0 + b, s - 1] = cur[j0 + b, b]
+                for q in range(width):
+                    out[j0 + q, s - 1] = cur[j0 + q, q]
                 continue
-            # cur = P^s E, prev = P^(s-1) E: diag(P^(2s-1)) and diag(P^(2s)) by reversibility
-            for b in range(width):
-                j = j0 + b
-                if degree[j] <= 0:
+            # reversibility: diag(P^(2s-1))_j and diag(P^(2s))_j from columns of P^(s-1) and P^s
+            odd = np.zeros(width)
+            even = np.zeros(width)
+            for l in range(n):
+                dl = degree[l]
+                if dl <= 0:
                     continue
-                odd = 0.0
-                even = 0.0
-                for l in range(n):
-                    weight = degree[l] * cur[l, b]
-                    odd += weight * prev[l, b]
-                    even += weight * cur[l, b]
-                out[j, 2 * s - 2] = odd / degree[j]
-                if 2 * s <= steps:
-                    out[j, 2 * s - 1] = even / degree[j]
+                pr = prev[l]
+                cr = cur[l]
+                for q in range(width):
+                    x = dl * cr[q]
+                    odd[q] += x * pr[q]
+                    even[q] += x * cr[q]
+            for q in range(width):
+                j = j0 + q
+                if degree[j] > 0:
+                    out[j, 2 * s - 2] = odd[q] / degree[j]
+                    if 2 * s <= steps:
+                        out[j, 2 * s - 1] = even[q] / degree[j]
     return out
 
 
@@ -251,6 +252,12 @@ def rwse(graph: Graph, steps: int, *, method: str = "auto", num_probes: int = 12
     adj = adjacency(graph)
     ptr = graph_offsets(graph)
     out = np.zeros((graph.num_nodes, steps))
+    with _one_blas_thread():
+        _rwse_loop(adj, ptr, steps, method, num_probes, seed, out)
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def _rwse_loop(adj, ptr, steps, method, num_probes, seed, out) -> None:
     for start, stop in zip(ptr[:-1], ptr[1:], strict=True):
         sub = adj[start:stop][:, start:stop]
         n = stop - start
@@ -266,4 +273,3 @@ def rwse(graph: Graph, steps: int, *, method: str = "auto", num_probes: int = 12
             out[start:stop] = rwse_exact(sub, steps)
         else:
             out[start:stop] = rwse_estimate(sub, steps, num_probes=num_probes, seed=seed)[0]
-    return torch.from_numpy(out.astype(np.float32))

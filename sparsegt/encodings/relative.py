@@ -201,14 +201,22 @@ def _bfs_distances(indptr, indices, p_indptr, p_indices, max_distance, num_chunk
     for c in numba.prange(num_chunks):
         dist = np.full(n, -1, dtype=np.int64)
         queue = np.empty(n, dtype=np.int64)
+        wanted = np.zeros(n, dtype=np.bool_)
         for i in range(c * chunk, min(n, (c + 1) * chunk)):
             if p_indptr[i] == p_indptr[i + 1]:
                 continue
+            remaining = 0  # distinct keys of row i not reached yet: the search stops when none is left
+            for e in range(p_indptr[i], p_indptr[i + 1]):
+                if not wanted[p_indices[e]]:
+                    wanted[p_indices[e]] = True
+                    remaining += 1
             head = 0
             tail = 1
             queue[0] = i
             dist[i] = 0
-            while head < tail:
+            if wanted[i]:
+                remaining -= 1
+            while head < tail and remaining > 0:
                 u = queue[head]
                 head += 1
                 du = dist[u]
@@ -220,8 +228,11 @@ def _bfs_distances(indptr, indices, p_indptr, p_indices, max_distance, num_chunk
                         dist[v] = du + 1
                         queue[tail] = v
                         tail += 1
+                        if wanted[v]:
+                            remaining -= 1
             for e in range(p_indptr[i], p_indptr[i + 1]):
                 d = dist[p_indices[e]]
                 out[e] = max_distance if d < 0 else d
+                wanted[p_indices[e]] = False
             for q in range(tail):
                 dist[queue[q]] = -1

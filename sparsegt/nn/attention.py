@@ -110,22 +110,27 @@ class SparseMultiheadAttention(nn.Module):
                 edge_gate = projected if edge_gate is None else edge_gate * projected
         return edge_bias, edge_gate
 
-    def forward(self, query: Tensor, pattern: Graph, key: Tensor | None = None, value: Tensor | None = None,
-                *, edge_attr: Tensor | None = None, edge_bias: Tensor | None = None,
-                edge_gate: Tensor | None = None, keep_top: int | None = None) -> Tensor:
-        """Attention of each query over its pattern row.
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
+                pattern: Graph | None = None, *, edge_attr: Tensor | None = None,
+                edge_bias: Tensor | None = None, edge_gate: Tensor | None = None,
+                keep_top: int | None = None) -> Tensor:
+        """Attention of each query over its pattern row: ``attn(q, k, v, pattern)`` as
+        ``torch.nn.MultiheadAttention(q, k, v)``, or ``attn(x, pattern=p)`` for self-attention.
 
         Args:
             query: [Nq, C]. key, value: [Nk, C] (default: ``query``; self-attention).
-            pattern: `Graph` with Nq rows and Nk columns.
+            pattern: `Graph` with Nq rows and Nk columns (required).
             edge_attr: [E, edge_dim] projected to a bias or gate (``edge_mode``).
             edge_bias: [E, H] added to the scores. edge_gate: [E, H, D] multiplied into q*k.
             keep_top: if set, ``pattern`` is the candidate set and each query keeps only its
                 ``keep_top`` highest-scoring candidates (`sparsegt.patterns.topk`, head-averaged
                 scores, no gradient through the selection); edge inputs are not allowed then.
         Returns:
-            [Nq, C].
+            [Nq, C] (no attention weights: they would be an [E, H] tensor the kernel never builds).
         """
+        if not isinstance(pattern, Graph):
+            raise ValueError("SparseMultiheadAttention needs pattern=<Graph> (rows: queries, columns: keys), "
+                             f"got {type(pattern).__name__}")
         q, k, v = self.project(query, key, value)
         if keep_top is not None:
             if edge_attr is not None or edge_bias is not None or edge_gate is not None:

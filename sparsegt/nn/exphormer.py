@@ -88,13 +88,19 @@ class ExphormerAttention(nn.Module):
 
     def forward(self, tokens: Tensor, structure: ExphormerPattern, edge_attr: Tensor | None = None) -> Tensor:
         """tokens [T, C]; edge_attr [E_graph, C] (graph edges, CSR order) or None -> [T, C]."""
-        entry = structure.kinds.to(tokens.dtype) @ self.kind_embedding
+        attention = self.attention
+        proj = attention.edge_proj
+        # gate = W (sum of the entry's kind embeddings) + b = kinds @ (W kind_embedding) + b: the linear
+        # map runs on the 3 embeddings, not on every entry.
+        kinds = structure.kinds.to(tokens.dtype)
+        if edge_attr is not None:  # graph edges carry their own features instead of the "graph" embedding
+            kinds = torch.cat([kinds[:, :1] * 0, kinds[:, 1:]], dim=1)
+        gate = kinds @ nn.functional.linear(self.kind_embedding, proj.weight) + proj.bias
         if edge_attr is not None:
-            # graph edges carry their own features instead of the constant "graph edge" embedding
-            is_graph = structure.kinds[:, 0:1].to(tokens.dtype)
-            entry = entry - is_graph * self.kind_embedding[0]
-            entry = entry.index_add(0, structure.graph_edge_position, edge_attr)
-        return self.attention(tokens, structure.pattern, edge_attr=entry)
+            edge_term = nn.functional.linear(edge_attr, proj.weight)
+            gate = gate.index_add(0, structure.graph_edge_position, edge_term)
+        gate = gate.view(-1, attention.num_heads, attention.head_dim)
+        return attention(tokens, pattern=structure.pattern, edge_gate=gate)
 
 
 class ExphormerLayer(nn.Module):

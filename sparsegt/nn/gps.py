@@ -99,7 +99,7 @@ class GPSLayer(nn.Module):
                         raise ValueError("GPSLayer(attention='pattern') needs attention_pattern")
                     attention_pattern = full(graph)
                 keep_top = self.topk if self.attention_kind == "topk" else None
-                h_attn = self.attention(x, attention_pattern, keep_top=keep_top)
+                h_attn = self.attention(x, pattern=attention_pattern, keep_top=keep_top)
             branches.append(self.norm_attention(x + self.dropout(h_attn)))
         h = branches[0] if len(branches) == 1 else branches[0] + branches[1]
         return self.norm_out(h + self.feed_forward(h)), edge_attr

@@ -61,7 +61,7 @@ class GTLayer(nn.Module):
                              f"{'None' if edge_attr is None else list(edge_attr.shape)}")
         attention = self.attention
         if edge_attr is None:
-            h = attention(x, graph)
+            h = attention(x, pattern=graph)
         else:
             q, k, v = attention.project(x)
             _, gate = attention.edge_terms(graph, edge_attr, None, None)

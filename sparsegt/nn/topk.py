@@ -49,7 +49,7 @@ class TopKAttentionLayer(nn.Module):
     def forward(self, x: Tensor, graph: Graph, candidates: Graph | None = None) -> Tensor:
         """x [N, C]; graph: the batch (neighbours); candidates: [N, N] pattern (default ``full(graph)``)."""
         candidates = full(graph) if candidates is None else candidates
-        h_top = self.attention(x, candidates, keep_top=self.k)
+        h_top = self.attention(x, pattern=candidates, keep_top=self.k)
         mean = neighbour_sum(graph, x) / graph.degree().clamp_min(1).to(x.dtype)[:, None]
         h = torch.cat([h_top, self.neighbour_lin(mean)], dim=-1)
         h = self.norm(x + self.dropout(self.combine(h)))

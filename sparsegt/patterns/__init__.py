@@ -6,6 +6,7 @@ sparse + low-rank merging, composition, and pictures. See docs/patterns.md.
 from .blocks import antidiagonal_block_mass, block_select, select_blocks
 from .compose import add_self_loops, causal, intersect, subsample, union
 from .content import edge_scores, threshold_topk, topk
+from .draw import draw_pattern, pattern_defaults, show_pattern
 from .graph import expander, full, khop, virtual_nodes, virtual_token_graph
 from .lowrank import (
     favor_features,
@@ -37,4 +38,5 @@ __all__ = [
     "block_select", "antidiagonal_block_mass", "select_blocks",
     "merge_partial_attention", "random_features_projection", "favor_features", "lowrank_complement",
     "scatterbrain_attention",
+    "draw_pattern", "show_pattern", "pattern_defaults",
 ]

@@ -44,7 +44,8 @@ def _keys(p: Graph) -> Tensor:
     return p.row_index() * max(p.num_cols, 1) + p.indices
 
 
-def union(*patterns: Graph, return_sources: bool = False) -> Graph | tuple[Graph, list[Tensor]]:
+def union(*patterns: Graph, return_sources: bool = False,
+          return_positions: bool = False) -> Graph | tuple[Graph, list[Tensor]] | tuple[Graph, list, list]:
     """The entries present in any pattern: sorted CSR, duplicates removed, edge tensors dropped.
 
     Args:
@@ -54,9 +55,12 @@ def union(*patterns: Graph, return_sources: bool = False) -> Graph | tuple[Graph
             A layer turns these into edge types (Exphormer: graph edge / expander / virtual), e.g.
             ``edge_type = torch.stack(sources, 1).float() @ type_embedding`` (sums the embeddings of
             every source) or ``torch.stack(sources, 1).int().argmax(1)`` (first source wins).
+        return_positions: also return, for each input p, a LongTensor [E_p]: the union position of
+            each of p's entries (in p's CSR order). Carries edge features over:
+            ``feat = torch.zeros(E_union, F).index_add(0, positions[0], graph.edge_attr)``.
     Returns:
-        the union `Graph` (keeping ``ptr``/``col_ptr`` only if every input has the same ones), and
-        with ``return_sources`` the list of masks, in the order of the inputs.
+        the union `Graph` (keeping ``ptr``/``col_ptr`` only if every input has the same ones), then
+        ``sources`` if asked, then ``positions`` if asked, each a list in the order of the inputs.
     """
     _check_same_shape(patterns, "union")
     first = patterns[0]
@@ -69,15 +73,19 @@ def union(*patterns: Graph, return_sources: bool = False) -> Graph | tuple[Graph
     if row.numel():
         indptr[1:] = torch.cumsum(torch.bincount(row, minlength=first.num_nodes), 0)
     out = finish(indptr, (unique_key - row * width).contiguous(), first.num_cols, ptr, col_ptr)
-    if not return_sources:
+    if not (return_sources or return_positions):
         return out
-    sources, start = [], 0
+    offsets = [0]
     for p in patterns:
+        offsets.append(offsets[-1] + p.num_edges)
+    positions = [inverse[offsets[i]:offsets[i + 1]] for i in range(len(patterns))]
+    sources = []
+    for pos in positions:
         mask = torch.zeros(unique_key.numel(), dtype=torch.bool, device=first.device)
-        mask[inverse[start:start + p.num_edges]] = True
+        mask[pos] = True
         sources.append(mask)
-        start += p.num_edges
-    return out, sources
+    extra = ([sources] if return_sources else []) + ([positions] if return_positions else [])
+    return (out, *extra)
 
 
 def intersect(*patterns: Graph) -> Graph:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._csr import check_int, csr_from_pairs, filter_edges
+from ._csr import check_int, csr_from_pairs, filter_edges, segment_arange
 
 __all__ = ["topk", "threshold_topk", "edge_scores"]
 
@@ -53,7 +53,7 @@ def edge_scores(q: Tensor, k: Tensor, pattern: Graph) -> Tensor:
     pattern = _check_candidates(pattern, q, k, "edge_scores")
     row, col = pattern.row_index(), pattern.indices
     heads = q.shape[1]
-    qf, kf = q.reshape(q.shape[0], -1), k.reshape(k.shape[0], -1)
+    qf, kf = q.flatten(1), k.flatten(1)
     chunk = max(1, CHUNK_ELEMENTS // max(qf.shape[1], 1))
     out = torch.empty(pattern.num_edges, dtype=q.dtype, device=q.device)
     for start in range(0, pattern.num_edges, chunk):
@@ -82,7 +82,8 @@ def topk(q: Tensor, k: Tensor, candidates: Graph | None, k_keep: int) -> Graph:
         k_keep: keys kept per query (rows with fewer candidates keep all of them).
     Returns:
         `Graph` [Nq, Nk], a subset of the candidates, sorted CSR (keys ascending in each row), keeping
-        the candidates' batch offsets and edge tensors. Ties go to the earlier CSR entry.
+        the candidates' batch offsets and edge tensors. Which of several equal scores is kept is
+        unspecified (deterministic on a given device).
     """
     q, k = _as_heads(q, k, "topk")
     k_keep = check_int("topk: k_keep", k_keep, 0)
@@ -91,9 +92,22 @@ def topk(q: Tensor, k: Tensor, candidates: Graph | None, k_keep: int) -> Graph:
     candidates = _check_candidates(candidates, q, k, "topk")
     if candidates.num_edges == 0:
         return filter_edges(candidates, torch.zeros(0, dtype=torch.bool, device=q.device))
-    order, rank = _rank_within_rows(candidates, edge_scores(q, k, candidates))
+    score = edge_scores(q, k, candidates)
     keep = torch.zeros(candidates.num_edges, dtype=torch.bool, device=q.device)
-    keep[order[rank < k_keep]] = True
+    degree = candidates.indptr.diff()
+    widest = int(degree.max())
+    if k_keep >= widest:
+        keep[:] = True
+    elif candidates.num_nodes * widest <= 2 * candidates.num_edges + 4096:
+        # rows of similar length: one torch.topk over a [Nq, widest] table (at most ~2E slots)
+        table = torch.full((candidates.num_nodes, widest), -torch.inf, dtype=score.dtype, device=q.device)
+        table[candidates.row_index(), segment_arange(degree)] = score
+        slot = torch.topk(table, k_keep, dim=1).indices
+        valid = slot < degree[:, None]
+        keep[(candidates.indptr[:-1, None] + slot)[valid]] = True
+    else:   # very uneven rows: sort by (row, score) instead of padding
+        order, rank = _rank_within_rows(candidates, score)
+        keep[order[rank < k_keep]] = True
     return filter_edges(candidates, keep)
 
 
@@ -102,8 +116,8 @@ def _topk_all_keys(q: Tensor, k: Tensor, k_keep: int) -> Graph:
     keep = min(k_keep, nk)
     if nq == 0 or keep == 0:
         return Graph.empty(nq, nk).to(q.device)
-    flat_q = q.reshape(nq, -1) / q.shape[1]
-    flat_k = k.reshape(nk, -1)
+    flat_q = q.flatten(1) / q.shape[1]
+    flat_k = k.flatten(1)
     chunk = max(1, CHUNK_ELEMENTS // max(nk, 1))
     cols = []
     for start in range(0, nq, chunk):

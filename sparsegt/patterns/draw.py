@@ -62,9 +62,16 @@ def draw_pattern(pattern: Graph, path: str | Path, *, heat: Tensor | None = None
             raise ValueError(f"draw_pattern: heat must be [Nq, Nk] = [{nq}, {nk}], got {tuple(heat.shape)}")
         ax.imshow(heat.detach().cpu().double().numpy(), cmap="viridis", extent=extent, aspect="auto",
                   interpolation="nearest")
-        row, col = pattern.row_index().cpu().numpy(), pattern.indices.cpu().numpy()
-        size = max(2.0, 3000.0 / max(nq, nk, 1))
-        ax.scatter(col, row, s=size, facecolors="none", edgecolors="red", linewidths=0.6, marker="s")
+        if pattern.num_edges <= 1500:   # few entries: outline each selected key
+            row, col = pattern.row_index().cpu().numpy(), pattern.indices.cpu().numpy()
+            size = max(2.0, 3000.0 / max(nq, nk, 1))
+            ax.scatter(col, row, s=size, facecolors="none", edgecolors="red", linewidths=0.6, marker="s")
+        else:                           # many: a translucent red layer over the selected cells
+            image, _, _ = _density_image(pattern, max_pixels)
+            overlay = torch.zeros(*image.shape, 4)
+            overlay[..., 0] = 1.0
+            overlay[..., 3] = (image > 0).float() * 0.45
+            ax.imshow(overlay.numpy(), extent=extent, aspect="auto", interpolation="nearest")
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
     else:

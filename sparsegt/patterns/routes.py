@@ -19,7 +19,7 @@ __all__ = ["routing", "RoutingPattern", "spherical_kmeans", "bilevel_routing", "
 def _unit_rows(x: Tensor) -> Tensor:
     """[N, H, D] -> [N, H * D]: each head scaled to unit norm (Routing Transformer routes on the sphere)."""
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return x.reshape(x.shape[0], -1)
+    return x.flatten(1)
 
 
 def spherical_kmeans(points: Tensor, n_clusters: int, iterations: int = 5) -> Tensor:
@@ -202,7 +202,7 @@ def bilevel_routing(q: Tensor, k: Tensor, regions: int | Tensor, top_r: int, *,
         return Graph.empty(0).to(q.device)
     num_regions = int(region.max()) + 1
     counts = torch.bincount(region, minlength=num_regions)
-    qf, kf = q.reshape(n, -1), k.reshape(n, -1)
+    qf, kf = q.flatten(1), k.flatten(1)
     safe = counts.clamp_min(1).to(qf.dtype)[:, None]
     q_region = qf.new_zeros(num_regions, qf.shape[1]).index_add(0, region, qf) / safe
     k_region = kf.new_zeros(num_regions, kf.shape[1]).index_add(0, region, kf) / safe

@@ -369,11 +369,15 @@ class Trainer:
                     if not math.isfinite(loss_value)
                     else f"gradient norm = {grad_norm}"
                 )
+                last = self.run_dir / "last.pt" if self.run_dir is not None else None
+                kept = (
+                    f"the last good state is kept in {last} (resume it with --resume after a fix)"
+                    if last is not None and last.exists()
+                    else "no checkpoint had been written yet"
+                )
                 raise TrainingDiverged(
-                    f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}: training stopped. "
-                    "The last good "
-                    f"checkpoint is kept{' in ' + str(self.run_dir / 'last.pt') if self.run_dir else ''}. "
-                    "Try a lower train.lr, train.grad_clip=1.0, or check the inputs for extreme values."
+                    f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}; {kept}. Try a lower train.lr, "
+                    "train.grad_clip=1.0, or look for extreme input values."
                 )
             self.optimizer.step()
             items = int(target.shape[0])
