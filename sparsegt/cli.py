@@ -228,7 +228,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     scores = evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     summary_path = Path(args.run_dir) / "summary.json"
     metric = json.loads(summary_path.read_text())["metric"] if summary_path.exists() else "metric"
-    table = Table(title=f"{args.run_dir} ({args.checkpoint})")
+    table = Table(title=f"{Path(args.run_dir).name}: {args.checkpoint}", title_justify="left")
     table.add_column("split")
     table.add_column("loss", justify="right")
     table.add_column(metric, justify="right")

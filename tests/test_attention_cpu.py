@@ -117,6 +117,18 @@ def test_value_dim_differs_from_key_dim_and_noncontiguous_inputs():
     assert_same(cpu, ref, torch.float64)
 
 
+def test_gradient_of_queries_only_skips_the_key_pass():
+    g = Graph.from_edge_index(torch.randint(0, 20, (2, 120), generator=torch.Generator().manual_seed(2)), 20)
+    q, k, v, bias, _ = random_qkv(g, 2, 4)
+    q.requires_grad_()
+    out, lse = cpu_attention(q, k, v, g, bias, None, 0.5, 0.0, None)
+    (grad_q,) = torch.autograd.grad(out.sum() + lse.sum(), q)
+    ref_out, ref_lse = sparse_attention(q, k, v, g, bias=bias, scale=0.5, return_lse=True, backend="torch")
+    (ref_grad_q,) = torch.autograd.grad(ref_out.sum() + ref_lse.sum(), q)
+    torch.testing.assert_close(grad_q, ref_grad_q, **TOL[torch.float64])
+    assert k.grad is None and v.grad is None
+
+
 # ---------------------------------------------------------------------------------------------- dropout
 @pytest.mark.parametrize("seed", [0, 7, 2**40 + 12345, 2**62 - 1, -5])
 def test_dropout_mask_is_bit_identical_to_keep_mask(seed):

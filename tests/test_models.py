@@ -175,6 +175,9 @@ def test_grit_preset_has_a_500k_budget_and_runs():
     batch = Graph.batch([Graph(gr.indptr, gr.indices, node_data={"x": gr.x[:, :1] % 3}) for gr in graphs])
     out = model.eval()(batch)
     assert out.shape == (batch.num_nodes, 2) and torch.isfinite(out).all()
+    # an unbatched Graph is a batch of one
+    single = Graph(batch.indptr[:13], batch.indices[:int(batch.indptr[12])], node_data={"x": batch.x[:12]})
+    torch.testing.assert_close(model(single), out[:12], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["gps-pattern", "gt-pattern", "exphormer-pattern"])
@@ -191,8 +194,6 @@ def test_presets_with_positional_encodings_run_and_are_batch_independent(name):
     template = encoded[0].node_data
     graphs = [encoded.pop(0) if g.num_nodes else  # the empty graph gets empty encodings
               g.with_data(node_data={k: t[:0] for k, t in template.items() if k not in g.node_data})
-              for g in graphs]
-    graphs = [g.with_data(node_data={k: t.to(DT) for k, t in g.node_data.items() if t.is_floating_point()})
               for g in graphs]
     batch = Graph.batch(graphs)
     model.train()(batch).square().mean().backward()

@@ -23,6 +23,7 @@ from sparsegt.nn import (
 )
 from sparsegt.nn.segment import (
     edge_positions,
+    full_pattern,
     gather_keys,
     gather_queries,
     neighbour_sum,
@@ -273,10 +274,13 @@ def test_segment_primitives_gradcheck_and_match_index_add():
     row = graph.row_index()
     expected = torch.zeros(8, 3, dtype=DT).index_add(0, row, x[graph.indices] * w[:, None])
     torch.testing.assert_close(neighbour_sum(graph, x, w), expected)
-    positions = edge_positions(full(graph), graph)
-    full_pattern = full(graph)
-    assert torch.equal(full_pattern.row_index()[positions], row)
-    assert torch.equal(full_pattern.indices[positions], graph.indices)
+    batch = Graph.batch(awkward_graphs(8))
+    for computed, sorted_ in zip(full_pattern(batch).csc(), full(batch).csc(), strict=True):
+        assert torch.equal(computed, sorted_)
+    everything = full(graph)
+    positions = edge_positions(everything, graph)
+    assert torch.equal(everything.row_index()[positions], row)
+    assert torch.equal(everything.indices[positions], graph.indices)
 
 
 def test_bad_inputs_raise_value_errors():

@@ -122,7 +122,23 @@ def test_content_patterns_valid_on_empty_and_one_token(n):
 
     q = torch.randn(n, 2, 4)
     cand = full(Graph.empty(n))
-    for p in (topk(q, q, cand, 3), threshold_topk(q, q, cand, 3), routing(q, q, 2), bilevel_routing(q, q, 4, 2),
-              block_select(q, q, 8, 4, 0.9)):
+    built = (topk(q, q, cand, 3), threshold_topk(q, q, cand, 3), routing(q, q, 2),
+             bilevel_routing(q, q, 4, 2), block_select(q, q, 8, 4, 0.9))
+    for p in built:
         p.validate()
         assert p.num_nodes == n and p.num_edges == n     # one token sees itself (or nothing to see)
+
+
+def test_edge_scores_chunks_and_paths_agree_with_direct_products(monkeypatch):
+    import sparsegt.patterns.content as content
+    from sparsegt.patterns import edge_scores, random, union, window
+
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(200, 2, 5, generator=gen, dtype=torch.float64)
+    k = torch.randn(200, 2, 5, generator=gen, dtype=torch.float64)
+    pattern = union(window(200, 3), random(200, 4, seed=1))   # banded chunks and scattered chunks
+    expect = (q[pattern.row_index()] * k[pattern.indices]).sum((1, 2)) / 2
+    for block_edges, chunk_elements in ((1 << 18, 1 << 20), (50, 7), (1, 1)):
+        monkeypatch.setattr(content, "BLOCK_EDGES", block_edges)
+        monkeypatch.setattr(content, "CHUNK_ELEMENTS", chunk_elements)
+        assert torch.allclose(edge_scores(q, k, pattern), expect, atol=1e-12)

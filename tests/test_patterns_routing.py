@@ -21,6 +21,9 @@ from sparsegt.patterns import (
 
 
 def dense(p: Graph) -> torch.Tensor:
+    p.validate()
+    key = p.row_index() * max(p.num_cols, 1) + p.indices
+    assert bool((key[1:] > key[:-1]).all()), "sorted CSR without duplicates"
     m = torch.zeros(p.num_nodes, p.num_cols, dtype=torch.bool)
     m[p.row_index(), p.indices] = True
     return m

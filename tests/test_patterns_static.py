@@ -157,3 +157,7 @@ def test_builders_are_linear_in_memory():
     # 200k tokens with a window of 4: a dense mask would be 40 GB; the pattern is ~1.8M entries
     p = window(200_000, 4)
     assert p.num_edges == 200_000 * 9 - 2 * (1 + 2 + 3 + 4)
+    n = 100_000
+    assert bigbird(n, 2, 1, 2, seed=0).num_edges <= n * (5 + 1 + 2) + n
+    assert block_diagonal(n, 4).num_edges == n * 4
+    assert dilated(n, 2, 8).num_edges <= n * 5

@@ -344,3 +344,48 @@ def test_early_stopping(tmp_path):
     summary = fit_tiny(tmp_path / "run", tiny_config(epochs=30, patience=1, lr=0.0)).summary
     assert summary["status"] == "early_stopped" and summary["epochs_run"] < 30
     assert math.isfinite(summary["test_metric"])
+
+
+def test_short_epochs_walk_through_the_shuffled_passes():
+    class Passes:  # a loader of 5 batches a pass, each batch tagged (pass, position)
+        def __len__(self):
+            return 5
+
+        def batches(self, epoch, start=0):
+            yield from ((epoch, b) for b in range(start, 5))
+
+    config = tiny_config(batches_per_epoch=3)
+    data = tiny_dataset()
+    trainer = Trainer(
+        config,
+        TinyNodeModel(config.model),
+        data.task,
+        data.train,
+        data.val,
+        data.test,
+        make_loader=lambda *a, **k: Passes(),
+    )
+    epoch1 = list(trainer._epoch_batches(1, 0))
+    assert epoch1 == [(0, (0, 3)), (1, (0, 4)), (2, (1, 0))]  # epoch 1 = global batches 3, 4, 5
+    assert list(trainer._epoch_batches(1, 2)) == [(2, (1, 0))]  # resumed mid-epoch
+    assert list(trainer._epoch_batches(3, 0)) == [(0, (1, 4)), (1, (2, 0)), (2, (2, 1))]
+
+
+def test_plateau_schedule_halves_the_rate_and_stops_at_min_lr(tmp_path):
+    config = tiny_config(
+        epochs=40, scheduler="plateau", plateau_patience=0, plateau_factor=0.5, min_lr=2e-3, lr=1e-2
+    )
+    summary = fit_tiny(tmp_path / "run", config).summary
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["status"] == "min_lr_reached" and summary["epochs_run"] < 40
+    assert all(b in (a, a / 2) for a, b in zip(lrs[1:], lrs[2:], strict=False))
+    assert lrs[-1] < lrs[0]
+
+
+def test_resume_with_changed_config_uses_it_and_records_it(tmp_path):
+    fit_tiny(tmp_path / "run", tiny_config(epochs=3, time_limit_min=0.5 / 60, checkpoint_every_batches=1))
+    longer = tiny_config(epochs=5)
+    summary = fit_tiny(tmp_path / "run", longer, resume=True).summary
+    assert summary["epochs_planned"] == 5 and summary["epochs_run"] == 5
+    assert load_config(tmp_path / "run" / "config.yaml", base=tiny_config()).train.epochs == 5
+    assert len(list((tmp_path / "run").glob("config.before-resume-*.yaml"))) == 1

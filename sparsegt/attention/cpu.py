@@ -137,8 +137,8 @@ class _CpuAttention(torch.autograd.Function):
         dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
                  else dlse.detach().contiguous().numpy())
         dq = torch.empty(tuple(q2.shape), dtype=dtype)
-        dk = torch.empty(tuple(k2.shape), dtype=dtype)
-        dv = torch.empty(tuple(v2.shape), dtype=dtype)
+        dk: Tensor | None = torch.empty(tuple(k2.shape), dtype=dtype)
+        dv: Tensor | None = torch.empty(tuple(v2.shape), dtype=dtype)
         dscore_weight = torch.empty((num_edges, 2 * num_heads), dtype=dtype)
         dgate = torch.empty((num_edges, q2.shape[1]) if need_dgate else (1, 1), dtype=dtype)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
@@ -153,26 +153,29 @@ class _CpuAttention(torch.autograd.Function):
                     dq.numpy(), part_dq, dscore_weight.numpy(), dgate.numpy())
                 if part_dq.shape[0]:
                     prim.merge_by_sum(split_row, split_ptr, part_dq, dq.numpy())
-            _, row_indices, edge_id = pattern.csc()
-            seg_col, col_start, col_end, col_slot, col_chunk_ptr, split_col, split_col_ptr = _plan(
-                pattern, "cols", piece)
-            slots = int(split_col_ptr[-1])
-            part_dk = np.empty((slots, k2.shape[1]), np_dtype)
-            part_dv = np.empty((slots, v2.shape[1]), np_dtype)
-            with record_function("sparsegt.cpu.backward_keys"):
-                kern.attention_backward_keys(
-                    q2.numpy(), gate2.numpy(), ctx.has_gate, np_dtype(scale), np_dtype(0.0),
-                    row_indices.contiguous().numpy(), edge_id.contiguous().numpy(),
-                    seg_col, col_start, col_end, col_slot, col_chunk_ptr,
-                    dout2, dscore_weight.numpy(), dk.numpy(), dv.numpy(), part_dk, part_dv)
-                if slots:
-                    prim.merge_by_sum(split_col, split_col_ptr, part_dk, dk.numpy())
-                    prim.merge_by_sum(split_col, split_col_ptr, part_dv, dv.numpy())
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+                _, row_indices, edge_id = pattern.csc()
+                seg_col, col_start, col_end, col_slot, col_chunk_ptr, split_col, split_col_ptr = _plan(
+                    pattern, "cols", piece)
+                slots = int(split_col_ptr[-1])
+                part_dk = np.empty((slots, k2.shape[1]), np_dtype)
+                part_dv = np.empty((slots, v2.shape[1]), np_dtype)
+                with record_function("sparsegt.cpu.backward_keys"):
+                    kern.attention_backward_keys(
+                        q2.numpy(), gate2.numpy(), ctx.has_gate, np_dtype(scale), np_dtype(0.0),
+                        row_indices.contiguous().numpy(), edge_id.contiguous().numpy(),
+                        seg_col, col_start, col_end, col_slot, col_chunk_ptr,
+                        dout2, dscore_weight.numpy(), dk.numpy(), dv.numpy(), part_dk, part_dv)
+                    if slots:
+                        prim.merge_by_sum(split_col, split_col_ptr, part_dk, dk.numpy())
+                        prim.merge_by_sum(split_col, split_col_ptr, part_dv, dv.numpy())
+            else:  # only q, bias or gate need a gradient: skip the key pass
+                dk = dv = None
         need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
         dbias = dscore_weight[:, :num_heads].contiguous() if need_dbias else None
         dgate_out = dgate.view(num_edges, num_heads, q_shape[2]) if need_dgate else None
-        return (dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, dgate_out,
-                None, None, None, None, None)
+        return (dq.view(q_shape), None if dk is None else dk.view(k_shape),
+                None if dv is None else dv.view(v_shape), dbias, dgate_out, None, None, None, None, None)
 
 
 def cpu_attention(

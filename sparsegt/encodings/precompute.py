@@ -19,10 +19,10 @@ import scipy.sparse as sp
 import torch
 
 from ..graph import Graph
-from .adjacency import check_square, component_labels, edge_weights, one_blas_thread
+from .adjacency import adjacency, check_square, edge_weights, one_blas_thread
 from .cache import cache_path, load_arrays, save_arrays
-from .laplacian import laplacian_pe_dense, laplacian_pe_sparse
-from .random_walk import rwse_dense, rwse_estimate, rwse_exact, rwse_from_eigen
+from .laplacian import component_labels_dense, laplacian_pe_dense, laplacian_pe_sparse
+from .random_walk import auto_method, rwse_dense, rwse_estimate, rwse_exact, rwse_from_eigen
 
 __all__ = ["add_encodings"]
 
@@ -49,38 +49,28 @@ def _fingerprint(graphs: list[Graph]) -> np.ndarray:
 
 
 class _FlatGraphs:
-    """The CSR of many graphs concatenated: node/edge offsets, local rows/cols, weights."""
+    """Node offsets of many graphs, and their adjacency matrices on demand, chunk by chunk (a dataset's
+    edges are never copied all at once: PATTERN holds 81M of them)."""
 
     def __init__(self, graphs: list[Graph]) -> None:
+        self.graphs = graphs
         self.sizes = np.array([g.num_nodes for g in graphs], dtype=np.int64)
-        self.edge_counts = np.array([g.num_edges for g in graphs], dtype=np.int64)
         self.node_ptr = np.concatenate([[0], np.cumsum(self.sizes)])
-        self.edge_ptr = np.concatenate([[0], np.cumsum(self.edge_counts)])
-        row_lengths = torch.cat([g.indptr.cpu().diff() for g in graphs]).numpy()
-        self.rows = np.repeat(np.arange(int(self.node_ptr[-1])), row_lengths) - np.repeat(
-            self.node_ptr[:-1], self.edge_counts)
-        self.cols = torch.cat([g.indices.cpu() for g in graphs]).numpy()
-        if any("edge_weight" in g.edge_data for g in graphs):
-            self.weights = np.concatenate([edge_weights(g) for g in graphs])
-        else:
-            self.weights = np.ones(len(self.cols))
 
     def dense(self, members: np.ndarray, n: int) -> np.ndarray:
         """[b, n, n] float64 adjacency of the member graphs (all of size n)."""
-        starts, stops = self.edge_ptr[members], self.edge_ptr[members + 1]
-        lengths = stops - starts
-        out_start = np.cumsum(np.concatenate([[0], lengths[:-1]]))
-        edge = np.repeat(starts - out_start, lengths) + np.arange(lengths.sum())
-        slot = np.repeat(np.arange(len(members)), lengths)
-        flat = (slot * n + self.rows[edge]) * n + self.cols[edge]
-        return np.bincount(flat, weights=self.weights[edge], minlength=len(members) * n * n).reshape(-1, n, n)
+        flat_parts, weight_parts = [], []
+        for slot, g in enumerate(members):
+            graph = self.graphs[int(g)]
+            rows = np.repeat(np.arange(n), np.diff(graph.indptr.cpu().numpy()))  # not row_index(): it caches
+            flat_parts.append((slot * n + rows) * n + graph.indices.cpu().numpy())
+            weight_parts.append(edge_weights(graph))
+        flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int64)
+        weights = np.concatenate(weight_parts) if weight_parts else np.zeros(0)
+        return np.bincount(flat, weights=weights, minlength=len(members) * n * n).reshape(-1, n, n)
 
     def sparse(self, g: int) -> sp.csr_array:
-        e0, e1 = self.edge_ptr[g], self.edge_ptr[g + 1]
-        n = int(self.sizes[g])
-        out = sp.csr_array((self.weights[e0:e1], (self.rows[e0:e1], self.cols[e0:e1])), shape=(n, n))
-        out.sum_duplicates()
-        return out
+        return adjacency(self.graphs[g])
 
 
 def _chunks(sizes: np.ndarray, dense_max_nodes: int, steps: int) -> list[tuple[int, np.ndarray]]:
@@ -145,20 +135,13 @@ def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_ma
     lap_val = np.zeros((num_graphs, k), dtype=np.float32)
     lap_count = np.zeros(num_graphs, dtype=np.int64)
     rw = np.zeros((total, steps), dtype=np.float32)
-    labels_all = None
-    if k:
-        glob = sp.csr_array((flat.weights, (flat.rows + np.repeat(flat.node_ptr[:-1], flat.edge_counts),
-                                            flat.cols + np.repeat(flat.node_ptr[:-1], flat.edge_counts))),
-                            shape=(total, total))
-        _, labels_all = component_labels(glob)
 
     def run_chunk(n: int, members: np.ndarray) -> None:
         adj = flat.dense(members, n)
         node_index = flat.node_ptr[members][:, None] + np.arange(n)[None, :]
         rw_done = False
         if k:
-            labels = labels_all[node_index]
-            labels = labels - labels[:, :1] if n else labels
+            labels = component_labels_dense(adj)
             # RWSE is read off the full spectrum when the graph allows it (symmetric, no self-loops)
             from_spectrum = bool(steps and n and np.array_equal(adj, adj.transpose(0, 2, 1))
                                  and not np.diagonal(adj, axis1=1, axis2=2).any())
@@ -192,10 +175,11 @@ def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_ma
             vec, val, count = laplacian_pe_sparse(adj, k, skip_trivial=skip_trivial,
                                                   dense_max_nodes=dense_max_nodes)
             lap_vec[nodes], lap_val[g], lap_count[g] = vec, val, count
-        if steps:
-            n = adj.shape[0]
-            exact = float(n) * max(adj.nnz, 1) * steps <= 5e10
-            rw[nodes] = rwse_exact(adj, steps) if exact else rwse_estimate(adj, steps)[0]
+        if steps:  # exact while affordable, else the documented estimator (random_walk module)
+            if auto_method(adj.shape[0], adj.nnz, steps) == "estimate":
+                rw[nodes] = rwse_estimate(adj, steps)[0]
+            else:
+                rw[nodes] = rwse_exact(adj, steps)
     return {"sizes": flat.sizes, "lap_vec": lap_vec, "lap_val": lap_val, "lap_count": lap_count, "rwse": rw}
 
 

@@ -13,11 +13,13 @@ import os
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
 from ..graph import Graph
 from .adjacency import check_square, edge_weights, graph_offsets
+from .random_walk import rwse
 
 __all__ = ["rrwp", "rrwp_node", "shortest_path_distance"]
 
@@ -76,7 +78,11 @@ def rrwp(graph: Graph, pattern: Graph, steps: int) -> Tensor:
                                                                      np.diff(g_indptr))]
         rows_wanted = ~small[node_graph]  # query rows handled by the sparse walk
         result = np.zeros((pattern.num_edges, steps))
-        _rrwp_walk(g_indptr.astype(np.int64), g_cols.astype(np.int64), pvals, p_indptr.astype(np.int64),
+        walk = sp.csr_array((pvals, g_cols, g_indptr), shape=(graph.num_nodes, graph.num_nodes))
+        back = sp.csr_array(walk.T)  # row j: the nodes l stepping into j, with P[l, j]
+        back.sort_indices()
+        _rrwp_walk(g_indptr.astype(np.int64), g_cols.astype(np.int64), pvals, back.indptr.astype(np.int64),
+                   back.indices.astype(np.int64), back.data, p_indptr.astype(np.int64),
                    p_cols.astype(np.int64), rows_wanted, steps, _num_chunks(graph.num_nodes), result)
         take = torch.from_numpy(np.nonzero(rows_wanted[p_rows])[0]).to(device)
         out[take] = torch.from_numpy(result[rows_wanted[p_rows]].astype(np.float32)).to(device)
@@ -112,18 +118,23 @@ def _rrwp_dense(graph: Graph, ptr, sizes, small, node_graph, p_rows, p_cols, sam
         e_off = ptr[entry_graph[ent]]
         e_flat = (e_g * size + (p_rows[ent] - e_off)) * size + (p_cols[ent] - e_off)
         e_flat = torch.from_numpy(e_flat).to(device)
-        ent_t = torch.from_numpy(ent).to(device)
-        out[ent_t, 0] = torch.from_numpy((p_rows[ent] == p_cols[ent]).astype(np.float32)).to(device)
+        # all powers side by side [b * size * size, steps], then one gather of whole rows per entry
+        stacked = torch.empty(b, size, size, steps, dtype=torch.float32, device=device)
+        stacked[..., 0] = torch.eye(size, dtype=torch.float32, device=device)
         power = p
         for k in range(1, steps):
-            out[ent_t, k] = power.reshape(-1)[e_flat]
+            stacked[..., k] = power
             if k + 1 < steps:
                 power = torch.bmm(power, p)
+        out[torch.from_numpy(ent).to(device)] = stacked.reshape(-1, steps)[e_flat]
 
 
 @numba.njit(parallel=True, cache=True)
-def _rrwp_walk(indptr, indices, pvals, p_indptr, p_indices, rows_wanted, steps, num_chunks,
-               out):  # pragma: no cover - numba
+def _rrwp_walk(indptr, indices, pvals, b_indptr, b_indices, b_vals, p_indptr, p_indices, rows_wanted, steps,
+               num_chunks, out):  # pragma: no cover - numba
+    """Walk from every wanted query row: push the distribution for steps 1..K-2 over the nodes it reaches,
+    then *pull* the last step only at the row's pattern keys (in-edges of each key), which saves the
+    largest push of all."""
     n = len(indptr) - 1
     chunk = (n + num_chunks - 1) // num_chunks
     for c in numba.prange(num_chunks):
@@ -141,6 +152,14 @@ def _rrwp_walk(indptr, indices, pvals, p_indptr, p_indices, rows_wanted, steps, 
             active[0] = i
             num_active = 1
             for k in range(1, steps):
+                if k == steps - 1:  # last step: pull at the keys only
+                    for e in range(p_indptr[i], p_indptr[i + 1]):
+                        j = p_indices[e]
+                        total = 0.0
+                        for f in range(b_indptr[j], b_indptr[j + 1]):
+                            total += cur[b_indices[f]] * b_vals[f]
+                        out[e, k] = total
+                    break
                 num_next = 0
                 for a in range(num_active):
                     u = active[a]
@@ -168,12 +187,17 @@ def _rrwp_walk(indptr, indices, pvals, p_indptr, p_indices, rows_wanted, steps, 
 
 
 def rrwp_node(graph: Graph, steps: int) -> Tensor:
-    """[N, steps] float32 diagonal of ``[I, P, ..., P^(steps-1)]`` (GRIT's node-level RRWP; column 0 is 1)."""
+    """[N, steps] float32 diagonal of ``[I, P, ..., P^(steps-1)]`` (GRIT's node-level RRWP; column 0 is 1).
+
+    The same numbers as `rrwp` on a diagonal pattern, computed as ``[1, rwse(graph, steps - 1)]`` (half
+    the matrix products); on ``graph``'s device.
+    """
     check_square(graph, "rrwp_node")
-    n = graph.num_nodes
-    diagonal = Graph(torch.arange(n + 1, device=graph.device), torch.arange(n, device=graph.device), n,
-                     ptr=graph.ptr, validate=False)
-    return rrwp(graph, diagonal, steps)
+    if steps < 1:
+        raise ValueError(f"steps = {steps}: RRWP needs at least one power (the identity)")
+    ones = torch.ones(graph.num_nodes, 1)
+    out = ones if steps == 1 else torch.cat([ones, rwse(graph, steps - 1)], dim=1)
+    return out.to(graph.device)
 
 
 # ---------------------------------------------------------------------------------------------- SPD

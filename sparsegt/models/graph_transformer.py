@@ -26,8 +26,8 @@ from ..nn import (
     TopKAttentionLayer,
     exphormer_pattern,
 )
-from ..nn.segment import edge_positions
-from ..patterns import expander, full, union
+from ..nn.segment import edge_positions, full_pattern
+from ..patterns import expander, union
 from .config import ModelConfig
 from .encoders import FeatureEncoder, RRWPEncoder
 from .heads import EdgeHead, MLPHead, graph_pool
@@ -141,7 +141,7 @@ class GraphTransformer(nn.Module):
         if kind == "gps":
             pattern = None
             if c.attention in ("full", "topk"):
-                pattern = full(batch)
+                pattern = full_pattern(batch)
             elif c.attention == "expander":
                 pattern = union(batch.pattern(), expander(batch, c.expander_degree, c.seed))
             for layer in self.layers:
@@ -149,7 +149,7 @@ class GraphTransformer(nn.Module):
         elif kind == "grit":
             from ..encodings.relative import rrwp
 
-            pattern = full(batch)
+            pattern = full_pattern(batch)
             with torch.no_grad():
                 probabilities = rrwp(batch, pattern, c.rrwp_steps)
             position = edge_positions(pattern, batch.pattern()) if edge_attr is not None else None
@@ -168,7 +168,7 @@ class GraphTransformer(nn.Module):
             for layer in self.layers:
                 x, edge_attr, virtual = layer(x, batch, edge_attr, virtual)
         elif kind == "topk":
-            candidates = full(batch)
+            candidates = full_pattern(batch)
             for layer in self.layers:
                 x = layer(x, batch, candidates)
         else:  # gt and the plain MPNNs
@@ -208,7 +208,9 @@ def _encode_positions(name: str, encoder: nn.Module, batch: Graph) -> Tensor:
     if missing:
         raise ValueError(f"the model uses {name} but the batch has no node_data {missing}: precompute it "
                          "with sparsegt.encodings.add_encodings(graphs, **required_encodings(config))")
+    dtype = next(encoder.parameters()).dtype  # precomputed encodings are float32; the model may not be
+    data = {f: batch.node_data[f] for f in fields}
+    data = {f: t.to(dtype) if t.is_floating_point() else t for f, t in data.items()}
     if name == "lap_pe":
-        data = batch.node_data
         return encoder(data["lap_vec"], data["lap_val"], data["lap_mask"], batch.batch_index)
-    return encoder(batch.node_data["rwse"])
+    return encoder(data["rwse"])

@@ -80,11 +80,10 @@ class SparseMultiheadAttention(nn.Module):
                 value: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """q [Nq, H, D], k [Nk, H, D], v [Nk, H, D] from query [Nq, C], key/value [Nk, C].
 
-        ``key`` and ``value`` default to ``query`` (self-attention: one fused matmul)."""
+        ``key`` defaults to ``query`` and ``value`` to ``key`` (self-attention)."""
         H, D = self.num_heads, self.head_dim
-        if key is None and value is None:
-            qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias).view(-1, 3, H, D)
-            return qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        # Three matmuls, not one fused [C, 3C]: the kernel wants each of q, k, v contiguous, and slices of a
+        # fused output would be copied forward and zero-filled + copied back in the backward.
         key = query if key is None else key
         value = key if value is None else value
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)

@@ -14,16 +14,17 @@ from ..graph import Graph
 
 def csr_from_pairs(row: Tensor, col: Tensor, num_rows: int, num_cols: int, *, dedupe: bool = True,
                    ptr: Tensor | None = None, col_ptr: Tensor | None = None,
-                   device: torch.device | None = None) -> Graph:
+                   device: torch.device | None = None, presorted: bool = False) -> Graph:
     """A sorted CSR pattern from [E] query indices ``row`` and key indices ``col``.
 
     ``ptr``/``col_ptr`` [B+1] make the result a batch (``edge_ptr`` is derived); the caller
-    guarantees that no pair crosses graphs.
+    guarantees that no pair crosses graphs. ``presorted``: the caller guarantees the pairs are
+    already sorted by (row, col) and unique, which skips the O(E log E) sort.
     """
     device = row.device if device is None else device
     row = row.to(device=device, dtype=torch.long)
     col = col.to(device=device, dtype=torch.long)
-    if row.numel():
+    if row.numel() and not presorted:
         key = row * max(num_cols, 1) + col
         key = torch.unique(key) if dedupe else torch.sort(key).values
         row = torch.div(key, max(num_cols, 1), rounding_mode="floor")

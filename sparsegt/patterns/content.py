@@ -19,7 +19,8 @@ from ._csr import check_int, csr_from_pairs, filter_edges, segment_arange
 
 __all__ = ["topk", "threshold_topk", "edge_scores"]
 
-CHUNK_ELEMENTS = 1 << 20  # elements of q[row] * k[col] materialised at once (cache-sized chunks)
+CHUNK_ELEMENTS = 1 << 20  # elements of q[row] * k[col] materialised at once (cache-sized pieces)
+BLOCK_EDGES = 1 << 18     # entries per row chunk of edge_scores (its dense block holds <= 4x this)
 
 
 def _as_heads(q: Tensor, k: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -48,18 +49,41 @@ def _check_candidates(candidates: Graph, q: Tensor, k: Tensor, name: str) -> Gra
 
 @torch.no_grad()
 def edge_scores(q: Tensor, k: Tensor, pattern: Graph) -> Tensor:
-    """[E] head-averaged dot product ``mean_h <q[row], k[col]>`` of every pattern entry, in chunks."""
+    """[E] head-averaged dot product ``mean_h <q[row], k[col]>`` of every pattern entry, in chunks.
+
+    Rows are taken in chunks of about ``BLOCK_EDGES`` entries. A chunk whose keys lie in a narrow
+    column range (windows, blocks, small graphs of a batch) is scored by one dense GEMM over that
+    range, ``q[rows] @ k[cols].T``, when the range holds at most 4x the chunk's entries; other chunks
+    gather ``q[row] * k[col]`` (cache-sized pieces). Memory O(BLOCK_EDGES * 4 + piece), never Nq x Nk.
+    """
     q, k = _as_heads(q, k, "edge_scores")
     pattern = _check_candidates(pattern, q, k, "edge_scores")
-    row, col = pattern.row_index(), pattern.indices
     heads = q.shape[1]
     qf, kf = q.flatten(1), k.flatten(1)
-    chunk = max(1, CHUNK_ELEMENTS // max(qf.shape[1], 1))
     out = torch.empty(pattern.num_edges, dtype=q.dtype, device=q.device)
-    for start in range(0, pattern.num_edges, chunk):
-        r, c = row[start:start + chunk], col[start:start + chunk]
-        product = torch.index_select(qf, 0, r).mul_(torch.index_select(kf, 0, c))
-        out[start:start + chunk] = product.sum(1) / heads
+    if pattern.num_edges == 0:
+        return out
+    indptr, cols = pattern.indptr, pattern.indices
+    # row chunk boundaries at every ~BLOCK_EDGES entries (at least one row per chunk)
+    targets = torch.arange(1, -(-pattern.num_edges // BLOCK_EDGES), device=q.device) * BLOCK_EDGES
+    cuts = torch.searchsorted(indptr, targets, right=True).tolist()
+    bounds = sorted(set([0] + cuts + [pattern.num_nodes]))
+    piece = max(1, CHUNK_ELEMENTS // max(qf.shape[1], 1))
+    for r0, r1 in zip(bounds[:-1], bounds[1:], strict=False):
+        e0, e1 = int(indptr[r0]), int(indptr[r1])
+        if e1 == e0:
+            continue
+        c = cols[e0:e1]
+        lo, hi = int(c.min()), int(c.max()) + 1
+        row = pattern.row_index()[e0:e1]
+        if (r1 - r0) * (hi - lo) <= 4 * (e1 - e0):
+            block = qf[r0:r1] @ kf[lo:hi].T
+            out[e0:e1] = block[row - r0, c - lo] / heads
+            continue
+        for s in range(e0, e1, piece):
+            t = min(s + piece, e1)
+            product = torch.index_select(qf, 0, row[s - e0:t - e0]).mul_(torch.index_select(kf, 0, cols[s:t]))
+            out[s:t] = product.sum(1) / heads
     return out
 
 

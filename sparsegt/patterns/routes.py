@@ -41,18 +41,28 @@ def spherical_kmeans(points: Tensor, n_clusters: int, iterations: int = 5) -> Te
 
 def _bucket_pattern(query_bucket: Tensor, key_bucket: Tensor, key_priority: Tensor, num_buckets: int,
                     max_keys: int | None, num_cols: int) -> Graph:
-    """Each query attends the keys of its bucket; with ``max_keys`` only the highest-priority ones."""
-    order = torch.sort(key_priority, descending=True, stable=True).indices
-    order = order[torch.sort(key_bucket[order], stable=True).indices]    # keys by bucket, then priority
-    counts = torch.bincount(key_bucket, minlength=num_buckets)
+    """Each query attends the keys of its bucket; with ``max_keys`` only the highest-priority ones.
+
+    Sorting touches only the Nk keys (never the E entries): the kept keys of every bucket are listed
+    in ascending order once, and each query's row copies its bucket's list, so rows come out sorted.
+    """
     if max_keys is not None:
-        counts = counts.clamp(max=max_keys)
-    bucket_start = torch.cumsum(torch.bincount(key_bucket, minlength=num_buckets), 0) - \
-        torch.bincount(key_bucket, minlength=num_buckets)
+        order = torch.sort(key_priority, descending=True, stable=True).indices
+        order = order[torch.sort(key_bucket[order], stable=True).indices]    # by bucket, then priority
+        total = torch.bincount(key_bucket, minlength=num_buckets)
+        first_of_bucket = (torch.cumsum(total, 0) - total)[key_bucket[order]]
+        rank = torch.arange(order.numel(), device=order.device) - first_of_bucket
+        kept = order[rank < max_keys]
+    else:
+        kept = torch.arange(key_bucket.numel(), device=key_bucket.device)
+    kept = kept[torch.sort(key_bucket[kept] * max(num_cols, 1) + kept).indices]   # by bucket, then key id
+    counts = torch.bincount(key_bucket[kept], minlength=num_buckets)
+    bucket_start = torch.cumsum(counts, 0) - counts
     degree = counts[query_bucket]
-    row = torch.arange(query_bucket.numel(), device=query_bucket.device).repeat_interleave(degree)
-    col = order[torch.repeat_interleave(bucket_start[query_bucket], degree) + segment_arange(degree)]
-    return csr_from_pairs(row, col, query_bucket.numel(), num_cols)
+    indptr = torch.zeros(query_bucket.numel() + 1, dtype=torch.long, device=query_bucket.device)
+    indptr[1:] = torch.cumsum(degree, 0)
+    col = kept[torch.repeat_interleave(bucket_start[query_bucket], degree) + segment_arange(degree)]
+    return Graph(indptr, col, num_cols, validate=False)
 
 
 @torch.no_grad()
@@ -226,4 +236,5 @@ def bilevel_routing(q: Tensor, k: Tensor, regions: int | Tensor, top_r: int, *,
     per_region_count = routed_count[region]
     flat_region = per_region_row.reshape(-1).repeat_interleave(per_region_count.reshape(-1))
     col = token_order[region_start[flat_region] + segment_arange(per_region_count.reshape(-1))]
-    return csr_from_pairs(row, col, n, n)
+    # consecutive-block regions routed in ascending order give rows already sorted and unique
+    return csr_from_pairs(row, col, n, n, presorted=not isinstance(regions, Tensor))

@@ -104,7 +104,8 @@ def run_demo(*, quiet: bool = False, console: Console | None = None, out_dir: st
         table.add_row(
             label,
             f"{s['num_parameters']:,}",
-            f"{s['epochs_run']}",
+            f"{s['epochs_run']}/{s['epochs_planned']}"
+            + (" (time limit)" if s["status"] == "time_limit" else ""),
             format_seconds(s["train_time_s"]),
             format_metric(s["metric"], s["val_metric"]),
             format_metric(s["metric"], s["test_metric"]),

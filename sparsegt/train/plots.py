@@ -43,6 +43,10 @@ def plot_curves(history: list[dict[str, Any]], metric: str, path: str | Path, ti
     ax_metric.set_ylabel(metric + (" (%)" if scale != 1.0 else ""))
     ax_metric.legend()
     ax_metric.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_metric):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

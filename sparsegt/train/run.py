@@ -56,6 +56,9 @@ def _barrier(info: DistInfo) -> None:
         torch.distributed.barrier()
 
 
+ENCODINGS = ("lap_pe", "rwse")  # what `sparsegt.encodings.add_encodings` precomputes
+
+
 def build_dataset(config: RunConfig, *, progress: bool = False) -> Any:
     """`load_dataset` with the run's data section, then the encodings the model and ``data.encodings``
     ask for (cached on disk)."""
@@ -71,6 +74,12 @@ def build_dataset(config: RunConfig, *, progress: bool = False) -> Any:
             message += f" — dataset {data.name!r} needs the optional extra: pip install 'sparsegt[{extra}]'"
         raise ImportError(message) from err
     encodings = dict(_required_encodings(config.model))
+    unknown = sorted(set(data.encodings) - set(ENCODINGS))
+    if unknown:
+        raise ValueError(
+            f"data.encodings: unknown encoding(s) {unknown}; known: {', '.join(ENCODINGS)} "
+            "(e.g. data.encodings.rwse=16)"
+        )
     encodings.update(data.encodings)
     encodings = {k: v for k, v in encodings.items() if v}
     if encodings:
@@ -161,11 +170,8 @@ def train_run(
             raise ValueError(f"{resume} is not a run directory (no config.yaml)")
         if not (resume / "last.pt").exists():
             raise ValueError(f"{resume} has no last.pt to resume from")
-        config = (
-            load_config(resume / "config.yaml", base=config)
-            if config is not None
-            else load_config(resume / "config.yaml")
-        )
+        if config is None:  # else: the caller loaded the run's config.yaml and may have changed some fields
+            config = load_config(resume / "config.yaml")
     elif config is None:
         raise ValueError("train_run needs a config or a run directory to resume")
     own_dist = dist is None
@@ -195,6 +201,11 @@ def train_run(
             path = make_run_dir(config.out_dir, config.name) if info.is_main else None
             path = Path(broadcast_object(str(path) if path else None, info))
         if info.is_main and resume is None:
+            dump_config(config, path / "config.yaml")
+        elif info.is_main and dump_config(config) != (path / "config.yaml").read_text():
+            # resumed with overrides: config.yaml keeps describing what runs from now on, the old one stays
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            (path / "config.yaml").rename(path / f"config.before-resume-{stamp}.yaml")
             dump_config(config, path / "config.yaml")
         reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
         trainer = Trainer(

@@ -376,8 +376,8 @@ class Trainer:
                     else "no checkpoint had been written yet"
                 )
                 raise TrainingDiverged(
-                    f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}; {kept}. Try a lower train.lr, "
-                    "train.grad_clip=1.0, or look for extreme input values."
+                    f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}; {kept}. "
+                    "Try a lower train.lr, train.grad_clip=1.0, or look for extreme input values."
                 )
             self.optimizer.step()
             items = int(target.shape[0])
@@ -471,8 +471,23 @@ class Trainer:
         record["graphs_per_s"] = getattr(self, "_epoch_rate", 0.0)
         return record
 
+    @torch.no_grad()
+    def _warm_up(self) -> None:
+        """One forward pass in eval mode (no RNG drawn, no state changed) before training.
+
+        The first call of a compiled (numba) kernel changes the process's floating-point environment, so the
+        very first training step of a process would round differently from the same step in a long-running
+        process; a resumed run would then drift from the uninterrupted one in the last bits. Warming up
+        makes every process compute the same way from its first step. It also checks, before any training,
+        that the model's output fits the task (one row per node or per graph).
+        """
+        self.model.eval()
+        batch = Graph.batch(self.val_graphs[: min(2, len(self.val_graphs))]).to(self.dist.device)
+        select_prediction(self.model(batch), batch, self.task)  # a head that does not fit the task fails here
+
     def fit(self) -> dict[str, Any]:
         """Train to the end (or early stop / time limit); returns the summary (also ``summary.json``)."""
+        self._warm_up()
         self._session_start = time.monotonic()
         self._last_checkpoint = time.monotonic()
         if self.history or self.next_batch:
