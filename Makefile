@@ -33,7 +33,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sparsegt tests bench
-	$(VENV)/bin/ruff format --check sparsegt tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

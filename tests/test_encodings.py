@@ -380,3 +380,11 @@ def test_other_encoders_shapes():
     assert RRWPLinearEncoder(21, 16)(torch.rand(30, 21)).shape == (30, 16)
     with pytest.raises(ValueError, match="lap_vec"):
         LapPEEncoder(4, 8)(torch.rand(3, 5), torch.rand(3, 5), torch.ones(3, 5, dtype=torch.bool))
+
+
+def test_add_encodings_accepts_empty_and_one_node_graphs():
+    graphs = [Graph.empty(0), Graph.from_edge_index(torch.tensor([[0, 1], [1, 0]]), 2), Graph.empty(1)]
+    out = add_encodings(graphs, lap_pe=4, rwse=3)
+    assert [g.node_data["lap_vec"].shape for g in out] == [(0, 4), (2, 4), (1, 4)]
+    assert [g.node_data["rwse"].shape for g in out] == [(0, 3), (2, 3), (1, 3)]
+    assert all(torch.isfinite(g.node_data["lap_vec"]).all() for g in out)

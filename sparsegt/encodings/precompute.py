@@ -1,9 +1,11 @@
 """`add_encodings`: LapPE and RWSE for a whole dataset, batched, threaded and cached on disk.
 
-Small graphs (the usual dataset of molecules or SBM graphs) are grouped by size and decomposed together:
-one batched dense ``eigh`` per group, and RWSE read off the same eigendecomposition when the graph is
-undirected without self-loops (`rwse_from_eigen`), else by batched dense powers. Groups run on worker
-threads with BLAS held to one thread each (small matrices gain nothing from threaded BLAS). Graphs above
+Small graphs (the usual dataset of molecules or SBM graphs) are grouped by size into chunks of dense
+[b, n, n] arrays (~48 MiB each; the dataset's edges are never copied all at once). Per chunk: LAPACK
+eigenpairs (`laplacian_pe_dense`: only the k smallest when RWSE is not wanted, the full spectrum when it
+is), and RWSE read off that spectrum when the graph is undirected without self-loops
+(`rwse_from_eigen`), else by dense powers. Chunks run on worker threads with BLAS held to one thread
+each (small matrices gain nothing from threaded BLAS; on a busy machine its threads spin). Graphs above
 ``dense_max_nodes`` go one by one through the sparse paths (Lanczos, numba).
 """
 
@@ -67,7 +69,7 @@ class _FlatGraphs:
             weight_parts.append(edge_weights(graph))
         flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int64)
         weights = np.concatenate(weight_parts) if weight_parts else np.zeros(0)
-        return np.bincount(flat, weights=weights, minlength=len(members) * n * n).reshape(-1, n, n)
+        return np.bincount(flat, weights=weights, minlength=len(members) * n * n).reshape(len(members), n, n)
 
     def sparse(self, g: int) -> sp.csr_array:
         return adjacency(self.graphs[g])

@@ -26,8 +26,8 @@ from ..nn import (
     TopKAttentionLayer,
     exphormer_pattern,
 )
-from ..nn.segment import edge_positions, full_pattern
-from ..patterns import expander, union
+from ..nn.segment import edge_positions
+from ..patterns import expander, full, union
 from .config import ModelConfig
 from .encoders import FeatureEncoder, RRWPEncoder
 from .heads import EdgeHead, MLPHead, graph_pool
@@ -141,7 +141,7 @@ class GraphTransformer(nn.Module):
         if kind == "gps":
             pattern = None
             if c.attention in ("full", "topk"):
-                pattern = full_pattern(batch)
+                pattern = full(batch)
             elif c.attention == "expander":
                 pattern = union(batch.pattern(), expander(batch, c.expander_degree, c.seed))
             for layer in self.layers:
@@ -149,7 +149,7 @@ class GraphTransformer(nn.Module):
         elif kind == "grit":
             from ..encodings.relative import rrwp
 
-            pattern = full_pattern(batch)
+            pattern = full(batch)
             with torch.no_grad():
                 probabilities = rrwp(batch, pattern, c.rrwp_steps)
             position = edge_positions(pattern, batch.pattern()) if edge_attr is not None else None
@@ -168,7 +168,7 @@ class GraphTransformer(nn.Module):
             for layer in self.layers:
                 x, edge_attr, virtual = layer(x, batch, edge_attr, virtual)
         elif kind == "topk":
-            candidates = full_pattern(batch)
+            candidates = full(batch)
             for layer in self.layers:
                 x = layer(x, batch, candidates)
         else:  # gt and the plain MPNNs

@@ -26,12 +26,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..graph import Graph
+from ..patterns import full
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
 from .gatedgcn import GatedGCNConv
 from .gine import GINEConv
 from .performer import PerformerAttention
-from .segment import full_pattern
 
 __all__ = ["GPSLayer", "LOCAL_MODELS", "GLOBAL_ATTENTIONS"]
 
@@ -97,7 +97,7 @@ class GPSLayer(nn.Module):
                 if attention_pattern is None:
                     if self.attention_kind == "pattern":
                         raise ValueError("GPSLayer(attention='pattern') needs attention_pattern")
-                    attention_pattern = full_pattern(graph)
+                    attention_pattern = full(graph)
                 keep_top = self.topk if self.attention_kind == "topk" else None
                 h_attn = self.attention(x, pattern=attention_pattern, keep_top=keep_top)
             branches.append(self.norm_attention(x + self.dropout(h_attn)))

@@ -20,10 +20,9 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ..patterns import full
 
 __all__ = ["neighbour_sum", "segment_sum", "segment_mean", "segment_softmax", "gather_keys", "gather_queries",
-           "edge_positions", "full_pattern"]
+           "edge_positions"]
 
 
 def _csr(indptr: Tensor, indices: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -175,20 +174,3 @@ def edge_positions(pattern: Graph, subset: Graph) -> Tensor:
         raise ValueError("edge_positions: subset has entries the pattern lacks "
                          "(or the pattern is not sorted)")
     return position
-
-
-def full_pattern(batch: Graph) -> Graph:
-    """`sparsegt.patterns.full` with its transpose (``Graph.csc()``) filled in without a sort.
-
-    The full pattern is symmetric and each row lists its graph's nodes in order, so column j holds the
-    same rows as row j's keys, and the CSR position of (i, j) is ``indptr[i] + (j - first node of the
-    graph)``. Backward passes need the transpose every step (the pattern is rebuilt per batch); this
-    avoids an O(E log E) sort of ``sum n_b^2`` entries.
-    """
-    pattern = full(batch)
-    if "csc" not in pattern._cache and pattern.num_edges:
-        row = pattern.row_index()
-        first_key = pattern.indices.index_select(0, pattern.indptr[:-1].clamp_max(pattern.num_edges - 1))
-        edge_id = pattern.indptr.index_select(0, pattern.indices) + (row - first_key.index_select(0, row))
-        pattern._cache["csc"] = (pattern.indptr, pattern.indices, edge_id)
-    return pattern

@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import Graph
+from ..patterns import full
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
-from .segment import full_pattern, neighbour_sum
+from .segment import neighbour_sum
 
 __all__ = ["TopKAttentionLayer"]
 
@@ -47,7 +48,7 @@ class TopKAttentionLayer(nn.Module):
 
     def forward(self, x: Tensor, graph: Graph, candidates: Graph | None = None) -> Tensor:
         """x [N, C]; graph: the batch (neighbours); candidates: [N, N] pattern (default ``full(graph)``)."""
-        candidates = full_pattern(graph) if candidates is None else candidates
+        candidates = full(graph) if candidates is None else candidates
         h_top = self.attention(x, pattern=candidates, keep_top=self.k)
         mean = neighbour_sum(graph, x) / graph.degree().clamp_min(1).to(x.dtype)[:, None]
         h = torch.cat([h_top, self.neighbour_lin(mean)], dim=-1)

@@ -49,7 +49,16 @@ def full(batch: Graph) -> Graph:
     indptr[1:] = torch.cumsum(degree, 0)
     graph_of_edge = torch.repeat_interleave(graph_of_node, degree)
     indices = ptr[graph_of_edge] + segment_arange(degree)
-    return finish(indptr, indices, batch.num_nodes, batch.ptr, batch.col_ptr)
+    pattern = finish(indptr, indices, batch.num_nodes, batch.ptr, batch.col_ptr)
+    if pattern.num_edges:
+        # The transpose (`Graph.csc`), which every backward pass needs, is known without a sort: the
+        # pattern is symmetric, column j holds the rows row j lists as keys, and the CSR position of
+        # (i, j) is indptr[i] + (j - first node of the graph).
+        row = pattern.row_index()
+        first_key = indices.index_select(0, indptr[:-1].clamp_max(pattern.num_edges - 1))
+        edge_id = indptr.index_select(0, indices) + (row - first_key.index_select(0, row))
+        pattern._cache["csc"] = (indptr, indices, edge_id)
+    return pattern
 
 
 def khop(graph: Graph, k: int) -> Graph:
