@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
+# idle OpenMP threads must sleep, not spin: spinning makes every step 10x+ slower on a shared machine
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test bench lint venv clean
 

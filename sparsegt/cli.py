@@ -64,9 +64,7 @@ def _terminal_width() -> int:
 def _preset_help() -> str:
     from .train.presets import RUN_PRESETS
 
-    return "presets:\n" + "\n".join(
-        f"  {name:<22} {preset.description}" for name, preset in RUN_PRESETS.items()
-    )
+    return "presets:\n" + "\n".join(f"  {name:<22} {preset.description}" for name, preset in RUN_PRESETS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,14 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", metavar="NAME", help="start from a named run preset (listed below)")
-    source.add_argument(
-        "--config", metavar="FILE", help="start from a YAML run config (e.g. a run's config.yaml)"
-    )
+    source.add_argument("--config", metavar="FILE", help="start from a YAML run config (e.g. a run's config.yaml)")
     source.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config fields (see below)")
-    train.add_argument(
-        "--seeds", nargs="+", type=int, metavar="S", help="train once per seed, report mean +- std"
-    )
+    train.add_argument("--seeds", nargs="+", type=int, metavar="S", help="train once per seed, report mean +- std")
     train.add_argument("--quiet", "-q", action="store_true", help="plain log lines instead of progress bars")
     train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--out-dir", metavar="DIR", help="parent folder of run directories (default: runs)")
@@ -133,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     psub = patterns.add_subparsers(dest="action", metavar="ACTION")
-    show = psub.add_parser(
-        "show", help="draw pattern NAME with parameters k=v to a PNG", formatter_class=_Formatter
-    )
+    show = psub.add_parser("show", help="draw pattern NAME with parameters k=v to a PNG", formatter_class=_Formatter)
     show.add_argument("name", metavar="NAME")
     show.add_argument("params", nargs="*", metavar="KEY=VALUE")
     show.add_argument("-o", "--output", default=None, metavar="FILE.png", help="default: NAME.png")
@@ -172,9 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.run import train_run, train_seeds
 
     console = _console()
-    no_arguments = not (
-        args.preset or args.config or args.resume or args.overrides or args.seeds or args.show_config
-    )
+    no_arguments = not (args.preset or args.config or args.resume or args.overrides or args.seeds or args.show_config)
     if no_arguments:
         from .train.demo import run_demo
 
@@ -182,13 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.resume:
         if args.seeds:
-            raise ValueError(
-                "--resume continues one run; resume each seed's folder (RUN_DIR/seed-S) on its own"
-            )
+            raise ValueError("--resume continues one run; resume each seed's folder (RUN_DIR/seed-S) on its own")
         config = (
-            load_config(Path(args.resume) / "config.yaml")
-            if (Path(args.resume) / "config.yaml").exists()
-            else None
+            load_config(Path(args.resume) / "config.yaml") if (Path(args.resume) / "config.yaml").exists() else None
         )
         if config is None:
             raise ValueError(f"{args.resume} is not a run directory (no config.yaml)")
@@ -327,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except ImportError as err:
-        err_console.print(
-            f"[bold red]missing package:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-        )
+        err_console.print(f"[bold red]missing package:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 3
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: continue a run with sparsegt train --resume RUN_DIR")
@@ -338,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         from .train.trainer import TrainingDiverged
 
         if isinstance(err, TrainingDiverged):
-            err_console.print(
-                f"[bold red]training stopped:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-            )
+            err_console.print(f"[bold red]training stopped:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             return 1
         raise
 

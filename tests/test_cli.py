@@ -58,10 +58,7 @@ def test_show_config_applies_overrides(capsys, tmp_path):
 
 
 def test_optional_sections_switch_on_and_off(capsys):
-    assert (
-        main(["train", "--preset", "gps-pattern", "--show-config", "model.lap_pe=null", "model.rwse.steps=8"])
-        == 0
-    )
+    assert main(["train", "--preset", "gps-pattern", "--show-config", "model.lap_pe=null", "model.rwse.steps=8"]) == 0
     out = capsys.readouterr().out
     assert "lap_pe: null" in out and "steps: 8" in out
 
@@ -72,7 +69,5 @@ def test_resume_of_a_folder_that_is_not_a_run(capsys, tmp_path):
 
 
 def test_parser_accepts_seeds_and_quiet():
-    args = build_parser().parse_args(
-        ["train", "--preset", "demo", "--seeds", "0", "1", "2", "--quiet", "a.b=1"]
-    )
+    args = build_parser().parse_args(["train", "--preset", "demo", "--seeds", "0", "1", "2", "--quiet", "a.b=1"])
     assert args.seeds == [0, 1, 2] and args.quiet and args.overrides == ["a.b=1"]

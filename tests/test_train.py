@@ -90,9 +90,7 @@ class TinyGraphModel(nn.Module):
     def forward(self, batch: Graph) -> torch.Tensor:
         h = torch.tanh(self.embed(batch.x[:, 0]))
         counts = torch.bincount(batch.batch_index, minlength=batch.num_graphs).clamp(min=1)
-        pooled = (
-            torch.zeros(batch.num_graphs, h.shape[1]).index_add_(0, batch.batch_index, h) / counts[:, None]
-        )
+        pooled = torch.zeros(batch.num_graphs, h.shape[1]).index_add_(0, batch.batch_index, h) / counts[:, None]
         return self.head(pooled)
 
 
@@ -263,9 +261,7 @@ def test_checkpoint_is_atomic_when_the_write_dies(tmp_path, monkeypatch):
 def test_checkpoint_writes_through_a_temporary_file_and_replace(tmp_path, monkeypatch):
     calls = []
     real_replace = os.replace
-    monkeypatch.setattr(
-        os, "replace", lambda a, b: (calls.append((Path(a).name, Path(b).name)), real_replace(a, b))
-    )
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append((Path(a).name, Path(b).name)), real_replace(a, b)))
     ckpt.save_checkpoint({"x": torch.ones(3)}, tmp_path / "best.pt")
     assert len(calls) == 1 and calls[0][1] == "best.pt" and calls[0][0] != "best.pt"
 
@@ -372,9 +368,7 @@ def test_short_epochs_walk_through_the_shuffled_passes():
 
 
 def test_plateau_schedule_halves_the_rate_and_stops_at_min_lr(tmp_path):
-    config = tiny_config(
-        epochs=40, scheduler="plateau", plateau_patience=0, plateau_factor=0.5, min_lr=2e-3, lr=1e-2
-    )
+    config = tiny_config(epochs=40, scheduler="plateau", plateau_patience=0, plateau_factor=0.5, min_lr=2e-3, lr=1e-2)
     summary = fit_tiny(tmp_path / "run", config).summary
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert summary["status"] == "min_lr_reached" and summary["epochs_run"] < 40

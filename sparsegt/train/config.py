@@ -105,9 +105,7 @@ class TrainConfig:
         if self.grad_clip is not None:
             self.grad_clip = float(self.grad_clip)
         if self.epochs < 1 or self.eval_every < 1:
-            raise ValueError(
-                f"train.epochs ({self.epochs}) and train.eval_every ({self.eval_every}) must be >= 1"
-            )
+            raise ValueError(f"train.epochs ({self.epochs}) and train.eval_every ({self.eval_every}) must be >= 1")
         if self.lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ValueError("train.lr, train.weight_decay and train.warmup_epochs must be >= 0")
         if self.scheduler not in ("cosine", "plateau", "constant"):
@@ -227,8 +225,7 @@ def _coerce(value: Any, hint: Any, current: Any, where: str) -> Any:
     if allowed and isinstance(allowed[0], tuple):
         names = "one of " + ", ".join(repr(v) for v in allowed[0][1])
     raise ValueError(
-        f"{where} = {value!r} ({type(value).__name__}) but it must be {names}"
-        + (" or null" if none_ok else "")
+        f"{where} = {value!r} ({type(value).__name__}) but it must be {names}" + (" or null" if none_ok else "")
     )
 
 
@@ -342,9 +339,7 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
                 child = getattr(target, part)
                 if child is None:  # an optional section that is off: switch it on with its defaults
                     kinds = [
-                        t
-                        for t in _allowed_types(_hints(type(target)).get(part))[0]
-                        if dataclasses.is_dataclass(t)
+                        t for t in _allowed_types(_hints(type(target)).get(part))[0] if dataclasses.is_dataclass(t)
                     ]
                     if kinds:
                         child = kinds[0]()

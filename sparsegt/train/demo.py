@@ -48,9 +48,7 @@ def _train_in_child(config: RunConfig, run_dir: str, prefix: str) -> dict[str, A
     return train_run(config, run_dir=run_dir, quiet=True, log_prefix=prefix).summary
 
 
-def _train_both(
-    configs: dict[str, RunConfig], parent: Path, console: Console, quiet: bool
-) -> dict[str, dict]:
+def _train_both(configs: dict[str, RunConfig], parent: Path, console: Console, quiet: bool) -> dict[str, dict]:
     if (os.cpu_count() or 1) < 2:
         out = {}
         for label, config in configs.items():
@@ -104,8 +102,7 @@ def run_demo(*, quiet: bool = False, console: Console | None = None, out_dir: st
         table.add_row(
             label,
             f"{s['num_parameters']:,}",
-            f"{s['epochs_run']}/{s['epochs_planned']}"
-            + (" (time limit)" if s["status"] == "time_limit" else ""),
+            f"{s['epochs_run']}/{s['epochs_planned']}" + (" (time limit)" if s["status"] == "time_limit" else ""),
             format_seconds(s["train_time_s"]),
             format_metric(s["metric"], s["val_metric"]),
             format_metric(s["metric"], s["test_metric"]),

@@ -67,9 +67,7 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
-    return DistInfo(
-        rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device
-    )
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
 
 
 def close_distributed() -> None:

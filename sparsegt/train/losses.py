@@ -70,8 +70,7 @@ def resolve_loss_name(task: TaskSpec, loss: str = "auto", class_weighted: bool |
     }
     if task.kind not in fits[loss]:
         raise ValueError(
-            f"train.loss = {loss!r} does not fit a {task.kind} task (metric {task.metric}); "
-            "use train.loss=auto"
+            f"train.loss = {loss!r} does not fit a {task.kind} task (metric {task.metric}); use train.loss=auto"
         )
     if class_weighted and task.kind != "multiclass":
         raise ValueError(f"train.class_weighted_loss=true needs a multiclass task, this one is {task.kind}")

@@ -112,9 +112,7 @@ def demo_config(attention: str = "full") -> RunConfig:
         model=model,
         # small batches: 125 steps an epoch instead of 32 at the same cost per graph; the time limit keeps the
         # demo inside its 5 minutes on a slower machine (it then reports the best epoch it reached)
-        train=TrainConfig(
-            epochs=4, lr=4e-3, weight_decay=1e-5, warmup_epochs=0.25, grad_clip=1.0, time_limit_min=3.8
-        ),
+        train=TrainConfig(epochs=4, lr=4e-3, weight_decay=1e-5, warmup_epochs=0.25, grad_clip=1.0, time_limit_min=3.8),
     )
 
 

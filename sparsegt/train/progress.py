@@ -83,9 +83,7 @@ SilentReporter = Reporter
 class PlainReporter(Reporter):
     """One line per epoch (for logs, pipes and ``--quiet``)."""
 
-    def __init__(
-        self, console: Console | None = None, metric: str = "", epochs: int = 0, prefix: str = ""
-    ) -> None:
+    def __init__(self, console: Console | None = None, metric: str = "", epochs: int = 0, prefix: str = "") -> None:
         super().__init__(metric, epochs)
         self.console = console
         self.prefix = prefix
@@ -139,15 +137,11 @@ class RichReporter(PlainReporter):
         if train_metric is not None:
             stats += f" {self.metric} {format_metric(self.metric, train_metric)}"
         stats += f" {graphs_per_s:.0f} graphs/s"
-        self.progress.update(
-            self.task, completed=batch + 1, stats=stats, refresh=now - self.last_refresh > 1.0
-        )
+        self.progress.update(self.task, completed=batch + 1, stats=stats, refresh=now - self.last_refresh > 1.0)
         self.last_refresh = now
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        self.progress.console.print(
-            _epoch_line(record, self.metric, self.epochs), markup=False, highlight=False
-        )
+        self.progress.console.print(_epoch_line(record, self.metric, self.epochs), markup=False, highlight=False)
 
     def message(self, text: str) -> None:
         self.progress.console.print(text, markup=False, highlight=False)

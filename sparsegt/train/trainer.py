@@ -147,9 +147,7 @@ class Trainer:
         )
         self.eval_batch_size = config.data.eval_batch_size or config.data.batch_size
         self.wrapped = self._wrap(model)
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
-        )
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         # run state (all of it goes into last.pt)
         self.epoch = 0
         self.next_batch = 0
@@ -256,9 +254,7 @@ class Trainer:
 
     def _write_history(self) -> None:
         if self.run_dir is not None and self.dist.is_main:
-            atomic_write_text(
-                self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history)
-            )
+            atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _batches_of(self, graphs: Sequence[Graph]) -> list[list[Graph]]:
@@ -322,9 +318,7 @@ class Trainer:
             if p["bad"] > self.cfg.plateau_patience:
                 p["scale"] *= self.cfg.plateau_factor
                 p["bad"] = 0
-                self.reporter.message(
-                    f"validation loss on a plateau: learning rate -> {self.cfg.lr * p['scale']:.2e}"
-                )
+                self.reporter.message(f"validation loss on a plateau: learning rate -> {self.cfg.lr * p['scale']:.2e}")
         return self.cfg.lr * p["scale"] < self.cfg.min_lr
 
     def _checkpoint_due(self, batch: int) -> bool:
@@ -364,11 +358,7 @@ class Trainer:
                     grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
                     diverged = not math.isfinite(grad_norm)
             if any_true(diverged, self.dist):
-                what = (
-                    f"loss = {loss_value}"
-                    if not math.isfinite(loss_value)
-                    else f"gradient norm = {grad_norm}"
-                )
+                what = f"loss = {loss_value}" if not math.isfinite(loss_value) else f"gradient norm = {grad_norm}"
                 last = self.run_dir / "last.pt" if self.run_dir is not None else None
                 kept = (
                     f"the last good state is kept in {last} (resume it with --resume after a fix)"
@@ -392,9 +382,7 @@ class Trainer:
             if now - last_metric_t > 2.0:
                 last_metric_t = now
                 train_metric = float(
-                    self.compute_metric(
-                        self.task.metric, torch.cat(self.acc_predictions), torch.cat(self.acc_targets)
-                    )
+                    self.compute_metric(self.task.metric, torch.cat(self.acc_predictions), torch.cat(self.acc_targets))
                 )
             rate = self._epoch_rate = graphs_seen * self.dist.world_size / max(now - t0, 1e-9)
             self.reporter.update(b, self.acc_loss / max(self.acc_items, 1), train_metric, rate)
@@ -526,15 +514,12 @@ class Trainer:
                 self.reporter.end_epoch(record)
                 if getattr(self, "_lr_exhausted", False):
                     self.status = "min_lr_reached"
-                    self.reporter.message(
-                        f"learning rate fell below train.min_lr = {self.cfg.min_lr}: stopping"
-                    )
+                    self.reporter.message(f"learning rate fell below train.min_lr = {self.cfg.min_lr}: stopping")
                     break
                 if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
                     self.status = "early_stopped"
                     self.reporter.message(
-                        f"early stopping: no better validation {self.task.metric} in "
-                        f"{self.bad_evals} evaluations"
+                        f"early stopping: no better validation {self.task.metric} in {self.bad_evals} evaluations"
                     )
                     break
         except TrainingDiverged:
