@@ -17,13 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.cache import cache_dir as default_cache_dir  # one cache folder for datasets and encodings
+
 __all__ = ["default_cache_dir", "cache_path", "save_arrays", "load_arrays"]
-
-
-def default_cache_dir() -> Path:
-    """``$SPARSEGT_CACHE`` if set, else ``~/.cache/sparsegt``."""
-    env = os.environ.get("SPARSEGT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sparsegt"
 
 
 def cache_path(cache_dir: str | Path | None, key: str, params: dict) -> Path:
