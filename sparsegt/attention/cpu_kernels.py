@@ -28,6 +28,32 @@ LANES = 4
 PREFETCH = 16  # edges ahead whose gathered rows are prefetched
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0, j1, j2, j3, e0, e1, e2, e3):
+    """Scores of query i against keys j0..j3 (edges e0..e3) in head h (columns o..o+dim): four at a time
+    so the gathered rows are streamed together. Shared by the forward and the backward row pass."""
+    t0, t1, t2, t3 = zero, zero, zero, zero
+    if has_gate:
+        for d in range(dim):
+            qd = q[i, o + d]
+            t0 += qd * k[j0, o + d] * gate[e0, o + d]
+            t1 += qd * k[j1, o + d] * gate[e1, o + d]
+            t2 += qd * k[j2, o + d] * gate[e2, o + d]
+            t3 += qd * k[j3, o + d] * gate[e3, o + d]
+    else:
+        for d in range(dim):
+            qd = q[i, o + d]
+            t0 += qd * k[j0, o + d]
+            t1 += qd * k[j1, o + d]
+            t2 += qd * k[j2, o + d]
+            t3 += qd * k[j3, o + d]
+    t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
+    if has_bias:
+        t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
+        t2, t3 = t2 + bias[e2, h], t3 + bias[e3, h]
+    return t0, t1, t2, t3
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, zero,
                       use_dropout, seed_lo, seed_hi, threshold, keep_scale,
@@ -64,25 +90,8 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                     b2, b3 = edge_hash(e2, seed_lo, seed_hi), edge_hash(e3, seed_lo, seed_hi)
                 for h in range(num_heads):
                     o = h * dim
-                    t0, t1, t2, t3 = zero, zero, zero, zero
-                    if has_gate:
-                        for d in range(dim):
-                            qd = q[i, o + d]
-                            t0 += qd * k[j0, o + d] * gate[e0, o + d]
-                            t1 += qd * k[j1, o + d] * gate[e1, o + d]
-                            t2 += qd * k[j2, o + d] * gate[e2, o + d]
-                            t3 += qd * k[j3, o + d] * gate[e3, o + d]
-                    else:
-                        for d in range(dim):
-                            qd = q[i, o + d]
-                            t0 += qd * k[j0, o + d]
-                            t1 += qd * k[j1, o + d]
-                            t2 += qd * k[j2, o + d]
-                            t3 += qd * k[j3, o + d]
-                    t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
-                    if has_bias:
-                        t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
-                        t2, t3 = t2 + bias[e2, h], t3 + bias[e3, h]
+                    t0, t1, t2, t3 = scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim,
+                                             j0, j1, j2, j3, e0, e1, e2, e3)
                     # missing lanes (row shorter than the group) repeat the last edge: give them no weight
                     if e1 == e0:
                         t1 = minus_inf
@@ -176,25 +185,8 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                     row_lse = lse[i, h]
                     p0, p1, p2, p3 = zero, zero, zero, zero
                     if row_lse > -np.inf:
-                        t0, t1, t2, t3 = zero, zero, zero, zero
-                        if has_gate:
-                            for d in range(dim):
-                                qd = q[i, o + d]
-                                t0 += qd * k[j0, o + d] * gate[e0, o + d]
-                                t1 += qd * k[j1, o + d] * gate[e1, o + d]
-                                t2 += qd * k[j2, o + d] * gate[e2, o + d]
-                                t3 += qd * k[j3, o + d] * gate[e3, o + d]
-                        else:
-                            for d in range(dim):
-                                qd = q[i, o + d]
-                                t0 += qd * k[j0, o + d]
-                                t1 += qd * k[j1, o + d]
-                                t2 += qd * k[j2, o + d]
-                                t3 += qd * k[j3, o + d]
-                        t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
-                        if has_bias:
-                            t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
-                            t2, t3 = t2 + bias[e2, h], t3 + bias[e3, h]
+                        t0, t1, t2, t3 = scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim,
+                                                 j0, j1, j2, j3, e0, e1, e2, e3)
                         p0, p1 = np.exp(t0 - row_lse), np.exp(t1 - row_lse)
                         p2, p3 = np.exp(t2 - row_lse), np.exp(t3 - row_lse)
                     dp0, dp1, dp2, dp3 = zero, zero, zero, zero
