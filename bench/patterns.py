@@ -109,7 +109,6 @@ def run_speed(args) -> list[dict]:
     rows = []
     for L in args.sizes:
         q, k, v = (torch.randn(L, HEADS, DIM, requires_grad=True) for _ in range(3))
-        backend = args.backend if args.backend != "auto" else _auto_backend(q)
         causal = (math.nan, math.nan)
         if L <= args.causal_max:
             causal = sdpa_times(q, k, v, args.repeats if L <= 16384 else 1, causal=True)
@@ -120,8 +119,11 @@ def run_speed(args) -> list[dict]:
             if args.only and not any(s in name for s in args.only):
                 continue
             pattern = build()
+            start = time.perf_counter()  # choosing the backend plans it (tiles), once per pattern
+            backend = args.backend if args.backend != "auto" else _auto_backend(q, pattern, None)
             row = {"L": L, "pattern": name, "edges": pattern.num_edges,
-                   "build_ms": timed(build, args.repeats), "backend": backend}
+                   "build_ms": timed(build, args.repeats), "backend": backend,
+                   "plan_ms": 1e3 * (time.perf_counter() - start)}
             need_gb = pattern.num_edges * HEADS * DIM * 4 * 6 / 2**30
             if backend == "torch" and need_gb > args.max_gb:
                 row.update(fwd_ms=math.nan, fwd_bwd_ms=math.nan,
@@ -224,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         (results / "patterns_recall.json").write_text(json.dumps(rows, indent=1))
         return 0
     rows = run_speed(args)
-    print_table(rows, ["L", "pattern", "edges", "build_ms", "fwd_ms", "fwd_bwd_ms", "masked_sdpa_fwd_ms",
-                       "masked_sdpa_fwd_bwd_ms", "speedup_fwd_bwd_vs_causal_sdpa", "backend"])
+    print_table(rows, ["L", "pattern", "edges", "build_ms", "backend", "plan_ms", "fwd_ms", "fwd_bwd_ms",
+                       "masked_sdpa_fwd_ms", "masked_sdpa_fwd_bwd_ms", "speedup_fwd_bwd_vs_causal_sdpa"])
     meta = {"threads": args.threads, "torch": torch.__version__, "heads": HEADS, "dim": DIM}
     (results / args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0

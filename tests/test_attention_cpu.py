@@ -248,9 +248,9 @@ def test_duplicate_edges_count_twice():
 def test_auto_picks_cpu_and_bad_dtypes_raise():
     from sparsegt.attention.api import _auto_backend
 
-    assert _auto_backend(torch.zeros(1, 1, 1)) == "cpu"
-    assert _auto_backend(torch.zeros(1, 1, 1, dtype=torch.bfloat16)) == "torch"
     g = Graph.from_edge_index(torch.tensor([[0], [1]]), 2)
+    assert _auto_backend(torch.zeros(2, 1, 1), g, torch.zeros(1, 1, 1)) == "cpu"  # a gate: not tiles
+    assert _auto_backend(torch.zeros(2, 1, 1, dtype=torch.bfloat16), g, None) == "torch"
     q = torch.zeros(2, 1, 4, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="supports float32 and float64.*bfloat16"):
         sparse_attention(q, q, q, g, backend="cpu")

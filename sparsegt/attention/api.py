@@ -9,7 +9,8 @@ from ..graph import Graph
 from .dropout import draw_seed
 from .reference import reference_attention
 
-BACKENDS = ("auto", "torch", "cpu")
+BACKENDS = ("auto", "torch", "cpu", "tiles")
+TILES_MIN_FILL = 0.25  # auto uses dense tiles when at least this fraction of their entries are edges
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None,
@@ -76,8 +77,11 @@ def sparse_attention(
             global generator) when None, so ``torch.manual_seed`` makes runs reproducible.
         return_lse: also return the per-row log-sum-exp [Nq, H] of the scores (``-inf`` for rows with
             no edges), to merge partial attentions exactly.
-        backend: ``"auto"`` (the fastest correct one for the device), ``"torch"`` (pure-PyTorch
-            reference) or ``"cpu"`` (fused numba kernel).
+        backend: ``"auto"`` (the fastest correct one for the device and the pattern), ``"torch"``
+            (pure-PyTorch reference), ``"cpu"`` (fused numba kernel, any pattern) or ``"tiles"`` (dense
+            matrix products over tiles covering the pattern: for windows, bands and full attention per
+            graph; no ``gate``, no duplicate edges). On CPU, auto takes ``"tiles"`` when the pattern fills
+            at least a quarter of its tiles and the call has no gate, else ``"cpu"``.
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
@@ -89,8 +93,12 @@ def sparse_attention(
     if dropout_p > 0.0 and dropout_seed is None:
         dropout_seed = draw_seed(generator)
     if backend == "auto":
-        backend = _auto_backend(q)
-    if backend == "cpu":
+        backend = _auto_backend(q, pattern, gate)
+    if backend == "tiles":
+        from .tiles import tiles_attention
+
+        out, lse = tiles_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
+    elif backend == "cpu":
         from .cpu import cpu_attention
 
         out, lse = cpu_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
@@ -99,11 +107,15 @@ def sparse_attention(
     return (out, lse) if return_lse else out
 
 
-def _auto_backend(q: Tensor) -> str:
-    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
-        try:
-            from . import cpu  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "cpu"
-    return "torch"
+def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None) -> str:
+    if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
+        return "torch"
+    try:
+        from . import cpu  # noqa: F401
+        from .tile_plan import tile_fill, tile_plan
+    except ImportError:
+        return "torch"
+    if gate is None and pattern.num_edges and tile_fill(pattern) >= TILES_MIN_FILL \
+            and not tile_plan(pattern).duplicates:
+        return "tiles"
+    return "cpu"

@@ -84,6 +84,26 @@ def keep_mask_numba(num_edges, num_heads, seed_lo, seed_hi, threshold):
     return out
 
 
+@njit(parallel=True, cache=True)
+def dense_keep_factors(edge_map, seed_lo, seed_hi, threshold, keep_scale, out):
+    """Dropout factors of dense tiles: ``out[h, t, r, c]`` = ``keep_scale`` where the edge
+    ``edge_map[t, r, c]`` survives in head h (the bits of `dropout.keep_mask`), 0 where it is dropped
+    or where there is no edge (-1). ``edge_map`` [T, R, W] int32, ``out`` [H, T, R, W]."""
+    num_heads = out.shape[0]
+    zero = keep_scale * 0
+    for t in prange(edge_map.shape[0]):
+        for r in range(edge_map.shape[1]):
+            for c in range(edge_map.shape[2]):
+                e = edge_map[t, r, c]
+                if e < 0:
+                    for h in range(num_heads):
+                        out[h, t, r, c] = zero
+                    continue
+                bits = edge_hash(np.int64(e), seed_lo, seed_hi)
+                for h in range(num_heads):
+                    out[h, t, r, c] = keep_scale if keeps(bits, np.int64(h), threshold) else zero
+
+
 # ---------------------------------------------------------------------------------------------- plan
 @njit(cache=True)
 def plan_segments(indptr, piece):

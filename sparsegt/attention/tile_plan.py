@@ -1,0 +1,217 @@
+"""Cover a CSR pattern with dense tiles: the plan of the `tiles` backend.
+
+Rows are cut into *row tiles* of ``tile_rows`` consecutive queries, columns into *column blocks* of
+``block_cols`` consecutive keys. A row tile's key set is the list of column blocks that any of its
+edges touches; its dense tile is ``tile_rows x (blocks * block_cols)`` scores, of which the pattern's
+edges are the ones computed for real (the rest are masked). A window, a causal window, a block
+diagonal (full attention per graph of a batch), dilated or strided bands: all are covered by tiles
+that are mostly filled, and then dense matrix products beat a per-edge gather by a wide margin.
+
+``fill = E / (entries of all tiles)`` measures it; `TilePlan.fill` lets the caller decide. Tiles are
+ordered by their number of column blocks, so tiles of one width sit next to each other and are
+computed as one batched product (``groups``).
+
+Built by two numba passes over the edges (count the blocks of each tile; then list them and place
+every edge), in O(E + tiles * blocks) time and memory, never O(Nq * Nk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+from ..graph import Graph
+
+TILE_ROWS = 64
+BLOCK_COLS = 32
+CHUNK_ENTRIES = 1 << 22  # scores per chunk (times H): 16 MiB of float32 per score buffer
+
+
+class TileChunk:
+    """Tiles of one width computed together: their rows, key columns and edge map.
+
+    ``rows`` [c*R] (clamped to the last row: a tile past the end has surplus rows without edges),
+    ``in_range`` [c*R] bool (the rows that exist), ``key_ids`` [c*W] (clamped likewise) and ``edge_map``
+    [c, R, W] int32 (edge id or -1).
+    """
+
+    def __init__(self, tiles: Tensor, blocks: Tensor, edge_map: Tensor, tile_rows: int, block_cols: int,
+                 num_rows: int, num_keys: int) -> None:
+        device = edge_map.device
+        rows = (tiles[:, None] * tile_rows + torch.arange(tile_rows, device=device)).reshape(-1)
+        self.in_range = rows < num_rows
+        self.all_in_range = bool(self.in_range.all())
+        self.rows = rows.clamp_(max=num_rows - 1)
+        key_ids = blocks[:, :, None] * block_cols + torch.arange(block_cols, device=device)
+        self.key_ids = key_ids.reshape(-1).clamp_(max=num_keys - 1)
+        self.edge_map = edge_map
+        self.shape = tuple(edge_map.shape)
+        self._masks: dict = {}
+
+    def masks(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """([c, R, W] 0 at edges and -inf elsewhere, to add to scores; [c, R, W] 1 at edges, 0 elsewhere)."""
+        if dtype not in self._masks:
+            edge = self.edge_map >= 0
+            self._masks[dtype] = (torch.zeros(self.shape, dtype=dtype, device=edge.device).masked_fill_(
+                ~edge, -torch.inf), edge.to(dtype))
+        return self._masks[dtype]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Dense tiles covering a pattern.
+
+    ``tile_order`` [T]: row tiles sorted by their number of column blocks (stable).
+    ``groups``: (start, stop, blocks) — the tiles ``tile_order[start:stop]`` all have ``blocks`` column blocks.
+    ``block_ptr`` [T+1] (in sorted order), ``tile_blocks`` [sum blocks]: each tile's column blocks, ascending.
+    ``edge_map`` [sum blocks * tile_rows * block_cols] int32: per tile a ``tile_rows x width`` matrix with
+    the edge id computed at each entry, or -1 (tile ``s`` of the sorted order starts at
+    ``block_ptr[s] * tile_rows * block_cols``).
+    ``duplicates``: number of edges that share (row, column) with another (a dense tile cannot hold both).
+    """
+
+    tile_rows: int
+    block_cols: int
+    tile_order: Tensor
+    groups: tuple[tuple[int, int, int], ...]
+    block_ptr: Tensor
+    tile_blocks: Tensor
+    edge_map: Tensor
+    duplicates: int
+    fill: float
+    num_rows: int
+    num_keys: int
+    _chunks: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def chunks(self, num_heads: int) -> list[TileChunk]:
+        """Chunks of tiles of one width, at most ``CHUNK_ENTRIES`` scores each (at least one tile). Cached."""
+        if num_heads not in self._chunks:
+            rows, cols = self.tile_rows, self.block_cols
+            chunks = []
+            for start, stop, blocks in self.groups:
+                if blocks == 0:
+                    continue
+                step = max(1, CHUNK_ENTRIES // (num_heads * rows * blocks * cols))
+                for a in range(start, stop, step):
+                    b = min(stop, a + step)
+                    lo, hi = int(self.block_ptr[a]), int(self.block_ptr[b])
+                    chunks.append(TileChunk(
+                        self.tile_order[a:b], self.tile_blocks[lo:hi].view(b - a, blocks),
+                        self.edge_map[lo * rows * cols:hi * rows * cols].view(b - a, rows, blocks * cols),
+                        rows, cols, self.num_rows, self.num_keys))
+            self._chunks[num_heads] = chunks
+        return self._chunks[num_heads]
+
+
+@njit(parallel=True, cache=True)
+def _count_blocks(indptr, indices, tile_rows, block_cols, num_blocks, tiles_per_task):
+    num_rows = indptr.shape[0] - 1
+    num_tiles = (num_rows + tile_rows - 1) // tile_rows
+    counts = np.zeros(num_tiles, np.int64)
+    num_tasks = (num_tiles + tiles_per_task - 1) // tiles_per_task
+    for task in prange(num_tasks):
+        stamp = np.full(num_blocks, -1, np.int64)
+        for t in range(task * tiles_per_task, min(num_tiles, (task + 1) * tiles_per_task)):
+            n = 0
+            for e in range(indptr[t * tile_rows], indptr[min(num_rows, (t + 1) * tile_rows)]):
+                b = indices[e] // block_cols
+                if stamp[b] != t:
+                    stamp[b] = t
+                    n += 1
+            counts[t] = n
+    return counts
+
+
+@njit(parallel=True, cache=True)
+def _place_edges(indptr, indices, tile_rows, block_cols, num_blocks, order, block_ptr, tiles_per_task,
+                 tile_blocks, edge_map):
+    """Fill ``tile_blocks`` and ``edge_map`` (pre-set to -1); returns the number of duplicate edges."""
+    num_rows = indptr.shape[0] - 1
+    num_tiles = order.shape[0]
+    num_tasks = (num_tiles + tiles_per_task - 1) // tiles_per_task
+    duplicates = np.zeros(num_tasks, np.int64)
+    for task in prange(num_tasks):
+        slot = np.full(num_blocks, -1, np.int64)
+        for s in range(task * tiles_per_task, min(num_tiles, (task + 1) * tiles_per_task)):
+            t = order[s]
+            first, count = block_ptr[s], block_ptr[s + 1] - block_ptr[s]
+            if count == 0:
+                continue
+            row0, row1 = t * tile_rows, min(num_rows, (t + 1) * tile_rows)
+            n = 0
+            for e in range(indptr[row0], indptr[row1]):
+                b = indices[e] // block_cols
+                if slot[b] < 0:
+                    slot[b] = 0
+                    tile_blocks[first + n] = b
+                    n += 1
+            blocks = tile_blocks[first:first + count]
+            blocks.sort()
+            for x in range(count):
+                slot[blocks[x]] = x
+            width = count * block_cols
+            base = first * tile_rows * block_cols
+            for r in range(row0, row1):
+                for e in range(indptr[r], indptr[r + 1]):
+                    j = indices[e]
+                    at = base + (r - row0) * width + slot[j // block_cols] * block_cols + j % block_cols
+                    if edge_map[at] >= 0:
+                        duplicates[task] += 1
+                    edge_map[at] = e
+            for x in range(count):
+                slot[blocks[x]] = -1
+    return duplicates.sum()
+
+
+def _tiles_per_task(num_tiles: int) -> int:
+    return max(1, -(-num_tiles // (8 * numba.get_num_threads())))
+
+
+def tile_fill(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOCK_COLS) -> float:
+    """Fraction of the covering tiles' entries that are edges (1.0 for an empty pattern). Cached."""
+    key = f"tile_counts_{tile_rows}_{block_cols}"
+    if key not in pattern._cache:
+        indptr = pattern.indptr.cpu().numpy()
+        indices = pattern.indices.cpu().numpy()
+        num_tiles = -(-pattern.num_nodes // tile_rows)
+        num_blocks = max(1, -(-pattern.num_cols // block_cols))
+        pattern._cache[key] = _count_blocks(indptr, indices, tile_rows, block_cols, num_blocks,
+                                            _tiles_per_task(num_tiles))
+    counts = pattern._cache[key]
+    entries = int(counts.sum()) * tile_rows * block_cols
+    return pattern.num_edges / entries if entries else 1.0
+
+
+def tile_plan(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOCK_COLS) -> TilePlan:
+    """The dense tiles covering ``pattern`` (cached on it). Tensors live on the pattern's device."""
+    key = f"tile_plan_{tile_rows}_{block_cols}"
+    if key in pattern._cache:
+        return pattern._cache[key]
+    fill = tile_fill(pattern, tile_rows, block_cols)
+    counts = pattern._cache[f"tile_counts_{tile_rows}_{block_cols}"]
+    if pattern.num_edges >= 2**31:
+        raise ValueError(f"the tiles backend addresses edges with int32; this pattern has {pattern.num_edges}")
+    order = np.argsort(counts, kind="stable")
+    sorted_counts = counts[order]
+    block_ptr = np.zeros(order.shape[0] + 1, np.int64)
+    np.cumsum(sorted_counts, out=block_ptr[1:])
+    tile_blocks = np.empty(int(block_ptr[-1]), np.int64)
+    edge_map = np.full(int(block_ptr[-1]) * tile_rows * block_cols, -1, np.int32)
+    duplicates = _place_edges(pattern.indptr.cpu().numpy(), pattern.indices.cpu().numpy(), tile_rows, block_cols,
+                              max(1, -(-pattern.num_cols // block_cols)), order, block_ptr,
+                              _tiles_per_task(order.shape[0]), tile_blocks, edge_map)
+    starts = np.flatnonzero(np.diff(sorted_counts, prepend=-1))
+    stops = np.append(starts[1:], order.shape[0])[:starts.shape[0]]
+    groups = tuple((int(a), int(b), int(sorted_counts[a])) for a, b in zip(starts, stops, strict=True))
+    device = pattern.device
+    plan = TilePlan(tile_rows, block_cols, torch.from_numpy(order).to(device), groups,
+                    torch.from_numpy(block_ptr).to(device), torch.from_numpy(tile_blocks).to(device),
+                    torch.from_numpy(edge_map).to(device), int(duplicates), fill, pattern.num_nodes,
+                    pattern.num_cols)
+    pattern._cache[key] = plan
+    return plan

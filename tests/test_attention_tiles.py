@@ -1,0 +1,144 @@
+"""The dense-tiles backend against the torch reference and the dense oracle: values, every gradient,
+dropout, lse, nasty patterns, tiles of every shape (one tile, many tiles, many chunks), and auto's choice."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sparsegt import Graph, sparse_attention
+from sparsegt.attention import tile_plan as tile_plan_module
+from sparsegt.attention.api import _auto_backend
+from sparsegt.attention.tile_plan import tile_fill, tile_plan
+from sparsegt.attention.tiles import tiles_attention
+from sparsegt.patterns import full, window
+
+from .strategies import patterns, random_qkv
+from .test_attention_cpu import TOL
+from .test_attention_reference import dense_oracle
+
+# (rows per tile, columns per block): the default, small tiles (many tiles of several widths), 1 x 1
+TILE_SHAPES = [(64, 32), (3, 2), (1, 1)]
+
+
+def run(backend, g, q, k, v, bias=None, dropout_p=0.0, seed=None, grad_out=None, grad_lse=None, tile_shape=None):
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (q, k, v, bias)]
+    scale = q.shape[-1] ** -0.5
+    if backend == "tiles":
+        plan = tile_plan(g, *tile_shape) if tile_shape else None
+        out, lse = tiles_attention(*leaves[:3], g, leaves[3], None, scale, dropout_p, seed, plan=plan)
+    else:
+        out, lse = sparse_attention(*leaves[:3], g, bias=leaves[3], dropout_p=dropout_p, dropout_seed=seed,
+                                    return_lse=True, backend="torch")
+    loss = (out * grad_out).sum() + torch.where(torch.isfinite(lse), lse * grad_lse, torch.zeros_like(lse)).sum()
+    wanted = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(loss, wanted, allow_unused=True) if loss.requires_grad else [None] * len(wanted)
+    return out.detach(), lse.detach(), grads
+
+
+def assert_same(ours, ref, dtype):
+    torch.testing.assert_close(ours[0], ref[0], **TOL[dtype])
+    torch.testing.assert_close(ours[1], ref[1], **TOL[dtype])
+    for name, a, b in zip("q k v bias".split(), ours[2], ref[2], strict=False):
+        if a is None and b is None:
+            continue
+        a = torch.zeros_like(b) if a is None else a
+        b = torch.zeros_like(a) if b is None else b
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of a few scores, so that one call runs many chunks of every width."""
+    monkeypatch.setattr(tile_plan_module, "CHUNK_ENTRIES", 16)
+
+
+@given(patterns(max_rows=14, max_cols=14, max_edges=80, allow_duplicates=False), st.sampled_from([1.0, 1e4]),
+       st.booleans(), st.sampled_from([0.0, 0.4]), st.sampled_from(TILE_SHAPES))
+def test_values_and_gradients_match_reference_fp64(g, logit_scale, with_bias, dropout_p, tile_shape):
+    q, k, v, bias, _ = random_qkv(g, heads=2, dim=3, logit_scale=logit_scale, value_dim=5)
+    grad_out = torch.randn(g.num_nodes, 2, 5, dtype=torch.float64)
+    grad_lse = torch.randn(g.num_nodes, 2, dtype=torch.float64)
+    args = (g, q, k, v, bias if with_bias else None, dropout_p, 123)
+    ours = run("tiles", *args, grad_out=grad_out, grad_lse=grad_lse, tile_shape=tile_shape)
+    ref = run("torch", *args, grad_out=grad_out, grad_lse=grad_lse)
+    assert_same(ours, ref, torch.float64)
+    empty = g.degree() == 0
+    assert (ours[0][empty] == 0).all() and torch.isneginf(ours[1][empty]).all()
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the patch is constant
+@given(patterns(max_rows=20, max_cols=20, max_edges=120, allow_duplicates=False), st.sampled_from(TILE_SHAPES))
+def test_many_chunks_match_reference_fp32(small_chunks, g, tile_shape):
+    q, k, v, bias, _ = (t.float() for t in random_qkv(g, heads=3, dim=8, seed=4))
+    grad_out, grad_lse = torch.randn(g.num_nodes, 3, 8), torch.randn(g.num_nodes, 3)
+    args = (g, q, k, v, bias, 0.2, 7)
+    assert_same(run("tiles", *args, grad_out=grad_out, grad_lse=grad_lse, tile_shape=tile_shape),
+                run("torch", *args, grad_out=grad_out, grad_lse=grad_lse), torch.float32)
+
+
+@given(patterns(allow_duplicates=False))
+def test_equals_dense_oracle(g):
+    q, k, v, bias, _ = random_qkv(g, heads=2, dim=4, seed=5)
+    out, lse = tiles_attention(q, k, v, g, bias, None, 0.5, 0.0, None, plan=tile_plan(g, 2, 3))
+    ref_out, ref_lse = dense_oracle(q, k, v, g, bias)
+    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
+    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+
+
+@settings(max_examples=8)
+@given(patterns(max_rows=6, max_cols=6, max_edges=16, allow_duplicates=False), st.sampled_from(TILE_SHAPES))
+def test_gradcheck_with_bias_dropout_and_lse(g, tile_shape):
+    q, k, v, bias, _ = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=2, value_dim=3))
+    plan = tile_plan(g, *tile_shape)
+
+    def f(q, k, v, bias):
+        out, lse = tiles_attention(q, k, v, g, bias, None, 0.7, 0.3, 99, plan=plan)
+        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+
+    assert torch.autograd.gradcheck(f, (q, k, v, bias))
+
+
+def test_window_and_full_per_graph_match_reference_with_chunks(small_chunks):
+    batch = Graph.batch([Graph.empty(n) for n in (5, 0, 1, 17, 9)])
+    for g in (window(70, 6), window(70, 6, causal=True), full(batch)):
+        q, k, v, bias, _ = (t.float() for t in random_qkv(g, heads=2, dim=4, seed=1))
+        grad_out, grad_lse = torch.randn(g.num_nodes, 2, 4), torch.randn(g.num_nodes, 2)
+        args = (g, q, k, v, bias, 0.5, 3)
+        assert_same(run("tiles", *args, grad_out=grad_out, grad_lse=grad_lse, tile_shape=(8, 4)),
+                    run("torch", *args, grad_out=grad_out, grad_lse=grad_lse), torch.float32)
+
+
+def test_plan_places_every_edge_once():
+    g = window(50, 4)
+    plan = tile_plan(g, 8, 4)
+    placed = plan.edge_map[plan.edge_map >= 0]
+    assert torch.equal(torch.sort(placed.long()).values, torch.arange(g.num_edges))
+    assert plan.duplicates == 0
+    assert plan.fill == pytest.approx(g.num_edges / plan.edge_map.numel())
+    assert tile_fill(g, 8, 4) == plan.fill
+    widths = [blocks for _, _, blocks in plan.groups]
+    assert widths == sorted(widths) and len(set(widths)) == len(widths)
+
+
+def test_duplicates_and_gate_are_refused_with_a_message_and_auto_avoids_them():
+    dup = Graph(torch.tensor([0, 2, 2]), torch.tensor([1, 1]), num_cols=2)
+    q = torch.randn(2, 1, 4)
+    with pytest.raises(ValueError, match="1 duplicate"):
+        sparse_attention(q, q, q, dup, backend="tiles")
+    assert _auto_backend(q, dup, None) == "cpu"
+    g = window(8, 2)
+    q = torch.randn(8, 1, 4)
+    gate = torch.ones(g.num_edges, 1, 4)
+    with pytest.raises(ValueError, match="gate"):
+        sparse_attention(q, q, q, g, gate=gate, backend="tiles")
+    assert _auto_backend(q, g, gate) == "cpu"
+
+
+def test_auto_takes_tiles_for_dense_blocks_and_the_kernel_for_scattered_edges():
+    assert _auto_backend(torch.zeros(1, 1, 1), window(2048, 64), None) == "tiles"
+    assert _auto_backend(torch.zeros(1, 1, 1), full(Graph.batch([Graph.empty(100)] * 8)), None) == "tiles"
+    scattered = Graph.from_edge_index(torch.randint(0, 4096, (2, 40000), generator=torch.Generator().manual_seed(0)),
+                                      4096, remove_duplicates=True)
+    assert tile_fill(scattered) < 0.05
+    assert _auto_backend(torch.zeros(1, 1, 1), scattered, None) == "cpu"
