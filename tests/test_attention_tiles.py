@@ -127,17 +127,18 @@ def test_duplicates_and_gate_are_refused_with_a_message_and_auto_avoids_them():
     with pytest.raises(ValueError, match="1 duplicate"):
         sparse_attention(q, q, q, dup, backend="tiles")
     assert _auto_backend(q, dup, None) == "cpu"
-    g = window(8, 2)
-    q = torch.randn(8, 1, 4)
+    g = window(300, 100)
+    q = torch.randn(300, 1, 4)
     gate = torch.ones(g.num_edges, 1, 4)
     with pytest.raises(ValueError, match="gate"):
         sparse_attention(q, q, q, g, gate=gate, backend="tiles")
     assert _auto_backend(q, g, gate) == "cpu"
 
 
-def test_auto_takes_tiles_for_dense_blocks_and_the_kernel_for_scattered_edges():
-    assert _auto_backend(torch.zeros(1, 1, 1), window(2048, 64), None) == "tiles"
-    assert _auto_backend(torch.zeros(1, 1, 1), full(Graph.batch([Graph.empty(100)] * 8)), None) == "tiles"
+def test_auto_takes_tiles_for_long_dense_rows_and_the_kernel_otherwise():
+    assert _auto_backend(torch.zeros(1, 1, 1), window(2048, 100), None) == "tiles"
+    assert _auto_backend(torch.zeros(1, 1, 1), full(Graph.batch([Graph.empty(300)] * 4)), None) == "tiles"
+    assert _auto_backend(torch.zeros(1, 1, 1), full(Graph.batch([Graph.empty(100)] * 8)), None) == "cpu"
     scattered = Graph.from_edge_index(torch.randint(0, 4096, (2, 40000), generator=torch.Generator().manual_seed(0)),
                                       4096, remove_duplicates=True)
     assert tile_fill(scattered) < 0.05

@@ -142,3 +142,98 @@ def test_edge_scores_chunks_and_paths_agree_with_direct_products(monkeypatch):
         monkeypatch.setattr(content, "BLOCK_EDGES", block_edges)
         monkeypatch.setattr(content, "CHUNK_ELEMENTS", chunk_elements)
         assert torch.allclose(edge_scores(q, k, pattern), expect, atol=1e-12)
+
+
+# ---------------------------------------------------------------- threshold_topk: count bounds on hand-made scores
+def hand_made_scores(kind: str, rows: int, cols: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand(rows, cols, generator=gen, dtype=torch.float64)
+    if kind == "uniform":
+        return u
+    if kind == "gaussian":
+        return torch.randn(rows, cols, generator=gen, dtype=torch.float64)
+    if kind == "bimodal":       # 30% of the keys in a far mode: Spark's Gaussian estimate misses badly
+        far = torch.rand(rows, cols, generator=gen) < 0.3
+        return torch.randn(rows, cols, generator=gen, dtype=torch.float64) * 0.3 + 6.0 * far
+    if kind == "heavy":         # Cauchy: a few huge outliers stretch mean and sigma
+        return torch.tan(torch.pi * (u - 0.5))
+    if kind == "narrow":        # tiny spread around a large offset (relative precision)
+        return 1e3 + 1e-3 * u
+    raise AssertionError(kind)
+
+
+def score_pattern(score: torch.Tensor):
+    """q, k, candidates whose edge scores are exactly ``score`` (one-hot keys)."""
+    rows, cols = score.shape
+    f = full(Graph.empty(cols))
+    cand = Graph(f.indptr[: rows + 1], f.indices[: rows * cols], cols)
+    return score, torch.eye(cols, dtype=torch.float64), cand
+
+
+def assert_threshold_contract(p: Graph, score: torch.Tensor, cand: Graph, k_keep: int, most: int) -> None:
+    p.validate()
+    m, c = dense(p), dense(cand)
+    assert bool((m <= c).all())
+    kept, n = m.sum(1), c.sum(1)
+    lowest_kept = torch.where(m, score, torch.inf).min(1).values
+    highest_dropped = torch.where(c & ~m, score, -torch.inf).max(1).values
+    assert bool((lowest_kept > highest_dropped).all()), "a threshold: every kept score beats every dropped one"
+    assert bool((kept >= torch.clamp(n, max=k_keep)).all()), "at least k (or every candidate)"
+    ties = (torch.where(m, score, torch.inf) == lowest_kept[:, None]).sum(1)
+    assert bool(((kept <= most) | (n <= most) | (kept - ties < k_keep)).all()), "at most `most`, unless ties"
+    assert bool((kept[n <= most] == n[n <= most]).all())
+
+
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "bimodal", "heavy", "narrow"])
+@pytest.mark.parametrize("k_keep", [1, 8, 40])
+def test_threshold_topk_keeps_between_k_and_slack_k(kind, k_keep):
+    score = hand_made_scores(kind, 48, 600, seed=k_keep)
+    q, k, cand = score_pattern(score)
+    p = threshold_topk(q, k, cand, k_keep)
+    assert_threshold_contract(p, score, cand, k_keep, int(1.5 * k_keep))
+    assert bool((torch.sort(score, 1).values.diff(dim=1) > 0).all())       # distinct scores: no ties to excuse
+    kept = p.degree()
+    assert int(kept.min()) >= k_keep and int(kept.max()) <= max(k_keep, int(1.5 * k_keep))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "bimodal", "heavy"])
+def test_threshold_topk_slack_one_is_exact_topk(kind):
+    score = hand_made_scores(kind, 20, 300, seed=3)
+    q, k, cand = score_pattern(score)
+    assert torch.equal(dense(threshold_topk(q, k, cand, 7, slack=1.0)), dense(topk(q, k, cand, 7)))
+
+
+def test_threshold_topk_ties_uneven_rows_and_few_rows_in_question():
+    gen = torch.Generator().manual_seed(11)
+    score = torch.randn(64, 200, generator=gen, dtype=torch.float64)
+    score[0] = 1.0                                        # one value: all tie
+    score[1] = torch.arange(200, dtype=torch.float64) // 50   # four plateaus of 50
+    score[2, :] = torch.rand(200, generator=gen, dtype=torch.float64)   # one uniform row among Gaussian ones
+    q, k, _ = score_pattern(score)
+    # uneven candidate rows, some shorter than k, one empty
+    keep = torch.rand(64, 200, generator=gen) < torch.linspace(0.0, 1.0, 64)[:, None]
+    keep[:3] = True
+    keep[5] = False
+    row, col = keep.nonzero(as_tuple=True)
+    indptr = torch.zeros(65, dtype=torch.long)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=64), 0)
+    cand = Graph(indptr, col, 200)
+    for k_keep, slack in ((10, 1.5), (10, 3.0), (30, 1.2)):
+        most = max(k_keep, int(slack * k_keep))
+        p = threshold_topk(q, k, cand, k_keep, slack=slack)
+        assert_threshold_contract(p, score, cand, k_keep, most)
+        assert int(p.degree()[0]) == 200                 # all tied
+        assert int(p.degree()[1]) == 50                  # the top plateau, whole
+    assert int(threshold_topk(q, k, cand, 10).degree()[5]) == 0
+    with pytest.raises(ValueError, match="slack"):
+        threshold_topk(q, k, cand, 10, slack=0.5)
+
+
+def test_threshold_topk_extreme_magnitudes():
+    huge = torch.tensor([1e308, -1e308, 0.0, 1.0, 2.0, 5.0, -3.0, 3.0] * 4, dtype=torch.float64)
+    tiny = torch.arange(32, dtype=torch.float64) * 1e-310                  # subnormal spacing
+    score = torch.stack([huge, tiny, tiny.flip(0) * 1e-13])
+    q, k, cand = score_pattern(score)
+    p = threshold_topk(q, k, cand, 3)
+    assert_threshold_contract(p, score, cand, 3, 4)
+    assert p.degree().tolist()[1:] == [3, 3]

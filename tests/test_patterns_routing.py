@@ -171,3 +171,61 @@ def test_block_select_token_pattern():
     assert block_select(q[:1], k[:1], block, 4, 0.9).num_edges == 1
     with pytest.raises(ValueError, match="multiple"):
         block_select(q, k, 6, 4, 0.9)
+
+
+# ---------------------------------------------------------------- block_select on a batch of sequences
+@pytest.mark.parametrize("causal", [False, True])
+def test_block_select_batch_equals_each_sequence_alone(causal):
+    gen = torch.Generator().manual_seed(9)
+    lengths = [40, 0, 17, 64, 1, 33, 40, 8]       # empty, one token, not a multiple of the block, equal lengths
+    total = sum(lengths)
+    q = torch.randn(total, 2, 4, generator=gen, dtype=torch.float64)
+    k = torch.randn(total, 2, 4, generator=gen, dtype=torch.float64)
+    for rows_per_chunk in (256, 3):               # whole sequences at once, and one query block a chunk
+        p = block_select(q, k, 8, 4, 0.7, lengths=lengths, causal=causal, keep_diagonal=causal,
+                         rows_per_chunk=rows_per_chunk)
+        m = dense(p)
+        assert p.ptr.tolist() == [0, 40, 40, 57, 121, 122, 155, 195, 203]
+        expect = torch.zeros(total, total, dtype=torch.bool)
+        start = 0
+        for L in lengths:
+            alone = block_select(q[start:start + L], k[start:start + L], 8, 4, 0.7, causal=causal,
+                                 keep_diagonal=causal)
+            assert alone.ptr is None
+            expect[start:start + L, start:start + L] = dense(alone)
+            start += L
+        assert torch.equal(m, expect)
+        seq = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+        assert bool((seq[p.row_index()] == seq[p.indices]).all()), "a key from another sequence"
+        if causal:
+            assert not bool(m.triu(1).any())
+
+
+def test_block_select_batch_blocks_start_at_each_sequence():
+    # two sequences of 12 with blocks of 8: blocks are [0, 8), [8, 12) and [12, 20), [20, 24), not [8, 16)
+    gen = torch.Generator().manual_seed(2)
+    q, k = torch.randn(24, 4, generator=gen), torch.randn(24, 4, generator=gen)
+    p = block_select(q, k, 8, 4, 1.0, lengths=torch.tensor([12, 12]))
+    expect = torch.zeros(24, 24, dtype=torch.bool)
+    expect[:12, :12] = expect[12:, 12:] = True               # threshold 1: every block with mass
+    assert torch.equal(dense(p), expect)
+    keep = select_blocks(antidiagonal_block_mass(q[12:], k[12:], 8, 4), 0.5)
+    half = block_select(q, k, 8, 4, 0.5, lengths=[12, 12])
+    assert torch.equal(dense(half)[12:, 12:], keep.repeat_interleave(8, 0).repeat_interleave(8, 1)[:12, :12])
+    with pytest.raises(ValueError, match="sum to"):
+        block_select(q, k, 8, 4, 0.9, lengths=[12, 11])
+    with pytest.raises(ValueError, match=">= 0"):
+        block_select(q, k, 8, 4, 0.9, lengths=[30, -6])
+    assert block_select(q[:0], k[:0], 8, 4, 0.9, lengths=[0, 0]).ptr.tolist() == [0, 0, 0]
+
+
+def test_bilevel_routing_affinity_in_chunks_matches_oracle(monkeypatch):
+    import sparsegt.patterns.routes as routes
+
+    monkeypatch.setattr(routes, "AFFINITY_CHUNK", 5)        # two region rows at a time, never R x R
+    gen = torch.Generator().manual_seed(4)
+    q, k = torch.randn(23, 2, 3, generator=gen, dtype=torch.float64), torch.randn(23, 2, 3, generator=gen,
+                                                                                   dtype=torch.float64)
+    region = torch.tensor([0, 0, 2, 2, 2, 4, 4, 1, 1, 1, 1, 3, 3, 3, 0, 2, 4, 4, 1, 3, 3, 0, 0])   # interleaved
+    p = bilevel_routing(q, k, region, 2)
+    assert torch.equal(dense(p), bilevel_oracle(q, k, region, 2))

@@ -14,6 +14,7 @@ from sparsegt.patterns import (
     dilated,
     global_tokens,
     grid2d,
+    intersect,
     random,
     strided,
     union,
@@ -161,3 +162,75 @@ def test_builders_are_linear_in_memory():
     assert bigbird(n, 2, 1, 2, seed=0).num_edges <= n * (5 + 1 + 2) + n
     assert block_diagonal(n, 4).num_edges == n * 4
     assert dilated(n, 2, 8).num_edges <= n * 5
+
+
+# ---------------------------------------------------------------- union / intersect against dense OR / AND
+def random_pattern(num_rows: int, num_cols: int, density: float, seed: int, shuffle_rows: bool = False,
+                   duplicates: bool = False) -> Graph:
+    """A random pattern; ``shuffle_rows`` permutes the keys inside each row and ``duplicates``
+    repeats some entries (both legal for a user-built Graph, neither produced by the builders)."""
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(num_rows, num_cols, generator=gen) < density
+    row, col = mask.nonzero(as_tuple=True)
+    if duplicates and row.numel():
+        again = torch.randint(0, row.numel(), (row.numel() // 3 + 1,), generator=gen)
+        row, col = torch.cat([row, row[again]]), torch.cat([col, col[again]])
+    order = torch.argsort(row * (num_cols + 1) + (torch.rand(row.numel(), generator=gen) * num_cols if shuffle_rows
+                                                  else col), stable=True)
+    row, col = row[order], col[order]
+    indptr = torch.zeros(num_rows + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
+    return Graph(indptr, col.contiguous(), num_cols)
+
+
+UNION_SHAPES = [(0, 0), (0, 5), (5, 0), (1, 1), (7, 7), (9, 23), (31, 4)]
+
+
+@pytest.mark.parametrize("num_rows,num_cols", UNION_SHAPES)
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("messy", [False, True])
+@pytest.mark.parametrize("path", ["merge", "sort"])
+def test_union_and_intersect_equal_dense_or_and(num_rows, num_cols, count, messy, path, monkeypatch):
+    from sparsegt.patterns import compose
+
+    monkeypatch.setattr(compose, "MERGE_MIN_ENTRIES", 0 if path == "merge" else 1 << 62)
+    parts = [random_pattern(num_rows, num_cols, d, seed=10 * count + i, shuffle_rows=messy and i == 0,
+                            duplicates=messy and i == count - 1)
+             for i, d in enumerate([0.3, 0.0, 0.6][:count])]
+    either = torch.zeros(num_rows, num_cols, dtype=torch.bool)
+    every = torch.ones(num_rows, num_cols, dtype=torch.bool)
+    for p in parts:
+        either |= dense(p)
+        every &= dense(p)
+    u, sources, positions = union(*parts, return_sources=True, return_positions=True)
+    assert_sorted_csr(u)
+    assert (u.num_nodes, u.num_cols) == (num_rows, num_cols)
+    assert torch.equal(dense(u), either)
+    for p, src, pos in zip(parts, sources, positions, strict=True):
+        assert pos.shape == (p.num_edges,)
+        assert torch.equal(u.row_index()[pos], p.row_index()) and torch.equal(u.indices[pos], p.indices)
+        present = dense(p)[u.row_index(), u.indices]
+        assert torch.equal(src, present)
+    inter = intersect(*parts)
+    assert_sorted_csr(inter)
+    assert torch.equal(dense(inter), every)
+
+
+def test_union_linear_merge_agrees_with_the_sort_path(monkeypatch):
+    from sparsegt.patterns import compose
+
+    monkeypatch.setattr(compose, "MERGE_MIN_ENTRIES", 0)
+    parts = (window(50, 2), random(50, 3, seed=4), global_tokens(50, 1), random_pattern(50, 50, 0.1, 5))
+    merged = compose._merge(parts)                 # CPU: merge of row-sorted inputs
+    by_sort = compose._merge_by_sort(parts)        # what other devices run
+    assert torch.equal(merged[0], by_sort[0]) and torch.equal(merged[1], by_sort[1])
+    for a, b in zip(merged[2], by_sort[2], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_union_keeps_a_shared_batch_and_drops_a_mixed_one():
+    a, b = window([3, 5], 1), random([3, 5], 2, seed=1)
+    u = union(a, b)
+    assert torch.equal(u.ptr, a.ptr) and torch.equal(u.edge_ptr, u.indptr[u.ptr])
+    assert torch.equal(intersect(a, b).ptr, a.ptr)
+    assert union(a, window(8, 1)).ptr is None

@@ -10,7 +10,10 @@ from .dropout import draw_seed
 from .reference import reference_attention
 
 BACKENDS = ("auto", "torch", "cpu", "tiles")
-TILES_MIN_FILL = 0.25  # auto uses dense tiles when at least this fraction of their entries are edges
+# auto uses dense tiles when at least this fraction of their entries are edges and rows are long: on short
+# rows (small graphs) the fused kernel's keys stay in cache and it beats the tiles' many passes over memory
+TILES_MIN_FILL = 0.25
+TILES_MIN_MEAN_DEGREE = 128
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None,
@@ -80,8 +83,9 @@ def sparse_attention(
         backend: ``"auto"`` (the fastest correct one for the device and the pattern), ``"torch"``
             (pure-PyTorch reference), ``"cpu"`` (fused numba kernel, any pattern) or ``"tiles"`` (dense
             matrix products over tiles covering the pattern: for windows, bands and full attention per
-            graph; no ``gate``, no duplicate edges). On CPU, auto takes ``"tiles"`` when the pattern fills
-            at least a quarter of its tiles and the call has no gate, else ``"cpu"``.
+            graph; no ``gate``, no duplicate edges). On CPU, auto takes ``"tiles"`` when rows are long (128
+            keys on average), the pattern fills at least a quarter of its tiles and the call has no gate,
+            else ``"cpu"``.
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
@@ -115,7 +119,7 @@ def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None) -> str:
         from .tile_plan import tile_fill, tile_plan
     except ImportError:
         return "torch"
-    if gate is None and pattern.num_edges and tile_fill(pattern) >= TILES_MIN_FILL \
-            and not tile_plan(pattern).duplicates:
+    long_rows = pattern.num_edges >= TILES_MIN_MEAN_DEGREE * max(1, pattern.num_nodes)
+    if gate is None and long_rows and tile_fill(pattern) >= TILES_MIN_FILL and not tile_plan(pattern).duplicates:
         return "tiles"
     return "cpu"

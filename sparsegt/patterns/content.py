@@ -11,6 +11,8 @@ change any ranking or threshold of these builders).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -21,6 +23,7 @@ __all__ = ["topk", "threshold_topk", "edge_scores"]
 
 CHUNK_ELEMENTS = 1 << 20  # elements of q[row] * k[col] materialised at once (cache-sized pieces)
 BLOCK_EDGES = 1 << 18     # entries per row chunk of edge_scores (its dense block holds <= 4x this)
+MAX_PASSES = 100          # threshold_topk's bucket passes; each narrows the score range >= 2x (~64 needed at most)
 
 
 def _as_heads(q: Tensor, k: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -152,37 +155,117 @@ def _topk_all_keys(q: Tensor, k: Tensor, k_keep: int) -> Graph:
     return csr_from_pairs(row, col, nq, nk, device=q.device)
 
 
+def _refine_thresholds(score: Tensor, row: Tensor, threshold: Tensor, rows: Tensor, inside: Tensor,
+                       above: Tensor, k_keep: int, most: int) -> None:
+    """Exact bucket selection with early stop for ``rows``; writes their ``threshold`` (a score).
+
+    Per row the entries still in question, S (initially those where ``inside``), and ``above``
+    entries of the row that score higher than all of S, with ``above < k_keep <= above + |S|``. A
+    pass counts S in ``2**bits`` equal buckets of [min S, max S] (floor of a monotone float
+    expression, so equal scores share a bucket and a higher bucket means a strictly higher score)
+    and keeps the bucket holding the k-th largest score as the new S. A row stops when ``threshold =
+    min(S)`` keeps ``above + |S| <= most`` entries, or when S is one repeated score (ties). The
+    score range of S shrinks by ``2**bits`` a pass (so at most ~64 / bits passes) and S by about
+    the same factor on spread-out scores; the table is [rows, 2**bits] <= 4|S|.
+    """
+    entries = inside.nonzero().squeeze(1)
+    value = score.index_select(0, entries)
+    slot = row.index_select(0, entries)
+    if 2 * rows.numel() >= threshold.numel():       # most rows in question: the first pass indexes by row
+        finished = torch.ones_like(threshold, dtype=torch.bool).index_fill_(0, rows, False)
+        rows = torch.arange(threshold.numel(), device=score.device)
+    else:
+        slot_of_row = torch.full_like(threshold, -1, dtype=torch.long)
+        slot_of_row[rows] = torch.arange(rows.numel(), device=score.device)
+        slot = slot_of_row.index_select(0, slot)
+        finished = torch.zeros_like(rows, dtype=torch.bool)
+        above = above[rows]
+    lo = torch.full_like(threshold, torch.inf)[: rows.numel()].scatter_reduce(0, slot, value, "amin")
+    width = torch.full_like(lo, -torch.inf).scatter_reduce(0, slot, value, "amax") - lo
+    for last_pass in range(MAX_PASSES, -1, -1):
+        n_rows = rows.numel()
+        buckets = 1 << int(max(1, min(8, math.floor(math.log2(4 * max(value.numel(), 1) / n_rows)))))
+        step = (width / buckets).clamp_(min=torch.finfo(torch.float64).smallest_normal * 2 ** -52)   # > 0
+        position = (value - lo.index_select(0, slot)).div_(step.index_select(0, slot))
+        bucket = position.clamp_(0, buckets - 1).long()        # float clamp first: inf stays in the top bucket
+        counts = torch.bincount(slot * buckets + bucket, minlength=n_rows * buckets).view(n_rows, buckets)
+        at_least = torch.cat([counts.flip(1).cumsum(1).flip(1), torch.zeros_like(counts[:, :1])], 1) + above[:, None]
+        chosen = ((at_least[:, :buckets] >= k_keep).sum(1) - 1).clamp_min(0)   # the bucket of the k-th largest
+        kept = at_least.gather(1, chosen[:, None]).squeeze(1)
+        above = at_least.gather(1, chosen[:, None] + 1).squeeze(1)
+        in_chosen = (bucket == chosen.index_select(0, slot)).nonzero().squeeze(1)
+        value, slot = value.index_select(0, in_chosen), slot.index_select(0, in_chosen)
+        new_lo = torch.full_like(lo, torch.inf).scatter_reduce(0, slot, value, "amin")
+        new_hi = torch.full_like(lo, -torch.inf).scatter_reduce(0, slot, value, "amax")
+        stop = (kept <= most) | (new_hi <= new_lo) | (last_pass == 0)     # (a safety net: never reached)
+        write = stop & ~finished
+        threshold[rows[write]] = new_lo[write]
+        go_on = ~(stop | finished)
+        finished = finished[go_on]
+        if not bool(go_on.any()):
+            return
+        renumber = torch.cumsum(go_on, 0) - 1
+        alive = go_on.index_select(0, slot).nonzero().squeeze(1)
+        value, slot = value.index_select(0, alive), renumber.index_select(0, slot.index_select(0, alive))
+        rows, lo, width, above = rows[go_on], new_lo[go_on], (new_hi - new_lo)[go_on], above[go_on]
+
+
 @torch.no_grad()
-def threshold_topk(q: Tensor, k: Tensor, candidates: Graph, k_keep: int, min_keep: int = 1) -> Graph:
-    """Spark's statistical top-k in linear time: keep the candidates above an estimated threshold.
+def threshold_topk(q: Tensor, k: Tensor, candidates: Graph, k_keep: int, min_keep: int = 1, *,
+                   slack: float = 1.5) -> Graph:
+    """Spark's statistical top-k in linear time: keep the candidates above a per-row threshold.
 
-    Instead of sorting, each row's scores are modelled as Gaussian with the row's mean ``mu`` and
-    standard deviation ``sigma``; the threshold ``tau = mu + sigma * Phi^-1(1 - k_keep / n_row)``
-    keeps about ``k_keep`` of a row's ``n_row`` candidates (every candidate when ``n_row <= k_keep``).
-    The count per row is approximate (exact only for Gaussian scores); cost is O(E) — two segment
-    reductions and one comparison. The ``min_keep`` best keys of every non-empty row are always
-    kept (their maximum is found by a segment max, still O(E)), so no row goes empty.
+    Each row's threshold starts as Spark's statistical estimate: the scores are modelled as Gaussian
+    with the row's mean ``mu`` and standard deviation ``sigma``, ``tau = mu + sigma * Phi^-1(1 -
+    k_keep / n_row)`` (segment reductions, O(E)). Rows where that keeps between ``k_keep`` and
+    ``floor(slack * k_keep)`` candidates are done (most rows, on near-Gaussian scores). The others
+    (bimodal, heavy-tailed, uniform, ...) are corrected by a few bucket passes over the scores still
+    in question (`_refine_thresholds`): each pass counts them in up to 256 buckets and narrows to the
+    bucket holding the k-th largest score. No sort anywhere.
 
-    Args and returns as `topk` (``candidates`` is required).
+    Guarantees, per row with ``n_row`` candidates:
+      - every kept score is >= every dropped score (a threshold), so the kept set contains an exact
+        top-``k_keep`` (and the row maximum: no non-empty row goes empty);
+      - rows with ``n_row <= floor(slack * k_keep)`` keep all candidates; the others keep between
+        ``k_keep`` and ``floor(slack * k_keep)``, except that candidates whose score equals the
+        threshold score are all kept (ties);
+      - ``slack = 1`` gives the exact top-k plus ties.
+    Cost: O(E) time and memory for the estimate, plus passes over the scores still in question
+    (their score range shrinks 2**bits-fold a pass, bits <= 8).
+
+    Args and returns as `topk` (``candidates`` is required). ``min_keep`` (0 or 1) is accepted for
+    compatibility: the row maximum is always kept. ``slack``: >= 1, the allowed overshoot factor.
     """
     q, k = _as_heads(q, k, "threshold_topk")
     k_keep = check_int("threshold_topk: k_keep", k_keep, 1)
     if min_keep not in (0, 1):
         raise ValueError(f"threshold_topk: min_keep = {min_keep} must be 0 or 1 (the row maximum is kept)")
+    if not slack >= 1.0:
+        raise ValueError(f"threshold_topk: slack = {slack} must be >= 1 (the most kept per row is slack * k_keep)")
     candidates = _check_candidates(candidates, q, k, "threshold_topk")
-    if candidates.num_edges == 0:
-        return filter_edges(candidates, torch.zeros(0, dtype=torch.bool, device=q.device))
-    score = edge_scores(q, k, candidates).double()
+    most = max(k_keep, math.floor(slack * k_keep))
+    indptr, degree = candidates.indptr, candidates.indptr.diff()
+    active = degree > most
+    if candidates.num_edges == 0 or not bool(active.any()):
+        return filter_edges(candidates, torch.ones(candidates.num_edges, dtype=torch.bool, device=q.device))
+    # finite scores keep every difference below finfo.max (inf or nan would stall the buckets)
+    score = edge_scores(q, k, candidates).double().nan_to_num(nan=-1e300).clamp_(-1e300, 1e300)
     row = candidates.row_index()
-    n_row = candidates.indptr.diff().to(score.dtype)
-    safe_n = n_row.clamp_min(1)
-    mean = torch.zeros_like(n_row).index_add(0, row, score) / safe_n
-    var = torch.zeros_like(n_row).index_add(0, row, (score - mean[row]) ** 2) / safe_n
-    fraction = (k_keep / safe_n).clamp(max=1.0)
-    z = torch.special.ndtri((1.0 - fraction).clamp(1e-12, 1.0))
-    tau = mean + var.sqrt() * z
-    keep = (score >= tau[row]) | (fraction[row] >= 1.0)
-    if min_keep:
-        row_max = torch.full_like(n_row, -torch.inf).scatter_reduce(0, row, score, "amax")
-        keep |= score >= row_max[row]
-    return filter_edges(candidates, keep)
+    # Spark's estimate; rows are contiguous CSR segments, so segment reductions need no atomics
+    n_row = degree.to(score.dtype).clamp_min(1)
+    mean = torch.segment_reduce(score, "sum", offsets=indptr) / n_row
+    centred = score - mean.index_select(0, row)
+    var = torch.segment_reduce(centred * centred, "sum", offsets=indptr) / n_row
+    tau = mean + var.sqrt() * torch.special.ndtri((1.0 - k_keep / n_row).clamp(1e-12, 1.0))
+    at_tau = score >= tau.index_select(0, row)
+    count = torch.segment_reduce(at_tau.to(score.dtype), "sum", offsets=indptr).long()
+    threshold = torch.where(active, tau, torch.full_like(tau, -torch.inf))     # inactive rows keep all
+    work = active & ((count < k_keep) | (count > most))
+    if bool(work.any()):
+        # the k-th largest score is >= tau where tau keeps enough, else below tau
+        enough = count >= k_keep
+        above = torch.where(enough, torch.zeros_like(count), count)
+        state = torch.where(work, torch.where(enough, 2, 1), 0).to(torch.int8).index_select(0, row)
+        inside = torch.where(at_tau, state == 2, state == 1)   # work rows: S is above tau if tau keeps enough
+        _refine_thresholds(score, row, threshold, work.nonzero().squeeze(1), inside, above, k_keep, most)
+    return filter_edges(candidates, score >= threshold.index_select(0, row))

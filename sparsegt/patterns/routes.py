@@ -15,6 +15,8 @@ from .content import _as_heads
 
 __all__ = ["routing", "RoutingPattern", "spherical_kmeans", "bilevel_routing", "grid_regions"]
 
+AFFINITY_CHUNK = 1 << 22   # region affinities computed at once by bilevel_routing
+
 
 def _unit_rows(x: Tensor) -> Tensor:
     """[N, H, D] -> [N, H * D]: each head scaled to unit norm (Routing Transformer routes on the sphere)."""
@@ -216,9 +218,12 @@ def bilevel_routing(q: Tensor, k: Tensor, regions: int | Tensor, top_r: int, *,
     safe = counts.clamp_min(1).to(qf.dtype)[:, None]
     q_region = qf.new_zeros(num_regions, qf.shape[1]).index_add(0, region, qf) / safe
     k_region = kf.new_zeros(num_regions, kf.shape[1]).index_add(0, region, kf) / safe
-    affinity = q_region @ k_region.T
-    affinity[:, counts == 0] = -torch.inf                      # ids without tokens are never routed to
-    routed = torch.topk(affinity, min(top_r, num_regions), dim=1).indices    # [R, top_r]
+    # region affinity q_region @ k_region^T in row chunks: memory O(AFFINITY_CHUNK + R * top_r), never R x R
+    no_tokens = counts == 0                                    # ids without tokens are never routed to
+    rows_per_chunk = max(1, AFFINITY_CHUNK // num_regions)
+    routed = torch.cat([torch.topk((q_region[s:s + rows_per_chunk] @ k_region.T).masked_fill_(no_tokens, -torch.inf),
+                                   min(top_r, num_regions), dim=1).indices
+                        for s in range(0, num_regions, rows_per_chunk)])     # [R, top_r]
     if include_own_region:
         routed = torch.cat([routed, torch.arange(num_regions, device=q.device)[:, None]], 1)
     # region-level CSR of key tokens: tokens sorted by region
