@@ -207,6 +207,21 @@ def test_presets_with_positional_encodings_run_and_are_batch_independent(name):
         model(Graph.batch(awkward_graphs(5, False)))
 
 
+def test_exphormer_attention_is_gated_by_the_encoded_input_edge_features_in_every_layer():
+    """As the reference code (``expander_edge_attr`` set once by the encoder): not by GatedGCN's edge states."""
+    model = build("exphormer", "node", True).eval()
+    batch = Graph.batch(awkward_graphs(6, True))
+    seen = []
+    for layer in model.layers:
+        layer.attention.register_forward_pre_hook(lambda module, args: seen.append(args[2]))
+    with torch.no_grad():
+        model(batch)
+        encoded = model.edge_encoder(batch.edge_attr, batch.num_edges)
+    assert len(seen) == len(model.layers)
+    for features in seen:
+        torch.testing.assert_close(features, encoded)
+
+
 def test_wrong_features_raise_value_errors():
     model = build("gine", "node", True)
     batch = Graph.batch(awkward_graphs(0, True))

@@ -257,6 +257,158 @@ def test_grit_attention_rows_are_convex_combinations():
     assert out.shape == batch.x.shape and pair.shape == (pattern.num_edges, C)
 
 
+def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
+    """GRIT's layer written straight from its docstring (W_Ev applied on every pair, autograd throughout):
+    the oracle of the fused kernels."""
+    attention = layer.attention
+    Hh, D, Cc = attention.num_heads, attention.head_dim, attention.channels
+    q, k, v = attention.qkv(x).view(-1, 3, Hh, D).unbind(1)
+    e_weight, e_bias = attention.edge_lin(pair).view(-1, 2, Hh, D).unbind(1)
+    u = (q[pattern.row_index()] + k[pattern.indices]) * e_weight
+    signed = torch.sqrt(torch.relu(u) + 1e-8) - torch.sqrt(torch.relu(-u) + 1e-8)
+    pair_hat = torch.relu(signed + e_bias)
+    score = torch.einsum("ehd,hd->eh", pair_hat, attention.score).contiguous()  # dropout draws in memory order
+    if attention.clamp is not None:
+        score = score.clamp(-attention.clamp, attention.clamp)
+    weight = attention.attn_dropout(segment_softmax(pattern, score))
+    message = v[pattern.indices] + torch.einsum("ehd,hdc->ehc", pair_hat, attention.edge_value)
+    h = segment_sum(pattern, weight[..., None] * message).reshape(-1, Cc)
+    h = h * layer.degree_scaler[0] + h * log_degree[:, None] * layer.degree_scaler[1]
+    h = layer.norm_node(x + layer.dropout(layer.node_out(h)))
+    new_pair = layer.norm_pair(pair + layer.dropout(layer.pair_out(pair_hat.reshape(-1, Cc))))
+    return layer.norm_out(h + layer.feed_forward(h)), new_pair
+
+
+@pytest.mark.parametrize(("fused", "dtype", "clamp"), [(True, torch.float64, 0.05), (False, torch.float64, 0.05),
+                                                       (True, torch.float32, 0.05), (True, torch.float64, None)])
+def test_grit_layer_equals_its_equations_forward_and_backward(fused, dtype, clamp):
+    """The fused CPU kernels (and the torch-ops path) give GRIT's equations, clamp and dropout included."""
+    torch.manual_seed(11)
+    layer = GRITLayer(C, H, dropout=0.1, attn_dropout=0.3, clamp=clamp).to(dtype).train()
+    layer.attention.fused = fused
+    batch = Graph.batch(awkward_graphs(11))
+    pattern = full(batch)
+    x0 = batch.x.to(dtype)
+    pair0 = pair_features(x0, pattern)
+    log_degree = torch.log1p(batch.degree().to(dtype))
+    results = []
+    for run in (layer, lambda *a: grit_equations(layer, *a)):
+        torch.manual_seed(12)  # the same dropout masks in both runs
+        x, pair = x0.clone().requires_grad_(True), pair0.clone().requires_grad_(True)
+        out, new_pair = run(x, pattern, pair, log_degree)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)).sum() + new_pair.square().sum()
+        grads = torch.autograd.grad(loss, [x, pair, *layer.parameters()])
+        results.append((out, new_pair, *grads))
+    tolerance = dict(atol=1e-10, rtol=1e-8) if dtype == torch.float64 else dict(atol=2e-4, rtol=2e-4)
+    if clamp is not None:
+        scores = torch.einsum("ehd,hd->eh", layer.attention(x0, pattern, pair0)[1].detach().view(-1, H, C // H),
+                              layer.attention.score)
+        assert (scores.abs() > clamp).any() and not (scores.abs() > clamp).all()  # the clamp's mask is exercised
+    for fused_value, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fused_value, reference, **tolerance)
+
+
+def test_grit_fused_pair_kernel_gradcheck_and_kinks():
+    from sparsegt.nn.grit import _PairHat, pair_hat_reference
+
+    g = torch.Generator().manual_seed(13)
+    batch = Graph.batch(awkward_graphs(13))
+    pattern = full(batch)
+    n, e = batch.num_nodes, pattern.num_edges
+    q = torch.randn(n, H, C // H, dtype=DT, generator=g, requires_grad=True)
+    k = torch.randn(n, H, C // H, dtype=DT, generator=g, requires_grad=True)
+    bias = torch.randn(e, C, dtype=DT, generator=g, requires_grad=True)
+    pair = torch.randn(e, C, dtype=DT, generator=g, requires_grad=True)
+    weight_ew = torch.randn(C, C, dtype=DT, generator=g, requires_grad=True)
+    bias_ew = torch.randn(C, dtype=DT, generator=g, requires_grad=True)
+    score_weight = torch.randn(H, C // H, dtype=DT, generator=g, requires_grad=True)
+    inputs = (q, k, pair, weight_ew, bias_ew, bias, score_weight)
+    assert torch.autograd.gradcheck(lambda *t: _PairHat.apply(*t, pattern), inputs, fast_mode=True)
+    # exact zeros of rho's argument (zero slope there, as autograd of the reference gives) and of the ReLU
+    with torch.no_grad():
+        pair[::3] = 0.0
+        bias_ew[::2] = 0.0
+        bias[1::3] = -1e3
+    fused, fused_score = _PairHat.apply(*inputs, pattern)
+    weight = torch.nn.functional.linear(pair, weight_ew, bias_ew)
+    assert (weight == 0).any()
+    reference = pair_hat_reference(q, k, weight, bias, pattern)
+    reference_score = torch.einsum("ehd,hd->eh", reference.view(e, H, C // H), score_weight)
+    torch.testing.assert_close(fused, reference)
+    torch.testing.assert_close(fused_score, reference_score)
+    probes = torch.randn(e, C, dtype=DT, generator=g), torch.randn(e, H, dtype=DT, generator=g)
+    for a, b in zip(torch.autograd.grad((fused, fused_score), inputs, probes),
+                    torch.autograd.grad((reference, reference_score), inputs, probes), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_grit_fused_attention_split_over_threads_equals_the_torch_path():
+    """Large enough to run on two threads in several row chunks (key gradients summed over chunks)."""
+    from sparsegt.nn import GRITAttention
+
+    g = torch.Generator().manual_seed(16)
+    graphs = [random_graph(n, 3 * n, g, edge_dim=None) for n in (70, 1, 55, 40)]
+    pattern = full(Graph.batch(graphs))
+    torch.manual_seed(16)
+    attention = GRITAttention(32, 4).to(DT)
+    x = torch.randn(pattern.num_nodes, 32, dtype=DT, generator=g, requires_grad=True)
+    pair = torch.randn(pattern.num_edges, 32, dtype=DT, generator=g, requires_grad=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for fused in (True, False):
+            attention.fused = fused
+            out, pair_hat = attention(x, pattern, pair)
+            grads = torch.autograd.grad(out.sin().sum() + pair_hat.sum(), [x, pair, *attention.parameters()])
+            results.append((out, pair_hat, *grads))
+    finally:
+        torch.set_num_threads(previous)
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert len(pattern._cache.get("grit_chunks_8", ())) == 9  # eight chunks were used
+    for fused_value, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fused_value, reference)
+
+
+def test_exphormer_typed_keys_equal_the_gated_attention():
+    """Without edge features the kind gate is folded into per-type keys: same outputs and gradients as
+    gating every entry with its kinds' embeddings."""
+    from sparsegt.nn.exphormer import ExphormerAttention
+
+    torch.manual_seed(14)
+    attention = ExphormerAttention(C, H).to(DT).eval()
+    structure = exphormer_pattern(Graph.batch(awkward_graphs(14)), 4, 2)
+    typed, type_kinds = structure.typed()
+    assert typed.num_edges == structure.pattern.num_edges and 1 < type_kinds.shape[0] <= 7
+    tokens = torch.randn(structure.pattern.num_nodes, C, dtype=DT, requires_grad=True)
+    out = attention(tokens, structure)
+    proj = attention.attention.edge_proj
+    gate = structure.kinds.to(DT) @ torch.nn.functional.linear(attention.kind_embedding, proj.weight) + proj.bias
+    reference = attention.attention(tokens, pattern=structure.pattern, edge_gate=gate.view(-1, H, C // H))
+    torch.testing.assert_close(out, reference)
+    probe = torch.randn_like(out)
+    inputs = [tokens, *attention.parameters()]
+    for a, b in zip(torch.autograd.grad(out, inputs, probe), torch.autograd.grad(reference, inputs, probe),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_exphormer_attention_reads_the_given_gate_features_not_the_local_edge_states():
+    torch.manual_seed(15)
+    layer = ExphormerLayer(C, H, "none").to(DT).eval()
+    batch = Graph.batch(awkward_graphs(15))
+    structure = exphormer_pattern(batch, 4, 1)
+    virtual = torch.randn(batch.num_graphs, C, dtype=DT)
+    states = [torch.randn(batch.num_edges, C, dtype=DT) for _ in range(2)]
+    with torch.no_grad():
+        plain = [layer(batch.x, batch, structure, s, virtual)[0] for s in states]
+        gated = layer(batch.x, batch, structure, states[0], virtual, attention_edge_attr=states[0])[0]
+    torch.testing.assert_close(plain[0], plain[1])  # the local edge states do not reach the attention
+    assert (gated - plain[0]).abs().max() > 1e-6      # the gate features do
+
+
 # ---------------------------------------------------------------- segment primitives
 def test_segment_primitives_gradcheck_and_match_index_add():
     g = torch.Generator().manual_seed(8)

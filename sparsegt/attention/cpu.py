@@ -7,8 +7,9 @@ pattern, cached on the `Graph`, so there are no atomics and results are determin
 one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias``, and the dropped-out
 weights), plus a small scratch for rows cut into pieces.
 
-Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head) and
-regenerates it in the backward instead of storing it.
+Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head), once
+per call, as an [E, H] byte table that the backward reuses (hashing in the inner loops cost about as
+much as the attention).
 
 float32 and float64 only: half-precision inputs raise ValueError (cast with ``.float()``, or use
 ``backend="torch"``): accumulating a softmax in bf16 would silently lose the accuracy the tests check.
@@ -68,13 +69,15 @@ def _flat(t: Tensor) -> Tensor:
     return t.detach().contiguous().reshape(t.shape[0], width)
 
 
-def _dropout_args(dropout_p: float, dropout_seed: int | None, np_dtype: type) -> tuple:
-    """(use_dropout, seed_lo, seed_hi, threshold, keep_scale) as the kernels take them."""
+def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, num_heads: int,
+                  np_dtype: type) -> tuple:
+    """(use_dropout, keep [E, H] uint8, keep_scale) as the kernels take them."""
     if dropout_p <= 0.0:
-        return False, 0, 0, 0, np_dtype(1.0)
+        return False, np.zeros((1, 1), np.uint8), np_dtype(1.0)
     seed = int(dropout_seed)
-    return (True, seed & prim.MASK32, (seed >> 32) & prim.MASK32, int(dropout_p * 4294967296.0),
-            np_dtype(1.0 / (1.0 - dropout_p)))
+    keep = prim.keep_table(num_edges, num_heads, seed & prim.MASK32, (seed >> 32) & prim.MASK32,
+                           int(dropout_p * 4294967296.0))
+    return True, keep, np_dtype(1.0 / (1.0 - dropout_p))
 
 
 class _DynamicSchedule:
@@ -104,17 +107,17 @@ class _CpuAttention(torch.autograd.Function):
         num_slots = int(split_ptr[-1])
         part_out = np.empty((num_slots, num_heads * vdim), np_dtype)
         part_lse = np.empty((num_slots, num_heads), np_dtype)
+        dropout = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads, np_dtype)
         with _DynamicSchedule(), record_function("sparsegt.cpu.forward"):
             kern.attention_forward(
                 q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
                 gate2.numpy(), bias is not None, gate is not None, np_dtype(scale), np_dtype(0.0),
-                *_dropout_args(dropout_p, dropout_seed, np_dtype),
+                *dropout,
                 seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
                 out.numpy(), lse.numpy(), part_out, part_lse)
             if num_slots:
                 prim.merge_by_lse(split_row, split_ptr, part_out, part_lse, out.numpy(), lse.numpy())
-        ctx.pattern, ctx.scale, ctx.dropout_p, ctx.dropout_seed, ctx.piece = (
-            pattern, scale, dropout_p, dropout_seed, piece)
+        ctx.pattern, ctx.scale, ctx.dropout, ctx.piece = pattern, scale, dropout, piece
         ctx.has_bias, ctx.has_gate = bias is not None, gate is not None
         ctx.shapes = (q.shape, k.shape, v.shape)
         # the contiguous copies the kernel read, so the backward does not copy again
@@ -148,7 +151,7 @@ class _CpuAttention(torch.autograd.Function):
                 kern.attention_backward_rows(
                     q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
                     gate2.numpy(), ctx.has_bias, ctx.has_gate, need_dgate, np_dtype(scale), np_dtype(0.0),
-                    *_dropout_args(ctx.dropout_p, ctx.dropout_seed, np_dtype),
+                    *ctx.dropout,
                     seg_row, seg_start, seg_end, seg_slot, chunk_ptr, out.numpy(), lse.numpy(), dout2, dlse2,
                     dq.numpy(), part_dq, dscore_weight.numpy(), dgate.numpy())
                 if part_dq.shape[0]:

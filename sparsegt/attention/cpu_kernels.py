@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_primitives import edge_hash, keeps, prefetch_row
+from .cpu_primitives import exp, prefetch_row
 
 # Reassociation lets LLVM vectorise the sums over D; no "ninf"/"nnan": -inf is meaningful here (empty
 # rows, scores masked by a -inf bias).
@@ -56,7 +56,7 @@ def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0,
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, zero,
-                      use_dropout, seed_lo, seed_hi, threshold, keep_scale,
+                      use_dropout, keep, keep_scale,
                       seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
                       out, lse, part_out, part_lse):
     """Streaming (online) softmax per segment. Writes ``out`` [Nq, H*Dv] and ``lse`` [Nq, H] (or, for
@@ -85,9 +85,6 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                 last = min(e0 + LANES, end) - 1
                 e1, e2, e3 = min(e0 + 1, last), min(e0 + 2, last), min(e0 + 3, last)
                 j0, j1, j2, j3 = indices[e0], indices[e1], indices[e2], indices[e3]
-                if use_dropout:
-                    b0, b1 = edge_hash(e0, seed_lo, seed_hi), edge_hash(e1, seed_lo, seed_hi)
-                    b2, b3 = edge_hash(e2, seed_lo, seed_hi), edge_hash(e3, seed_lo, seed_hi)
                 for h in range(num_heads):
                     o = h * dim
                     t0, t1, t2, t3 = scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim,
@@ -103,7 +100,7 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                     ov = h * vdim
                     if top > run_max[h]:  # new running maximum: rescale what was accumulated so far
                         if run_max[h] > -np.inf:
-                            factor = np.exp(run_max[h] - top)
+                            factor = exp(run_max[h] - top)
                             run_sum[h] *= factor
                             for d in range(vdim):
                                 acc[ov + d] *= factor
@@ -111,13 +108,13 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                     elif run_max[h] == -np.inf:  # only -inf scores so far (edges masked by a -inf bias)
                         continue
                     m = run_max[h]
-                    p0, p1, p2, p3 = np.exp(t0 - m), np.exp(t1 - m), np.exp(t2 - m), np.exp(t3 - m)
+                    p0, p1, p2, p3 = exp(t0 - m), exp(t1 - m), exp(t2 - m), exp(t3 - m)
                     run_sum[h] += (p0 + p1) + (p2 + p3)
                     if use_dropout:
-                        p0 = p0 * keep_scale if keeps(b0, h, threshold) else zero
-                        p1 = p1 * keep_scale if keeps(b1, h, threshold) else zero
-                        p2 = p2 * keep_scale if keeps(b2, h, threshold) else zero
-                        p3 = p3 * keep_scale if keeps(b3, h, threshold) else zero
+                        p0 = p0 * keep_scale if keep[e0, h] else zero
+                        p1 = p1 * keep_scale if keep[e1, h] else zero
+                        p2 = p2 * keep_scale if keep[e2, h] else zero
+                        p3 = p3 * keep_scale if keep[e3, h] else zero
                     for d in range(vdim):
                         acc[ov + d] += (p0 * v[j0, ov + d] + p1 * v[j1, ov + d]) + (
                             p2 * v[j2, ov + d] + p3 * v[j3, ov + d])
@@ -142,7 +139,7 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, need_dgate, scale, zero,
-                            use_dropout, seed_lo, seed_hi, threshold, keep_scale,
+                            use_dropout, keep, keep_scale,
                             seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
                             out, lse, dout, dlse, dq, part_dq, dscore_weight, dgate):
     """Query pass: recompute ``p = exp(s - lse)``; with ``delta = dout.out - dlse`` the score gradient is
@@ -176,9 +173,6 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                 last = min(e0 + LANES, end) - 1
                 e1, e2, e3 = min(e0 + 1, last), min(e0 + 2, last), min(e0 + 3, last)
                 j0, j1, j2, j3 = indices[e0], indices[e1], indices[e2], indices[e3]
-                if use_dropout:
-                    b0, b1 = edge_hash(e0, seed_lo, seed_hi), edge_hash(e1, seed_lo, seed_hi)
-                    b2, b3 = edge_hash(e2, seed_lo, seed_hi), edge_hash(e3, seed_lo, seed_hi)
                 for h in range(num_heads):
                     o = h * dim
                     ov = h * vdim
@@ -187,8 +181,8 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                     if row_lse > -np.inf:
                         t0, t1, t2, t3 = scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim,
                                                  j0, j1, j2, j3, e0, e1, e2, e3)
-                        p0, p1 = np.exp(t0 - row_lse), np.exp(t1 - row_lse)
-                        p2, p3 = np.exp(t2 - row_lse), np.exp(t3 - row_lse)
+                        p0, p1 = exp(t0 - row_lse), exp(t1 - row_lse)
+                        p2, p3 = exp(t2 - row_lse), exp(t3 - row_lse)
                     dp0, dp1, dp2, dp3 = zero, zero, zero, zero
                     for d in range(vdim):
                         gd = dout[i, ov + d]
@@ -198,10 +192,10 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                         dp3 += gd * v[j3, ov + d]
                     w0, w1, w2, w3 = p0, p1, p2, p3
                     if use_dropout:  # a dropped weight passes no gradient back to its probability
-                        f0 = keep_scale if keeps(b0, h, threshold) else zero
-                        f1 = keep_scale if keeps(b1, h, threshold) else zero
-                        f2 = keep_scale if keeps(b2, h, threshold) else zero
-                        f3 = keep_scale if keeps(b3, h, threshold) else zero
+                        f0 = keep_scale if keep[e0, h] else zero
+                        f1 = keep_scale if keep[e1, h] else zero
+                        f2 = keep_scale if keep[e2, h] else zero
+                        f3 = keep_scale if keep[e3, h] else zero
                         w0, w1, w2, w3 = p0 * f0, p1 * f1, p2 * f2, p3 * f3
                         dp0, dp1, dp2, dp3 = dp0 * f0, dp1 * f1, dp2 * f2, dp3 * f3
                     ds0, ds1 = p0 * (dp0 - delta[h]), p1 * (dp1 - delta[h])

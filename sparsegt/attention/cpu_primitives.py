@@ -6,8 +6,8 @@ scratch buffer and are merged afterwards (`merge_by_lse` in the forward, `merge_
 backward). Consecutive segments are grouped into chunks of roughly equal cost and the parallel loops
 hand out chunks, so one hub row with 10^5 edges never leaves one thread working alone.
 
-Dropout: `keeps` computes the same bits as `dropout.keep_mask` (int64 arithmetic, constants below
-2**31, so products never overflow), so forward and backward regenerate one mask without storing it.
+Dropout: `keep_table` computes the same bits as `dropout.keep_mask` (int64 arithmetic, constants below
+2**31, so products never overflow), once per call, for the forward and the backward.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 ROW_COST = 4  # per-segment overhead (loading q, writing the output) in units of one edge
 
@@ -51,6 +51,38 @@ def prefetch_row(typingctx, array, row):
     return types.void(array, row), codegen
 
 
+def exp(x):
+    """``exp`` for the kernels: float32 by Cephes' polynomial (about 1 ulp; no libm call and no branch,
+    so loops over it vectorise), float64 by libm. For float32, exponents below -87.33 (denormal or zero
+    results) give exactly 0 and NaN stays NaN; the result saturates at exp(88) (the kernels only take
+    exp of scores minus their maximum, at most 0)."""
+    return np.exp(x)
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+def _exp_float32(x):  # compiled through `exp`'s overload
+    xc = min(max(x, np.float32(-87.33)), np.float32(88.0))
+    n = np.float32(np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5)))
+    r = xc - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)  # x - n ln2, ln2 in two parts
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    y = p * _float32_from_bits(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))  # times 2^n
+    y = y if x >= np.float32(-87.33) else np.float32(0.0)
+    return y if x == x else x
+
+
 @njit(cache=True, inline="always")
 def _hash32(x):
     x = x & MASK32
@@ -73,21 +105,26 @@ def keeps(edge_bits, head, threshold):
     return _hash32(edge_bits ^ ((head * HEAD_MIX) & MASK32)) >= threshold
 
 
-@njit(cache=True)
-def keep_mask_numba(num_edges, num_heads, seed_lo, seed_hi, threshold):
-    """[E, H] bool, for tests: must equal `dropout.keep_mask` bit for bit."""
-    out = np.empty((num_edges, num_heads), dtype=np.bool_)
-    for e in range(num_edges):
-        he = edge_hash(np.int64(e), seed_lo, seed_hi)
-        for h in range(num_heads):
-            out[e, h] = keeps(he, np.int64(h), threshold)
+@njit(parallel=True, cache=True)
+def keep_table(num_edges, num_heads, seed_lo, seed_hi, threshold):
+    """[E, H] uint8: 1 where weight (edge, head) survives dropout, bit for bit `dropout.keep_mask`.
+
+    Computed once per call and read by the forward and the backward: hashing inside the kernels' inner
+    loops cost about as much as the attention itself (a latency chain per edge and head)."""
+    out = np.empty((num_edges, num_heads), dtype=np.uint8)
+    step = 4096
+    for c in prange((num_edges + step - 1) // step):
+        for e in range(c * step, min(num_edges, (c + 1) * step)):
+            he = edge_hash(np.int64(e), seed_lo, seed_hi)
+            for h in range(num_heads):
+                out[e, h] = keeps(he, np.int64(h), threshold)
     return out
 
 
 @njit(parallel=True, cache=True)
-def dense_keep_factors(edge_map, seed_lo, seed_hi, threshold, keep_scale, out):
+def dense_keep_factors(edge_map, keep, keep_scale, out):
     """Dropout factors of dense tiles: ``out[h, t, r, c]`` = ``keep_scale`` where the edge
-    ``edge_map[t, r, c]`` survives in head h (the bits of `dropout.keep_mask`), 0 where it is dropped
+    ``edge_map[t, r, c]`` survives in head h (``keep`` [E, H] from `keep_table`), 0 where it is dropped
     or where there is no edge (-1). ``edge_map`` [T, R, W] int32, ``out`` [H, T, R, W]."""
     num_heads = out.shape[0]
     zero = keep_scale * 0
@@ -95,13 +132,15 @@ def dense_keep_factors(edge_map, seed_lo, seed_hi, threshold, keep_scale, out):
         for r in range(edge_map.shape[1]):
             for c in range(edge_map.shape[2]):
                 e = edge_map[t, r, c]
-                if e < 0:
-                    for h in range(num_heads):
-                        out[h, t, r, c] = zero
-                    continue
-                bits = edge_hash(np.int64(e), seed_lo, seed_hi)
                 for h in range(num_heads):
-                    out[h, t, r, c] = keep_scale if keeps(bits, np.int64(h), threshold) else zero
+                    out[h, t, r, c] = keep_scale if e >= 0 and keep[e, h] else zero
+
+
+@overload(exp, inline="always")
+def _exp_overload(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return _exp_float32
+    return lambda x: np.exp(x)
 
 
 # ---------------------------------------------------------------------------------------------- plan

@@ -85,17 +85,17 @@ class _Dropout:
 
     def __init__(self, p: float, seed: int, num_edges: int, num_heads: int, dtype, device) -> None:
         self.scale = 1.0 / (1.0 - p)
-        self.seed, self.threshold = seed, int(p * 4294967296.0)
-        self.table = None
-        if device.type != "cpu":  # numba computes the factors in place on CPU; elsewhere, gather a table
+        if device.type == "cpu":  # numba: the [E, H] keep bits, then the factors in place, per chunk
+            self.keep = prim.keep_table(num_edges, num_heads, seed & prim.MASK32, (seed >> 32) & prim.MASK32,
+                                        int(p * 4294967296.0))
+        else:  # elsewhere: a [H, E] table of factors, gathered per chunk
             self.table = keep_mask(seed, num_edges, num_heads, p, device).t().to(dtype) * self.scale
 
     def factors(self, chunk: TileChunk, out: Tensor) -> Tensor:
-        if self.table is not None:
+        if out.device.type != "cpu":
             return out.copy_(self.table[:, chunk.edge_map])
         np_dtype = np.float32 if out.dtype == torch.float32 else np.float64
-        prim.dense_keep_factors(chunk.edge_map.numpy(), self.seed & prim.MASK32, (self.seed >> 32) & prim.MASK32,
-                                self.threshold, np_dtype(self.scale), out.numpy())
+        prim.dense_keep_factors(chunk.edge_map.numpy(), self.keep, np_dtype(self.scale), out.numpy())
         return out
 
 

@@ -37,7 +37,9 @@ __all__ = ["GraphTransformer", "required_encodings"]
 
 def required_encodings(config: ModelConfig) -> dict[str, int]:
     """What `sparsegt.encodings.add_encodings` must precompute for this model: ``{"lap_pe": k, "rwse": K}``
-    (only the encodings the config uses). GRIT's RRWP is computed per batch inside the model."""
+    (only the encodings the config uses). GRIT's RRWP is computed per batch inside the model: it has
+    n^2 * K values per graph (all pairs): 11 GiB for PATTERN's training split at K = 21, too much to keep,
+    while the batched dense powers cost a few milliseconds per graph."""
     needed = {}
     if config.lap_pe is not None:
         needed["lap_pe"] = config.lap_pe.k
@@ -161,8 +163,10 @@ class GraphTransformer(nn.Module):
             structure = exphormer_pattern(batch, c.expander_degree, c.num_virtual, c.seed)
             if self.virtual_embedding is not None:
                 virtual = self.virtual_embedding.repeat(batch.num_graphs, 1)
+            gate_features = edge_attr  # the encoded input features gate the attention in every layer
             for layer in self.layers:
-                x, edge_attr, virtual = layer(x, batch, structure, edge_attr, virtual)
+                x, edge_attr, virtual = layer(x, batch, structure, edge_attr, virtual,
+                                              attention_edge_attr=gate_features)
         elif kind == "mpnn_vn":
             virtual = self.virtual_embedding.expand(batch.num_graphs, -1)
             for layer in self.layers:

@@ -13,40 +13,221 @@ and updated in every layer. Attention reads and writes it. For head h (width D):
     e_out = Norm(e + Dropout(O_e ê))
 
 The values depend on the edge (``W_Ev ê_ij``), which the `sparse_attention` contract (values per key)
-does not cover, so the softmax and the sums run on the shared CSR segment primitives; GRIT keeps
-O(E*C) pair states by design, so nothing here is larger than its inputs.
+does not cover, so the softmax runs on the shared CSR segment primitives. ``W_Ev`` is linear, so
+``sum_j a_ij W_Ev ê_ij = W_Ev (sum_j a_ij ê_ij)``: it is applied once per node, after the sum, never on
+the E pairs (as in the authors' code). On the CPU, ê with its scores ``w_A · ê``, and the two sums over
+each row, run in fused numba kernels (`sparsegt.nn.grit_kernels`) whose backward recomputes ``W_Ew e``
+(one product), ``q_i + k_j`` and ρ's argument instead of storing them: per layer, the attention keeps
+ê [E, C] (which the pair update keeps anyway) and a few [E, H] tensors for the backward. Elsewhere (GPU,
+other dtypes, ``fused=False``) the same equations run as torch ops (`pair_hat_reference`,
+`weighted_sums_reference`).
 Shapes: ``x`` [N, C]; ``pattern`` [N, N] with E entries; ``pair`` [E, C]; ``log_degree`` [N].
 """
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..graph import Graph
+from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
 from .segment import gather_keys, gather_queries, segment_softmax, segment_sum
 
-__all__ = ["GRITAttention", "GRITLayer"]
+__all__ = ["GRITAttention", "GRITLayer", "pair_hat_reference", "weighted_sums_reference"]
+
+EPS = 1e-8  # inside ρ's square roots: a finite slope at 0
 
 
 def signed_sqrt(u: Tensor) -> Tensor:
     """sign(u) sqrt(|u|) with a finite gradient at 0."""
-    return torch.sqrt(torch.relu(u) + 1e-8) - torch.sqrt(torch.relu(-u) + 1e-8)
+    return torch.sqrt(torch.relu(u) + EPS) - torch.sqrt(torch.relu(-u) + EPS)
 
 
+def pair_hat_reference(q: Tensor, k: Tensor, e_weight: Tensor, e_bias: Tensor, pattern: Graph) -> Tensor:
+    """ê = ReLU(ρ((q_i + k_j) ⊙ e_weight) + e_bias) [E, C] with torch ops (any device).
+
+    q [N, H, D], k [N, H, D], e_weight and e_bias [E, C] (``W_Ew e``, ``W_Eb e``; C = H * D)."""
+    u = (gather_queries(pattern, q) + gather_keys(pattern, k)).reshape(e_weight.shape) * e_weight
+    return torch.relu(signed_sqrt(u) + e_bias)
+
+
+def weighted_sums_reference(pattern: Graph, attn: Tensor, value: Tensor, pair_hat: Tensor
+                            ) -> tuple[Tensor, Tensor]:
+    """``(sum_j a_ij v_j, sum_j a_ij ê_ij)`` [N, H, D] each, with torch ops. attn [E, H]; value
+    [N, H, D]; pair_hat [E, C]."""
+    weight = attn[..., None]
+    return (segment_sum(pattern, weight * gather_keys(pattern, value)),
+            segment_sum(pattern, weight * pair_hat.view(-1, *value.shape[1:])))
+
+
+class _ClampedSoftmax(torch.autograd.Function):
+    """``segment_softmax(clamp(score))`` keeping only the weights and the clamp mask for the backward."""
+
+    @staticmethod
+    def forward(ctx, score, pattern, clamp):  # type: ignore[override]
+        inside = None
+        if clamp is not None:
+            inside = (score >= -clamp) & (score <= clamp)
+            score = score.clamp(-clamp, clamp)
+        attn = segment_softmax(pattern, score)
+        ctx.pattern, ctx.clamped = pattern, inside is not None
+        ctx.save_for_backward(attn, *(() if inside is None else (inside,)))
+        return attn
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        attn, *inside = ctx.saved_tensors
+        pattern: Graph = ctx.pattern
+        weighted = attn * grad
+        grad_score = weighted - attn * gather_queries(pattern, segment_sum(pattern, weighted))
+        if ctx.clamped:
+            grad_score = grad_score * inside[0]
+        return grad_score, None, None
+
+
+# ---------------------------------------------------------------- fused CPU path
+def _fusable(*tensors: Tensor) -> bool:
+    dtype = tensors[0].dtype
+    return dtype in (torch.float32, torch.float64) and all(t.device.type == "cpu" and t.dtype == dtype
+                                                           for t in tensors)
+
+
+def _array(t: Tensor) -> np.ndarray:
+    """[R, *F] -> C-contiguous numpy [R, prod(F)] (a view when it can)."""
+    width = 1
+    for size in t.shape[1:]:
+        width *= size
+    return t.detach().contiguous().reshape(t.shape[0], width).numpy()
+
+
+def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, row chunk bounds) as numpy; the bounds cached on the pattern per thread count.
+
+    With several threads, 4 chunks per thread handed out one at a time (a slow or shared core does not
+    hold the others up), as long as the per-chunk key buffers stay under half an [E, C] tensor."""
+    threads = kernels.use_threads(work)
+    chunks = threads
+    if threads > 1:
+        chunks = max(threads, min(4 * threads, pattern.num_edges // (2 * max(pattern.num_cols, 1))))
+    key = f"grit_chunks_{chunks}"
+    if key not in pattern._cache:
+        pattern._cache[key] = kernels.row_chunks(pattern.indptr.contiguous().numpy(), chunks)
+    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), pattern._cache[key]
+
+
+class _DynamicSchedule:
+    """Hand the chunks of the parallel loops out one at a time (numba's default is one block per thread)."""
+
+    def __enter__(self) -> None:
+        self.previous = numba.set_parallel_chunksize(1)
+
+    def __exit__(self, *exc: object) -> None:
+        numba.set_parallel_chunksize(self.previous)
+
+
+class _PairHat(torch.autograd.Function):
+    """(ê [E, C], score [E, H]) from q, k [N, H, D], pair [E, C] with W_Ew [C, C] and its bias [C] (``W_Ew e``
+    is made here, and made again in the backward instead of being kept), e_bias [E, C] and w_A [H, D]."""
+
+    @staticmethod
+    def forward(ctx, q, k, pair, weight_ew, bias_ew, e_bias, score_weight, pattern):  # type: ignore[override]
+        e_weight = F.linear(pair, weight_ew, bias_ew)
+        indptr, indices, bounds = _plan(pattern, e_weight.numel())
+        out = torch.empty(e_weight.shape, dtype=q.dtype)
+        score = torch.empty(e_weight.shape[0], q.shape[1], dtype=q.dtype)
+        eps = np.dtype(out.numpy().dtype).type(EPS)
+        with _DynamicSchedule():
+            kernels.pair_hat_forward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
+                                     _array(e_bias), score_weight.detach().contiguous().view(-1).numpy(),
+                                     out.numpy(), score.numpy(), eps, np.sqrt(eps), q.shape[2])
+        ctx.pattern = pattern
+        ctx.save_for_backward(q, k, pair, weight_ew, bias_ew, score_weight, out)
+        return out, score
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, grad_score):  # type: ignore[override]
+        q, k, pair, weight_ew, bias_ew, score_weight, out = ctx.saved_tensors
+        pattern: Graph = ctx.pattern
+        e_weight = F.linear(pair, weight_ew, bias_ew)
+        indptr, indices, bounds = _plan(pattern, e_weight.numel())
+        channels = q.shape[1] * q.shape[2]
+        chunks = len(bounds) - 1
+        grad = torch.zeros_like(out) if grad is None else grad
+        grad_score = out.new_zeros(out.shape[0], q.shape[1]) if grad_score is None else grad_score
+        grad_weight = torch.empty(e_weight.shape, dtype=q.dtype)
+        grad_bias = torch.empty(e_weight.shape, dtype=q.dtype)
+        grad_q = torch.empty(q.shape[0], channels, dtype=q.dtype)
+        grad_k = torch.zeros(chunks, k.shape[0], channels, dtype=q.dtype)
+        grad_score_weight = torch.zeros(chunks, channels, dtype=q.dtype)
+        eps = np.dtype(grad_q.numpy().dtype).type(EPS)
+        with _DynamicSchedule():
+            kernels.pair_hat_backward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
+                                      score_weight.detach().contiguous().view(-1).numpy(), _array(out),
+                                      _array(grad), _array(grad_score), _array(grad_weight), _array(grad_bias),
+                                      grad_q.numpy(), grad_k.numpy(), grad_score_weight.numpy(), eps, q.shape[2])
+        return (grad_q.view_as(q), grad_k.sum(0).view_as(k), grad_weight @ weight_ew, grad_weight.T @ pair,
+                grad_weight.sum(0), grad_bias, grad_score_weight.sum(0).view_as(score_weight), None)
+
+
+class _WeightedSums(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attn, value, pair_hat, pattern):  # type: ignore[override]
+        head_dim = value.shape[2]
+        indptr, indices, bounds = _plan(pattern, pair_hat.numel())
+        out_value = torch.empty(pattern.num_nodes, *value.shape[1:], dtype=value.dtype)
+        out_pair = torch.empty_like(out_value)
+        with _DynamicSchedule():
+            kernels.weighted_sums_forward(indptr, indices, bounds, _array(attn), _array(value), _array(pair_hat),
+                                          _array(out_value), _array(out_pair), head_dim)
+        ctx.pattern = pattern
+        ctx.save_for_backward(attn, value, pair_hat)
+        return out_value, out_pair
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_value_out, grad_pair_out):  # type: ignore[override]
+        attn, value, pair_hat = ctx.saved_tensors
+        pattern: Graph = ctx.pattern
+        indptr, indices, bounds = _plan(pattern, pair_hat.numel())
+        shape = (pattern.num_nodes, *value.shape[1:])
+        grad_value_out = value.new_zeros(shape) if grad_value_out is None else grad_value_out
+        grad_pair_out = value.new_zeros(shape) if grad_pair_out is None else grad_pair_out
+        grad_attn = torch.empty(attn.shape, dtype=attn.dtype)
+        grad_pair = torch.empty(pair_hat.shape, dtype=attn.dtype)
+        grad_value = value.new_zeros(len(bounds) - 1, value.shape[0], value.shape[1] * value.shape[2])
+        with _DynamicSchedule():
+            kernels.weighted_sums_backward(indptr, indices, bounds, _array(attn), _array(value), _array(pair_hat),
+                                           _array(grad_value_out), _array(grad_pair_out), _array(grad_attn),
+                                           _array(grad_pair), grad_value.numpy(), value.shape[2])
+        return grad_attn, grad_value.sum(0).view_as(value), grad_pair, None
+
+
+# ---------------------------------------------------------------- modules
 class GRITAttention(nn.Module):
-    """GRIT's attention over a pattern with pair representations. Returns ``(x̂ [N, C], ê [E, C])``."""
+    """GRIT's attention over a pattern with pair representations. Returns ``(x̂ [N, C], ê [E, C])``.
+
+    Args:
+        channels: C. num_heads: H. attn_dropout: on the attention weights. clamp: score clamp or None.
+        fused: use the fused CPU kernels when the inputs allow (float32/64 on the CPU); False forces
+            the torch-ops path (the same equations).
+    """
 
     def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0,
-                 clamp: float | None = 5.0) -> None:
+                 clamp: float | None = 5.0, fused: bool = True) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
         self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
-        self.clamp = clamp
+        self.clamp, self.fused = clamp, fused
         self.qkv = nn.Linear(channels, 3 * channels)
-        self.edge_lin = nn.Linear(channels, 2 * channels)  # W_Ew and W_Eb
+        self.edge_lin = nn.Linear(channels, 2 * channels)  # W_Ew (first C outputs) and W_Eb
         self.score = nn.Parameter(torch.empty(num_heads, self.head_dim))                       # w_A
         self.edge_value = nn.Parameter(torch.empty(num_heads, self.head_dim, self.head_dim))  # W_Ev
         self.attn_dropout = nn.Dropout(attn_dropout)
@@ -59,18 +240,26 @@ class GRITAttention(nn.Module):
         nn.init.xavier_normal_(self.edge_value)
 
     def forward(self, x: Tensor, pattern: Graph, pair: Tensor) -> tuple[Tensor, Tensor]:
-        H, D = self.num_heads, self.head_dim
+        H, D, C = self.num_heads, self.head_dim, self.channels
         q, k, v = self.qkv(x).view(-1, 3, H, D).unbind(1)
-        e_weight, e_bias = self.edge_lin(pair).view(-1, 2, H, D).unbind(1)
-        pair_hat = (gather_queries(pattern, q) + gather_keys(pattern, k)) * e_weight
-        pair_hat = torch.relu(signed_sqrt(pair_hat) + e_bias)                       # [E, H, D]
-        score = torch.einsum("ehd,hd->eh", pair_hat, self.score)
-        if self.clamp is not None:
-            score = score.clamp(-self.clamp, self.clamp)
-        weight = self.attn_dropout(segment_softmax(pattern, score))                 # [E, H]
-        message = gather_keys(pattern, v) + torch.einsum("ehd,hdc->ehc", pair_hat, self.edge_value)
-        out = segment_sum(pattern, weight[..., None] * message)                    # [N, H, D]
-        return out.reshape(-1, self.channels), pair_hat.reshape(-1, self.channels)
+        # W_Ew e and W_Eb e as two products, not one [E, 2C] output: neither is kept for the backward.
+        weight, bias = self.edge_lin.weight, self.edge_lin.bias
+        e_bias = F.linear(pair, weight[C:], bias[C:])                                # [E, C]
+        fused = self.fused and _fusable(q, pair)
+        if fused:  # W_Ew e, ê and w_A · ê in one function; of its [E, C] tensors it keeps ê only
+            pair_hat, score = _PairHat.apply(q, k, pair, weight[:C], bias[:C], e_bias, self.score, pattern)
+        else:
+            e_weight = F.linear(pair, weight[:C], bias[:C])
+            pair_hat = pair_hat_reference(q, k, e_weight, e_bias, pattern)           # [E, C]
+            # w_A · ê_ij per head as one [E, C] x [C, H] product (block-diagonal w_A)
+            score = pair_hat @ torch.block_diag(*self.score[:, :, None])            # [E, H]
+        attn = self.attn_dropout(_ClampedSoftmax.apply(score, pattern, self.clamp))  # [E, H]
+        if fused:
+            value_sum, pair_sum = _WeightedSums.apply(attn, v, pair_hat, pattern)
+        else:
+            value_sum, pair_sum = weighted_sums_reference(pattern, attn, v, pair_hat)
+        out = value_sum + torch.einsum("nhd,hdc->nhc", pair_sum, self.edge_value)  # [N, H, D]
+        return out.reshape(-1, C), pair_hat
 
 
 class GRITLayer(nn.Module):
