@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from sparsegt import Graph, sparse_attention
 from sparsegt.attention import tile_plan as tile_plan_module
+from sparsegt.attention import tiles
 from sparsegt.attention.api import _auto_backend
 from sparsegt.attention.tile_plan import tile_fill, tile_plan
 from sparsegt.attention.tiles import tiles_attention
@@ -30,7 +31,9 @@ def run(backend, g, q, k, v, bias=None, dropout_p=0.0, seed=None, grad_out=None,
     else:
         out, lse = sparse_attention(*leaves[:3], g, bias=leaves[3], dropout_p=dropout_p, dropout_seed=seed,
                                     return_lse=True, backend="torch")
-    loss = (out * grad_out).sum() + torch.where(torch.isfinite(lse), lse * grad_lse, torch.zeros_like(lse)).sum()
+    loss = (out * grad_out).sum()
+    if grad_lse is not None:
+        loss = loss + torch.where(torch.isfinite(lse), lse * grad_lse, torch.zeros_like(lse)).sum()
     wanted = [t for t in leaves if t is not None]
     grads = torch.autograd.grad(loss, wanted, allow_unused=True) if loss.requires_grad else [None] * len(wanted)
     return out.detach(), lse.detach(), grads
@@ -54,11 +57,14 @@ def small_chunks(monkeypatch):
 
 
 @given(patterns(max_rows=14, max_cols=14, max_edges=80, allow_duplicates=False), st.sampled_from([1.0, 1e4]),
-       st.booleans(), st.sampled_from([0.0, 0.4]), st.sampled_from(TILE_SHAPES))
-def test_values_and_gradients_match_reference_fp64(g, logit_scale, with_bias, dropout_p, tile_shape):
-    q, k, v, bias, _ = random_qkv(g, heads=2, dim=3, logit_scale=logit_scale, value_dim=5)
-    grad_out = torch.randn(g.num_nodes, 2, 5, dtype=torch.float64)
-    grad_lse = torch.randn(g.num_nodes, 2, dtype=torch.float64)
+       st.booleans(), st.sampled_from([0.0, 0.4]), st.sampled_from(TILE_SHAPES), st.booleans(), st.booleans())
+def test_values_and_gradients_match_reference_fp64(g, logit_scale, with_bias, dropout_p, tile_shape, same_dims,
+                                                   with_lse_grad):
+    """Without bias and dropout, D == Dv and no lse gradient, the fused flash kernels run per chunk."""
+    dv = 3 if same_dims else 5
+    q, k, v, bias, _ = random_qkv(g, heads=2, dim=3, logit_scale=logit_scale, value_dim=dv)
+    grad_out = torch.randn(g.num_nodes, 2, dv, dtype=torch.float64)
+    grad_lse = torch.randn(g.num_nodes, 2, dtype=torch.float64) if with_lse_grad else None
     args = (g, q, k, v, bias if with_bias else None, dropout_p, 123)
     ours = run("tiles", *args, grad_out=grad_out, grad_lse=grad_lse, tile_shape=tile_shape)
     ref = run("torch", *args, grad_out=grad_out, grad_lse=grad_lse)
@@ -143,3 +149,19 @@ def test_auto_takes_tiles_for_long_dense_rows_and_the_kernel_otherwise():
                                       4096, remove_duplicates=True)
     assert tile_fill(scattered) < 0.05
     assert _auto_backend(torch.zeros(1, 1, 1), scattered, None) == "cpu"
+
+
+def test_fused_flash_path_runs_and_matches_reference(monkeypatch):
+    """No bias, no dropout, D == Dv, no lse gradient: torch's flash kernels compute each chunk."""
+    calls = []
+    for name in ("_FLASH", "_FLASH_BACKWARD"):
+        kernel = getattr(tiles, name)
+        counted = lambda *a, kernel=kernel, name=name, **kw: calls.append(name) or kernel(*a, **kw)  # noqa: E731
+        monkeypatch.setattr(tiles, name, counted)
+    batch = Graph.batch([Graph.empty(n) for n in (5, 0, 1, 17, 9)])
+    for g in (window(70, 6), full(batch), Graph.from_edge_index(torch.tensor([[0, 1], [2, 2]]), 4)):
+        q, k, v, _, _ = random_qkv(g, heads=2, dim=4, seed=3)
+        grad_out = torch.randn(g.num_nodes, 2, 4, dtype=torch.float64)
+        assert_same(run("tiles", g, q, k, v, grad_out=grad_out, tile_shape=(8, 4)),
+                    run("torch", g, q, k, v, grad_out=grad_out), torch.float64)
+    assert "_FLASH" in calls and "_FLASH_BACKWARD" in calls

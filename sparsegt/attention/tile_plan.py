@@ -27,31 +27,28 @@ from torch import Tensor
 
 from ..graph import Graph
 
-TILE_ROWS = 64
-BLOCK_COLS = 32
+TILE_ROWS = 128
+BLOCK_COLS = 64
 CHUNK_ENTRIES = 1 << 22  # scores per chunk (times H): 16 MiB of float32 per score buffer
 
 
 class TileChunk:
-    """Tiles of one width computed together: their rows, key columns and edge map.
+    """Tiles of one width computed together: which row tiles, which column blocks, and the edge map.
 
-    ``rows`` [c*R] (clamped to the last row: a tile past the end has surplus rows without edges),
-    ``in_range`` [c*R] bool (the rows that exist), ``key_ids`` [c*W] (clamped likewise) and ``edge_map``
-    [c, R, W] int32 (edge id or -1).
+    ``tiles`` [c] (row tile ids), ``blocks`` [c, n] (their column blocks) and ``edge_map`` [c, R, W]
+    int32 (edge id, or -1 where the entry is not an edge), W = n * C.
     """
 
-    def __init__(self, tiles: Tensor, blocks: Tensor, edge_map: Tensor, tile_rows: int, block_cols: int,
-                 num_rows: int, num_keys: int) -> None:
-        device = edge_map.device
-        rows = (tiles[:, None] * tile_rows + torch.arange(tile_rows, device=device)).reshape(-1)
-        self.in_range = rows < num_rows
-        self.all_in_range = bool(self.in_range.all())
-        self.rows = rows.clamp_(max=num_rows - 1)
-        key_ids = blocks[:, :, None] * block_cols + torch.arange(block_cols, device=device)
-        self.key_ids = key_ids.reshape(-1).clamp_(max=num_keys - 1)
-        self.edge_map = edge_map
+    def __init__(self, tiles: Tensor, blocks: Tensor, edge_map: Tensor) -> None:
+        self.tiles, self.blocks, self.edge_map = tiles, blocks.reshape(-1), edge_map
         self.shape = tuple(edge_map.shape)
         self._masks: dict = {}
+
+    def has_edge(self) -> Tensor:
+        """[c, R] bool: the row has at least one edge in this tile."""
+        if "rows" not in self._masks:
+            self._masks["rows"] = (self.edge_map >= 0).any(-1)
+        return self._masks["rows"]
 
     def masks(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """([c, R, W] 0 at edges and -inf elsewhere, to add to scores; [c, R, W] 1 at edges, 0 elsewhere)."""
@@ -101,9 +98,8 @@ class TilePlan:
                     b = min(stop, a + step)
                     lo, hi = int(self.block_ptr[a]), int(self.block_ptr[b])
                     chunks.append(TileChunk(
-                        self.tile_order[a:b], self.tile_blocks[lo:hi].view(b - a, blocks),
-                        self.edge_map[lo * rows * cols:hi * rows * cols].view(b - a, rows, blocks * cols),
-                        rows, cols, self.num_rows, self.num_keys))
+                        self.tile_order[a:b], self.tile_blocks[lo:hi],
+                        self.edge_map[lo * rows * cols:hi * rows * cols].view(b - a, rows, blocks * cols)))
             self._chunks[num_heads] = chunks
         return self._chunks[num_heads]
 

@@ -30,41 +30,76 @@ from .dropout import keep_mask
 from .tile_plan import TileChunk, TilePlan, tile_plan
 
 EXP_FLOOR = -80.0
+# torch's fused CPU flash-attention kernels (the ones dense SDPA runs), with an additive mask: used per
+# chunk when there is no bias and no dropout (they cannot take either in our form) and D == Dv
+_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
 __all__ = ["tiles_attention"]
 
 
 
-def _heads_first(t: Tensor) -> Tensor:
-    """[N, H, X] -> contiguous [H, N, X]: a chunk's rows are then one index_select and one matrix batch."""
-    return t.detach().transpose(0, 1).contiguous()
+def _heads_first(t: Tensor, multiple: int) -> Tensor:
+    """[N, H, X] -> contiguous [H, N', X], N' = N rounded up to ``multiple`` (zero rows appended), so that
+    a row tile (or a column block) is one contiguous [multiple * X] run: gathers copy whole tiles."""
+    padded = t.new_empty((t.shape[1], -(-t.shape[0] // multiple) * multiple, t.shape[2]))
+    padded[:, :t.shape[0]] = t.detach().transpose(0, 1)
+    padded[:, t.shape[0]:] = 0
+    return padded
 
 
-def _gather_rows(chunk: TileChunk, t: Tensor) -> Tensor:
-    """[H, Nq, X] -> [H, c, R, X]."""
-    return t.index_select(1, chunk.rows).view(t.shape[0], *chunk.shape[:2], t.shape[2])
+def _tile_runs(t: Tensor, run: int) -> Tensor:
+    """[H, N', X] -> [H, N'/run, run*X]: one row per tile (or block)."""
+    return t.view(t.shape[0], t.shape[1] // run, run * t.shape[2])
 
 
-def _gather_keys(chunk: TileChunk, t: Tensor) -> Tensor:
-    """[H, Nk, X] -> [H, c, W, X]."""
-    return t.index_select(1, chunk.key_ids).view(t.shape[0], chunk.shape[0], chunk.shape[2], t.shape[2])
+class _Workspace:
+    """Buffers reused by every chunk of a call (a fresh multi-MiB tensor per chunk costs its page faults)."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device, self.buffers = dtype, device, {}
+
+    def take(self, name: str, shape: tuple[int, ...]) -> Tensor:
+        size = 1
+        for n in shape:
+            size *= n
+        if name not in self.buffers or self.buffers[name].numel() < size:
+            self.buffers[name] = torch.empty(size, dtype=self.dtype, device=self.device)
+        return self.buffers[name][:size].view(shape)
 
 
-def _scatter_rows(chunk: TileChunk, target: Tensor, value: Tensor) -> None:
-    """Write [H, c, R, X] into the rows of ``target`` [H, Nq, X] (surplus rows are dropped)."""
-    flat = value.reshape(value.shape[0], -1, value.shape[-1])
-    if chunk.all_in_range:
-        target.index_copy_(1, chunk.rows, flat)
-    else:
-        target.index_copy_(1, chunk.rows[chunk.in_range], flat[:, chunk.in_range])
+def _gather_rows(chunk: TileChunk, t: Tensor, tile_rows: int, work: _Workspace, name: str) -> Tensor:
+    """[H, Nq', X] -> [H, c, R, X]: the chunk's row tiles."""
+    runs = _tile_runs(t, tile_rows)
+    out = work.take(name, (t.shape[0], chunk.shape[0], runs.shape[2]))
+    torch.index_select(runs, 1, chunk.tiles, out=out)
+    return out.view(t.shape[0], chunk.shape[0], tile_rows, t.shape[2])
 
 
-def _scores(chunk: TileChunk, q: Tensor, k: Tensor, bias: Tensor | None, buffer: Tensor) -> Tensor:
-    """[H, c, R, W] in ``buffer``: q.k (q arrives scaled) + bias ([H, E]); entries without an edge hold
-    whatever the product gave (mask them)."""
-    heads = q.shape[0]
-    s = buffer[:heads * chunk.edge_map.numel()].view(heads, *chunk.shape)
-    torch.matmul(_gather_rows(chunk, q), _gather_keys(chunk, k).transpose(-1, -2), out=s)
+def _gather_keys(chunk: TileChunk, t: Tensor, block_cols: int, work: _Workspace, name: str) -> Tensor:
+    """[H, Nk', X] -> [H, c, W, X]: the chunk's column blocks, tile by tile."""
+    runs = _tile_runs(t, block_cols)
+    out = work.take(name, (t.shape[0], chunk.blocks.shape[0], runs.shape[2]))
+    torch.index_select(runs, 1, chunk.blocks, out=out)
+    return out.view(t.shape[0], chunk.shape[0], chunk.shape[2], t.shape[2])
+
+
+def _scatter_rows(chunk: TileChunk, target: Tensor, value: Tensor, tile_rows: int) -> None:
+    """Write [H, c, R, X] into the chunk's row tiles of ``target`` [H, Nq', X]."""
+    _tile_runs(target, tile_rows).index_copy_(1, chunk.tiles, value.reshape(value.shape[0], chunk.shape[0], -1))
+
+
+def _add_keys(chunk: TileChunk, target: Tensor, value: Tensor, block_cols: int) -> None:
+    """Add [H, c, W, X] into the chunk's column blocks of ``target`` [H, Nk', X]."""
+    blocks = value.reshape(value.shape[0], chunk.blocks.shape[0], -1)
+    _tile_runs(target, block_cols).index_add_(1, chunk.blocks, blocks)
+
+
+def _scores(chunk: TileChunk, q_tile: Tensor, k_tile: Tensor, bias: Tensor | None, work: _Workspace) -> Tensor:
+    """[H, c, R, W]: q.k (q arrives scaled) + bias ([H, E]); entries without an edge hold whatever the
+    product gave (mask them)."""
+    s = work.take("scores", (q_tile.shape[0], *chunk.shape))
+    torch.matmul(q_tile, k_tile.transpose(-1, -2), out=s)
     if bias is not None:
         s.add_(bias[:, chunk.edge_map])  # -1 (no edge) reads the last edge: masked by the caller
     return s
@@ -99,6 +134,11 @@ class _Dropout:
         return out
 
 
+def _fused(q: Tensor, v: Tensor, bias: Tensor | None, dropout_p: float) -> bool:
+    return (_FLASH is not None and _FLASH_BACKWARD is not None and q.device.type == "cpu" and bias is None
+            and dropout_p == 0.0 and q.shape[2] == v.shape[2])
+
+
 def _safe(t: Tensor) -> Tensor:
     """-inf (rows without edges) replaced by 0, so ``exp(s - t)`` is 0 there, not NaN."""
     return torch.where(torch.isinf(t), torch.zeros_like(t), t)
@@ -108,73 +148,92 @@ class _TilesAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, pattern, plan, scale, dropout_p, dropout_seed):
         num_rows, heads, vdim = q.shape[0], q.shape[1], v.shape[2]
-        qh, kh, vh = _heads_first(q * scale), _heads_first(k), _heads_first(v)
+        rows, cols = plan.tile_rows, plan.block_cols
+        qh, kh, vh = _heads_first(q * scale, rows), _heads_first(k, cols), _heads_first(v, cols)
         bias_h = None if bias is None else bias.detach().t()
         dropout = None
         if dropout_p > 0.0:
             dropout = _Dropout(dropout_p, dropout_seed, pattern.num_edges, heads, q.dtype, q.device)
-        out = torch.zeros((heads, num_rows, vdim), dtype=q.dtype, device=q.device)
-        lse = torch.full((heads, num_rows, 1), -torch.inf, dtype=q.dtype, device=q.device)
-        chunks = plan.chunks(heads)
-        size = max((heads * c.edge_map.numel() for c in chunks), default=0)
-        buffer = torch.empty(size, dtype=q.dtype, device=q.device)
-        factors = torch.empty(size if dropout else 0, dtype=q.dtype, device=q.device)
-        for chunk in chunks:
+        out = torch.zeros((heads, qh.shape[1], vdim), dtype=q.dtype, device=q.device)
+        lse = torch.full((heads, qh.shape[1], 1), -torch.inf, dtype=q.dtype, device=q.device)
+        work = _Workspace(q.dtype, q.device)
+        fused = _fused(q, v, bias, dropout_p)
+        for chunk in plan.chunks(heads):
             no_edge, edge = chunk.masks(q.dtype)
-            s = _scores(chunk, qh, kh, bias_h, buffer).add_(no_edge)
+            if fused:  # rows without an edge come back as 0 with lse 0: their lse is set to -inf
+                tile_out, tile_lse = _FLASH(
+                    _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k"),
+                    _gather_keys(chunk, vh, cols, work, "v"), 0.0, False, attn_mask=no_edge[None], scale=1.0)
+                _scatter_rows(chunk, out, tile_out, rows)
+                _scatter_rows(chunk, lse, tile_lse.masked_fill_(~chunk.has_edge(), -torch.inf)[..., None], rows)
+                continue
+            s = _scores(chunk, _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k"),
+                        bias_h, work).add_(no_edge)
             row_max = _safe(s.amax(-1, keepdim=True))
             p = _exp_masked(s, row_max, edge)  # unnormalised
             row_sum = p.sum(-1, keepdim=True)
             if dropout:
-                p.mul_(dropout.factors(chunk, factors[:p.numel()].view(p.shape)))
-            tile_out = torch.matmul(p, _gather_keys(chunk, vh))
-            _scatter_rows(chunk, out, tile_out.div_(torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum))))
-            _scatter_rows(chunk, lse, row_max.add_(row_sum.log_()))
+                p.mul_(dropout.factors(chunk, work.take("factors", p.shape)))
+            tile_out = torch.matmul(p, _gather_keys(chunk, vh, cols, work, "v"), out=work.take("out", (
+                heads, *chunk.shape[:2], vdim)))
+            tile_out.div_(torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum)))
+            _scatter_rows(chunk, out, tile_out, rows)
+            _scatter_rows(chunk, lse, row_max.add_(row_sum.log_()), rows)
         ctx.save_for_backward(qh, kh, vh, bias, out, lse)
-        ctx.pattern, ctx.plan, ctx.scale, ctx.dropout = pattern, plan, scale, dropout
-        return out.transpose(0, 1), lse[..., 0].t()
+        ctx.set_materialize_grads(False)  # an unused lse arrives as None: the fused backward can run
+        ctx.pattern, ctx.plan, ctx.scale, ctx.dropout, ctx.fused = pattern, plan, scale, dropout, fused
+        ctx.sizes = (num_rows, k.shape[0])
+        return out[:, :num_rows].transpose(0, 1), lse[:, :num_rows, 0].t()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dlse):
         qh, kh, vh, bias, out, lse = ctx.saved_tensors
         pattern, plan, scale, dropout = ctx.pattern, ctx.plan, ctx.scale, ctx.dropout
-        heads = qh.shape[0]
-        dout = torch.zeros_like(out) if dout is None else _heads_first(dout)
-        delta = (dout * out).sum(-1, keepdim=True)  # [H, Nq, 1]
+        heads, (num_rows, num_keys) = qh.shape[0], ctx.sizes
+        rows, cols = plan.tile_rows, plan.block_cols
+        dout = torch.zeros_like(out) if dout is None else _heads_first(dout, rows)
+        delta = (dout * out).sum(-1, keepdim=True)  # [H, Nq', 1]
         if dlse is not None:
-            delta = delta - dlse.t()[..., None]
+            delta[:, :num_rows] -= dlse.t()[..., None]
         bias_h = None if bias is None else bias.detach().t()
         dq, dk, dv = torch.zeros_like(qh), torch.zeros_like(kh), torch.zeros_like(vh)
         need_dbias = bias is not None and ctx.needs_input_grad[3]
         dbias = torch.zeros((heads, pattern.num_edges + 1), dtype=qh.dtype, device=qh.device) if need_dbias else None
-        chunks = plan.chunks(heads)
-        size = max((heads * c.edge_map.numel() for c in chunks), default=0)
-        buffer, dp_buffer = (torch.empty(size, dtype=qh.dtype, device=qh.device) for _ in range(2))
-        factors = torch.empty(size if dropout else 0, dtype=qh.dtype, device=qh.device)
+        work = _Workspace(qh.dtype, qh.device)
         safe_lse = _safe(lse)
-        for chunk in chunks:
-            p = _exp_masked(_scores(chunk, qh, kh, bias_h, buffer), _gather_rows(chunk, safe_lse),
-                            chunk.masks(qh.dtype)[1])
-            tile_dout, tile_k, tile_v = _gather_rows(chunk, dout), _gather_keys(chunk, kh), _gather_keys(chunk, vh)
-            dp = dp_buffer[:p.numel()].view(p.shape)
-            torch.matmul(tile_dout, tile_v.transpose(-1, -2), out=dp)
+        fused = ctx.fused and dlse is None  # the fused backward has no lse gradient
+        for chunk in plan.chunks(heads):
+            if fused:  # with the forward's out and lse (0 on rows without an edge, as the kernel left them)
+                tile_q, tile_k = _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k")
+                tile_dq, tile_dk, tile_dv = _FLASH_BACKWARD(
+                    _gather_rows(chunk, dout, rows, work, "dout"), tile_q, tile_k,
+                    _gather_keys(chunk, vh, cols, work, "v"), _gather_rows(chunk, out, rows, work, "out"),
+                    _gather_rows(chunk, safe_lse, rows, work, "lse")[..., 0], 0.0, False,
+                    attn_mask=chunk.masks(qh.dtype)[0][None], scale=1.0)
+                _scatter_rows(chunk, dq, tile_dq.mul_(scale), rows)
+                _add_keys(chunk, dk, tile_dk, cols)
+                _add_keys(chunk, dv, tile_dv, cols)
+                continue
+            tile_q, tile_k = _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k")
+            tile_v, tile_dout = _gather_keys(chunk, vh, cols, work, "v"), _gather_rows(chunk, dout, rows, work, "dout")
+            p = _exp_masked(_scores(chunk, tile_q, tile_k, bias_h, work),
+                            _gather_rows(chunk, safe_lse, rows, work, "lse"), chunk.masks(qh.dtype)[1])
+            dp = torch.matmul(tile_dout, tile_v.transpose(-1, -2), out=work.take("dp", p.shape))
             if dropout:
-                keep = dropout.factors(chunk, factors[:p.numel()].view(p.shape))
+                keep = dropout.factors(chunk, work.take("factors", p.shape))
                 dp.mul_(keep)
-            ds = dp.sub_(_gather_rows(chunk, delta)).mul_(p)  # the score gradient (= dL/dbias)
-            _scatter_rows(chunk, dq, torch.matmul(ds, tile_k).mul_(scale))
-            count, width = chunk.shape[0], chunk.shape[2]
-            dk.index_add_(1, chunk.key_ids,
-                          torch.matmul(ds.transpose(-1, -2), _gather_rows(chunk, qh)).view(heads, count * width, -1))
+            ds = dp.sub_(_gather_rows(chunk, delta, rows, work, "delta")).mul_(p)  # score gradient (= dL/dbias)
+            _scatter_rows(chunk, dq, torch.matmul(ds, tile_k, out=work.take("dq", tile_q.shape)).mul_(scale), rows)
+            _add_keys(chunk, dk, torch.matmul(ds.transpose(-1, -2), tile_q, out=work.take("dk", tile_k.shape)), cols)
             if need_dbias:  # entries without an edge carry ds = 0; they land in the spare last column
                 dbias[:, chunk.edge_map.masked_fill(chunk.edge_map < 0, pattern.num_edges)] = ds
             if dropout:
                 p.mul_(keep)
-            dv.index_add_(1, chunk.key_ids,
-                          torch.matmul(p.transpose(-1, -2), tile_dout).view(heads, count * width, -1))
+            _add_keys(chunk, dv, torch.matmul(p.transpose(-1, -2), tile_dout, out=work.take("dv", tile_v.shape)), cols)
         dbias = dbias[:, :-1].t() if need_dbias else None
-        return dq.transpose(0, 1), dk.transpose(0, 1), dv.transpose(0, 1), dbias, None, None, None, None, None
+        return (dq[:, :num_rows].transpose(0, 1), dk[:, :num_keys].transpose(0, 1), dv[:, :num_keys].transpose(0, 1),
+                dbias, None, None, None, None, None)
 
 
 def tiles_attention(
