@@ -138,6 +138,8 @@ def test_duplicates_and_gate_are_refused_with_a_message_and_auto_avoids_them():
     gate = torch.ones(g.num_edges, 1, 4)
     with pytest.raises(ValueError, match="gate"):
         sparse_attention(q, q, q, g, gate=gate, backend="tiles")
+    with pytest.raises(ValueError, match="float32 and float64.*bfloat16"):
+        sparse_attention(q.bfloat16(), q.bfloat16(), q.bfloat16(), g, backend="tiles")
     assert _auto_backend(q, g, gate) == "cpu"
 
 

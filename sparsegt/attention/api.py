@@ -119,7 +119,7 @@ def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None) -> str:
         from .tile_plan import tile_fill, tile_plan
     except ImportError:
         return "torch"
-    long_rows = pattern.num_edges >= TILES_MIN_MEAN_DEGREE * max(1, pattern.num_nodes)
+    long_rows = TILES_MIN_MEAN_DEGREE * max(1, pattern.num_nodes) <= pattern.num_edges < 2**31  # int32 edge map
     if gate is None and long_rows and tile_fill(pattern) >= TILES_MIN_FILL and not tile_plan(pattern).duplicates:
         return "tiles"
     return "cpu"

@@ -81,8 +81,6 @@ class TilePlan:
     edge_map: Tensor
     duplicates: int
     fill: float
-    num_rows: int
-    num_keys: int
     _chunks: dict = field(default_factory=dict, repr=False, compare=False)
 
     def chunks(self, num_heads: int) -> list[TileChunk]:
@@ -207,7 +205,6 @@ def tile_plan(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOC
     device = pattern.device
     plan = TilePlan(tile_rows, block_cols, torch.from_numpy(order).to(device), groups,
                     torch.from_numpy(block_ptr).to(device), torch.from_numpy(tile_blocks).to(device),
-                    torch.from_numpy(edge_map).to(device), int(duplicates), fill, pattern.num_nodes,
-                    pattern.num_cols)
+                    torch.from_numpy(edge_map).to(device), int(duplicates), fill)
     pattern._cache[key] = plan
     return plan

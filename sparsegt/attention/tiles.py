@@ -2,19 +2,24 @@
 
 For patterns whose edges cluster into dense blocks (windows, bands, full attention per graph of a
 batch, block diagonals), gathering one key row per edge wastes the machine: the CPU kernel waits on
-memory. This backend covers the pattern with tiles (`tile_plan`), gathers each tile's queries and its
-column blocks of keys/values once, and computes the tile's scores with a batched matrix product; the
-entries that are not edges are masked to ``-inf``. Forward: ``out`` and ``lse`` only. Backward:
-flash-style, the probabilities are recomputed from ``lse`` tile by tile, so nothing of size
-[E, H] or larger is kept between the passes.
+memory. This backend covers the pattern with tiles (`tile_plan`: 128 query rows x blocks of 64 keys),
+gathers each tile's queries and its key/value blocks once, and computes whole tiles; the entries that
+are not edges are masked. Work runs in chunks of tiles of one width (at most
+``tile_plan.CHUNK_ENTRIES`` scores each) through buffers reused across chunks, so extra memory is
+bounded by the chunk, not by the pattern, and nothing of size [E, H] or larger is kept for the backward.
 
-Work is done in chunks of tiles of one width, at most ``tile_plan.CHUNK_ENTRIES`` scores each, so extra memory
-is bounded by the chunk, not by the pattern. Bias and dropout are supported (the counter-based mask of
-`dropout.keep_mask`, bit for bit, through a per-edge table); a ``gate`` is not (it changes q.k per
-edge, which is not a matrix product) and duplicate edges cannot share one dense entry: both raise
-ValueError here, and ``backend="auto"`` sends such calls to the CPU kernel.
+Two ways to compute a chunk:
+- without bias and dropout (and with D == Dv): torch's fused CPU flash-attention kernels, the ones
+  dense SDPA runs, with an additive 0 / -inf mask; the backward is theirs too unless the returned lse
+  gets a gradient;
+- otherwise: batched matrix products with the softmax in between, a flash-style backward that
+  recomputes the probabilities from ``lse``, a bias gathered per entry, and the counter-based dropout
+  mask of `dropout.keep_mask` bit for bit.
 
-Pure PyTorch after the plan, so it runs on any device torch runs on; it is tested on CPU.
+A ``gate`` (a per-edge factor inside q.k, not a matrix product) and duplicate edges (two edges cannot
+share one dense entry) raise ValueError here; ``backend="auto"`` sends such calls to the CPU kernel.
+The computation is torch (plus numba for the plan and the dropout factors on CPU); it is tested on CPU
+only.
 """
 
 from __future__ import annotations
@@ -248,8 +253,9 @@ def tiles_attention(
     if gate is not None:
         raise ValueError("backend='tiles' does not support gate (a per-edge factor inside q.k); "
                          "use backend='cpu' or 'auto'")
-    if not q.is_floating_point():
-        raise ValueError(f"backend='tiles' needs floating-point inputs, got {q.dtype}")
+    if q.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"backend='tiles' supports float32 and float64, got {q.dtype}; cast with .float() "
+                         "or use backend='torch'")
     plan = tile_plan(pattern) if plan is None else plan
     if plan.duplicates:
         raise ValueError(f"backend='tiles' cannot hold duplicate edges in a dense tile; the pattern has "
