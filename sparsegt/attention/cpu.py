@@ -5,7 +5,8 @@ Forward: one pass over each query row's edges with an online softmax; only ``out
 ``dq``, ``dbias``, ``dgate`` per query row, ``dk``/``dv`` per key column over the transposed (CSC)
 pattern, cached on the `Graph`, so there are no atomics and results are deterministic. Extra memory:
 one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias``, and the dropped-out
-weights), plus a small scratch for rows cut into pieces.
+weights), plus a small scratch for rows cut into pieces, and with dropout the [E, H] byte table of
+kept weights, from the forward to the backward.
 
 Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head), once
 per call, as an [E, H] byte table that the backward reuses (hashing in the inner loops cost about as
