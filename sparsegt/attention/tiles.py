@@ -24,6 +24,8 @@ only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -41,7 +43,6 @@ _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", 
 _FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
 __all__ = ["tiles_attention"]
-
 
 
 def _heads_first(t: Tensor, multiple: int) -> Tensor:
@@ -65,9 +66,7 @@ class _Workspace:
         self.dtype, self.device, self.buffers = dtype, device, {}
 
     def take(self, name: str, shape: tuple[int, ...]) -> Tensor:
-        size = 1
-        for n in shape:
-            size *= n
+        size = math.prod(shape)
         if name not in self.buffers or self.buffers[name].numel() < size:
             self.buffers[name] = torch.empty(size, dtype=self.dtype, device=self.device)
         return self.buffers[name][:size].view(shape)
