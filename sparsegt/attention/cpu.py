@@ -19,7 +19,6 @@ Threads follow ``torch.get_num_threads()``; calls too small to gain from a secon
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -39,15 +38,6 @@ MAX_PIECE = 16384
 PARALLEL_MIN_WORK = 1 << 19  # E * H * (D + Dv) below which one thread is faster than two
 
 
-def _num_threads(work: int) -> int:
-    """Threads for a call doing ``work`` multiply-adds: torch's count, or 1 for small calls, where waking
-    a second thread (on a busy machine, waiting for a core) costs more than the work itself."""
-    threads = 1 if work < PARALLEL_MIN_WORK else torch.get_num_threads()
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
-
-
 def _piece_size(indptr: Tensor, threads: int) -> int:
     total = int(indptr[-1]) + prim.ROW_COST * (indptr.numel() - 1)
     return int(min(MAX_PIECE, max(MIN_PIECE, -(-total // (threads * CHUNKS_PER_THREAD)))))
@@ -62,14 +52,6 @@ def _plan(pattern: Graph, kind: str, piece: int) -> tuple[np.ndarray, ...]:
     return pattern._cache[key]
 
 
-def _flat(t: Tensor) -> Tensor:
-    """[N, H, D] -> C-contiguous [N, H*D], sharing memory (and the version counter) when it can."""
-    width = 1
-    for size in t.shape[1:]:
-        width *= size
-    return t.detach().contiguous().reshape(t.shape[0], width)
-
-
 def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, num_heads: int,
                   np_dtype: type) -> tuple:
     """(use_dropout, keep [E, H] uint8, keep_scale) as the kernels take them."""
@@ -81,35 +63,25 @@ def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, nu
     return True, keep, np_dtype(1.0 / (1.0 - dropout_p))
 
 
-class _DynamicSchedule:
-    """Hand the chunks of the parallel loops out one at a time instead of in one static block per thread."""
-
-    def __enter__(self) -> None:
-        self.previous = numba.set_parallel_chunksize(1)
-
-    def __exit__(self, *exc: object) -> None:
-        numba.set_parallel_chunksize(self.previous)
-
-
 class _CpuAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
         np_dtype = np.float32 if q.dtype == torch.float32 else np.float64
-        threads = _num_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim))
+        threads = prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         piece = piece or _piece_size(pattern.indptr, threads)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
-        q2, k2, v2 = _flat(q), _flat(k), _flat(v)
+        q2, k2, v2 = prim.flat(q), prim.flat(k), prim.flat(v)
         dummy = torch.zeros((1, 1), dtype=q.dtype)
-        bias2 = dummy if bias is None else _flat(bias)
-        gate2 = dummy if gate is None else _flat(gate)
+        bias2 = dummy if bias is None else prim.flat(bias)
+        gate2 = dummy if gate is None else prim.flat(gate)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
         lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
         num_slots = int(split_ptr[-1])
         part_out = np.empty((num_slots, num_heads * vdim), np_dtype)
         part_lse = np.empty((num_slots, num_heads), np_dtype)
         dropout = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads, np_dtype)
-        with _DynamicSchedule(), record_function("sparsegt.cpu.forward"):
+        with prim.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
             kern.attention_forward(
                 q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
                 gate2.numpy(), bias is not None, gate is not None, np_dtype(scale), np_dtype(0.0),
@@ -135,9 +107,9 @@ class _CpuAttention(torch.autograd.Function):
         num_edges = pattern.num_edges
         dtype = q2.dtype
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        _num_threads(num_edges * (q2.shape[1] + v2.shape[1]))
+        prim.use_threads(num_edges * (q2.shape[1] + v2.shape[1]), PARALLEL_MIN_WORK)
         need_dgate = ctx.has_gate and ctx.needs_input_grad[4]
-        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else _flat(dout).numpy()
+        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else prim.flat(dout).numpy()
         dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
                  else dlse.detach().contiguous().numpy())
         dq = torch.empty(tuple(q2.shape), dtype=dtype)
@@ -147,7 +119,7 @@ class _CpuAttention(torch.autograd.Function):
         dgate = torch.empty((num_edges, q2.shape[1]) if need_dgate else (1, 1), dtype=dtype)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
         part_dq = np.empty((int(split_ptr[-1]), q2.shape[1]), np_dtype)
-        with _DynamicSchedule():
+        with prim.DynamicSchedule():
             with record_function("sparsegt.cpu.backward_queries"):
                 kern.attention_backward_rows(
                     q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),

@@ -29,11 +29,25 @@ PREFETCH = 16  # edges ahead whose gathered rows are prefetched
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0, j1, j2, j3, e0, e1, e2, e3):
-    """Scores of query i against keys j0..j3 (edges e0..e3) in head h (columns o..o+dim): four at a time
-    so the gathered rows are streamed together. Shared by the forward and the backward row pass."""
+def dots4(x, i, y, j0, j1, j2, j3, o, dim, zero):
+    """Dot products of row i of ``x`` with rows j0..j3 of ``y`` over columns o..o+dim: four at a time, so
+    ``x[i]`` is loaded once and the gathered rows are streamed together."""
     t0, t1, t2, t3 = zero, zero, zero, zero
+    for d in range(dim):
+        xd = x[i, o + d]
+        t0 += xd * y[j0, o + d]
+        t1 += xd * y[j1, o + d]
+        t2 += xd * y[j2, o + d]
+        t3 += xd * y[j3, o + d]
+    return t0, t1, t2, t3
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0, j1, j2, j3, e0, e1, e2, e3):
+    """Scores of query i against keys j0..j3 (edges e0..e3) in head h (columns o..o+dim). Shared by the
+    forward and the backward row pass."""
     if has_gate:
+        t0, t1, t2, t3 = zero, zero, zero, zero
         for d in range(dim):
             qd = q[i, o + d]
             t0 += qd * k[j0, o + d] * gate[e0, o + d]
@@ -41,12 +55,7 @@ def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0,
             t2 += qd * k[j2, o + d] * gate[e2, o + d]
             t3 += qd * k[j3, o + d] * gate[e3, o + d]
     else:
-        for d in range(dim):
-            qd = q[i, o + d]
-            t0 += qd * k[j0, o + d]
-            t1 += qd * k[j1, o + d]
-            t2 += qd * k[j2, o + d]
-            t3 += qd * k[j3, o + d]
+        t0, t1, t2, t3 = dots4(q, i, k, j0, j1, j2, j3, o, dim, zero)
     t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
     if has_bias:
         t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
@@ -183,13 +192,7 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                                                  j0, j1, j2, j3, e0, e1, e2, e3)
                         p0, p1 = exp(t0 - row_lse), exp(t1 - row_lse)
                         p2, p3 = exp(t2 - row_lse), exp(t3 - row_lse)
-                    dp0, dp1, dp2, dp3 = zero, zero, zero, zero
-                    for d in range(vdim):
-                        gd = dout[i, ov + d]
-                        dp0 += gd * v[j0, ov + d]
-                        dp1 += gd * v[j1, ov + d]
-                        dp2 += gd * v[j2, ov + d]
-                        dp3 += gd * v[j3, ov + d]
+                    dp0, dp1, dp2, dp3 = dots4(dout, i, v, j0, j1, j2, j3, ov, vdim, zero)
                     w0, w1, w2, w3 = p0, p1, p2, p3
                     if use_dropout:  # a dropped weight passes no gradient back to its probability
                         f0 = keep_scale if keep[e0, h] else zero

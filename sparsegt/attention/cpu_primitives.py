@@ -12,7 +12,9 @@ Dropout: `keep_table` computes the same bits as `dropout.keep_mask` (int64 arith
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+import torch
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -24,6 +26,35 @@ MASK32 = 0xFFFFFFFF
 MIX1 = 0x7FEB352D
 MIX2 = 0x5BD1E995
 HEAD_MIX = 0x27D4EB2F
+
+
+# ---------------------------------------------------------------------------------------------- calling
+def use_threads(work: int, min_work: int) -> int:
+    """Set numba's thread count for a call doing ``work`` units: torch's count, or 1 below ``min_work``,
+    where waking a second thread (on a busy machine, waiting for a core) costs more than the work."""
+    threads = 1 if work < min_work else torch.get_num_threads()
+    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+class DynamicSchedule:
+    """Hand the chunks of the parallel loops out one at a time instead of in one static block per thread."""
+
+    def __enter__(self) -> None:
+        self.previous = numba.set_parallel_chunksize(1)
+
+    def __exit__(self, *exc: object) -> None:
+        numba.set_parallel_chunksize(self.previous)
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    """[N, *F] -> C-contiguous [N, prod(F)] (heads flattened into the last axis), sharing memory (and the
+    version counter) when it can."""
+    width = 1
+    for size in t.shape[1:]:
+        width *= size
+    return t.detach().contiguous().reshape(t.shape[0], width)
 
 
 @intrinsic

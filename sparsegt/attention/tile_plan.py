@@ -42,21 +42,25 @@ class TileChunk:
     def __init__(self, tiles: Tensor, blocks: Tensor, edge_map: Tensor) -> None:
         self.tiles, self.blocks, self.edge_map = tiles, blocks.reshape(-1), edge_map
         self.shape = tuple(edge_map.shape)
-        self._masks: dict = {}
+        self._masks: dict = {}  # masks derived from edge_map, made on first use (per dtype)
 
     def has_edge(self) -> Tensor:
         """[c, R] bool: the row has at least one edge in this tile."""
-        if "rows" not in self._masks:
-            self._masks["rows"] = (self.edge_map >= 0).any(-1)
-        return self._masks["rows"]
+        return self._cached("rows", lambda: (self.edge_map >= 0).any(-1))
 
-    def masks(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """([c, R, W] 0 at edges and -inf elsewhere, to add to scores; [c, R, W] 1 at edges, 0 elsewhere)."""
-        if dtype not in self._masks:
-            edge = self.edge_map >= 0
-            self._masks[dtype] = (torch.zeros(self.shape, dtype=dtype, device=edge.device).masked_fill_(
-                ~edge, -torch.inf), edge.to(dtype))
-        return self._masks[dtype]
+    def no_edge_mask(self, dtype: torch.dtype) -> Tensor:
+        """[c, R, W]: 0 at edges, -inf elsewhere (added to scores)."""
+        return self._cached(("add", dtype), lambda: torch.zeros(self.shape, dtype=dtype, device=self.edge_map.device)
+                            .masked_fill_(self.edge_map < 0, -torch.inf))
+
+    def edge_weight(self, dtype: torch.dtype) -> Tensor:
+        """[c, R, W]: 1 at edges, 0 elsewhere (multiplied into weights)."""
+        return self._cached(("mul", dtype), lambda: (self.edge_map >= 0).to(dtype))
+
+    def _cached(self, key, make):
+        if key not in self._masks:
+            self._masks[key] = make()
+        return self._masks[key]
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ class _TilesAttention(torch.autograd.Function):
         work = _Workspace(q.dtype, q.device)
         fused = _fused(q, v, bias, dropout_p)
         for chunk in plan.chunks(heads):
-            no_edge, edge = chunk.masks(q.dtype)
+            no_edge = chunk.no_edge_mask(q.dtype)
             if fused:  # rows without an edge come back as 0 with lse 0: their lse is set to -inf
                 tile_out, tile_lse = _FLASH(
                     _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k"),
@@ -174,7 +174,7 @@ class _TilesAttention(torch.autograd.Function):
             s = _scores(chunk, _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k"),
                         bias_h, work).add_(no_edge)
             row_max = _safe(s.amax(-1, keepdim=True))
-            p = _exp_masked(s, row_max, edge)  # unnormalised
+            p = _exp_masked(s, row_max, chunk.edge_weight(q.dtype))  # unnormalised
             row_sum = p.sum(-1, keepdim=True)
             if dropout:
                 p.mul_(dropout.factors(chunk, work.take("factors", p.shape)))
@@ -197,16 +197,17 @@ class _TilesAttention(torch.autograd.Function):
         heads, (num_rows, num_keys) = qh.shape[0], ctx.sizes
         rows, cols = plan.tile_rows, plan.block_cols
         dout = torch.zeros_like(out) if dout is None else _heads_first(dout, rows)
-        delta = (dout * out).sum(-1, keepdim=True)  # [H, Nq', 1]
-        if dlse is not None:
-            delta[:, :num_rows] -= dlse.t()[..., None]
+        fused = ctx.fused and dlse is None  # the fused backward takes no lse gradient
+        if not fused:
+            delta = (dout * out).sum(-1, keepdim=True)  # [H, Nq', 1]
+            if dlse is not None:
+                delta[:, :num_rows] -= dlse.t()[..., None]
         bias_h = None if bias is None else bias.detach().t()
         dq, dk, dv = torch.zeros_like(qh), torch.zeros_like(kh), torch.zeros_like(vh)
         need_dbias = bias is not None and ctx.needs_input_grad[3]
         dbias = torch.zeros((heads, pattern.num_edges + 1), dtype=qh.dtype, device=qh.device) if need_dbias else None
         work = _Workspace(qh.dtype, qh.device)
         safe_lse = _safe(lse)
-        fused = ctx.fused and dlse is None  # the fused backward has no lse gradient
         for chunk in plan.chunks(heads):
             if fused:  # with the forward's out and lse (0 on rows without an edge, as the kernel left them)
                 tile_q, tile_k = _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k")
@@ -214,7 +215,7 @@ class _TilesAttention(torch.autograd.Function):
                     _gather_rows(chunk, dout, rows, work, "dout"), tile_q, tile_k,
                     _gather_keys(chunk, vh, cols, work, "v"), _gather_rows(chunk, out, rows, work, "out"),
                     _gather_rows(chunk, safe_lse, rows, work, "lse")[..., 0], 0.0, False,
-                    attn_mask=chunk.masks(qh.dtype)[0][None], scale=1.0)
+                    attn_mask=chunk.no_edge_mask(qh.dtype)[None], scale=1.0)
                 _scatter_rows(chunk, dq, tile_dq.mul_(scale), rows)
                 _add_keys(chunk, dk, tile_dk, cols)
                 _add_keys(chunk, dv, tile_dv, cols)
@@ -222,7 +223,7 @@ class _TilesAttention(torch.autograd.Function):
             tile_q, tile_k = _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k")
             tile_v, tile_dout = _gather_keys(chunk, vh, cols, work, "v"), _gather_rows(chunk, dout, rows, work, "dout")
             p = _exp_masked(_scores(chunk, tile_q, tile_k, bias_h, work),
-                            _gather_rows(chunk, safe_lse, rows, work, "lse"), chunk.masks(qh.dtype)[1])
+                            _gather_rows(chunk, safe_lse, rows, work, "lse"), chunk.edge_weight(qh.dtype))
             dp = torch.matmul(tile_dout, tile_v.transpose(-1, -2), out=work.take("dp", p.shape))
             if dropout:
                 keep = dropout.factors(chunk, work.take("factors", p.shape))

@@ -26,13 +26,13 @@ Shapes: ``x`` [N, C]; ``pattern`` [N, N] with E entries; ``pair`` [E, C]; ``log_
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..attention.cpu_primitives import DynamicSchedule, flat, use_threads
 from ..graph import Graph
 from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
@@ -100,10 +100,7 @@ def _fusable(*tensors: Tensor) -> bool:
 
 def _array(t: Tensor) -> np.ndarray:
     """[R, *F] -> C-contiguous numpy [R, prod(F)] (a view when it can)."""
-    width = 1
-    for size in t.shape[1:]:
-        width *= size
-    return t.detach().contiguous().reshape(t.shape[0], width).numpy()
+    return flat(t).numpy()
 
 
 def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,7 +108,7 @@ def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
     With several threads, 4 chunks per thread handed out one at a time (a slow or shared core does not
     hold the others up), as long as the per-chunk key buffers stay under half an [E, C] tensor."""
-    threads = kernels.use_threads(work)
+    threads = use_threads(work, kernels.PARALLEL_MIN_WORK)
     chunks = threads
     if threads > 1:
         chunks = max(threads, min(4 * threads, pattern.num_edges // (2 * max(pattern.num_cols, 1))))
@@ -119,16 +116,6 @@ def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if key not in pattern._cache:
         pattern._cache[key] = kernels.row_chunks(pattern.indptr.contiguous().numpy(), chunks)
     return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), pattern._cache[key]
-
-
-class _DynamicSchedule:
-    """Hand the chunks of the parallel loops out one at a time (numba's default is one block per thread)."""
-
-    def __enter__(self) -> None:
-        self.previous = numba.set_parallel_chunksize(1)
-
-    def __exit__(self, *exc: object) -> None:
-        numba.set_parallel_chunksize(self.previous)
 
 
 class _PairHat(torch.autograd.Function):
@@ -142,7 +129,7 @@ class _PairHat(torch.autograd.Function):
         out = torch.empty(e_weight.shape, dtype=q.dtype)
         score = torch.empty(e_weight.shape[0], q.shape[1], dtype=q.dtype)
         eps = np.dtype(out.numpy().dtype).type(EPS)
-        with _DynamicSchedule():
+        with DynamicSchedule():
             kernels.pair_hat_forward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
                                      _array(e_bias), score_weight.detach().contiguous().view(-1).numpy(),
                                      out.numpy(), score.numpy(), eps, np.sqrt(eps), q.shape[2])
@@ -167,7 +154,7 @@ class _PairHat(torch.autograd.Function):
         grad_k = torch.zeros(chunks, k.shape[0], channels, dtype=q.dtype)
         grad_score_weight = torch.zeros(chunks, channels, dtype=q.dtype)
         eps = np.dtype(grad_q.numpy().dtype).type(EPS)
-        with _DynamicSchedule():
+        with DynamicSchedule():
             kernels.pair_hat_backward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
                                       score_weight.detach().contiguous().view(-1).numpy(), _array(out),
                                       _array(grad), _array(grad_score), _array(grad_weight), _array(grad_bias),
@@ -183,7 +170,7 @@ class _WeightedSums(torch.autograd.Function):
         indptr, indices, bounds = _plan(pattern, pair_hat.numel())
         out_value = torch.empty(pattern.num_nodes, *value.shape[1:], dtype=value.dtype)
         out_pair = torch.empty_like(out_value)
-        with _DynamicSchedule():
+        with DynamicSchedule():
             kernels.weighted_sums_forward(indptr, indices, bounds, _array(attn), _array(value), _array(pair_hat),
                                           _array(out_value), _array(out_pair), head_dim)
         ctx.pattern = pattern
@@ -202,7 +189,7 @@ class _WeightedSums(torch.autograd.Function):
         grad_attn = torch.empty(attn.shape, dtype=attn.dtype)
         grad_pair = torch.empty(pair_hat.shape, dtype=attn.dtype)
         grad_value = value.new_zeros(len(bounds) - 1, value.shape[0], value.shape[1] * value.shape[2])
-        with _DynamicSchedule():
+        with DynamicSchedule():
             kernels.weighted_sums_backward(indptr, indices, bounds, _array(attn), _array(value), _array(pair_hat),
                                            _array(grad_value_out), _array(grad_pair_out), _array(grad_attn),
                                            _array(grad_pair), grad_value.numpy(), value.shape[2])

@@ -21,20 +21,11 @@ import math
 
 import numba
 import numpy as np
-import torch
 
-__all__ = ["row_chunks", "use_threads", "pair_hat_forward", "pair_hat_backward", "weighted_sums_forward",
+__all__ = ["row_chunks", "pair_hat_forward", "pair_hat_backward", "weighted_sums_forward",
            "weighted_sums_backward"]
 
-PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a second one
-
-
-def use_threads(work: int) -> int:
-    """Threads for a call over ``work`` entry-channels: torch's count, or 1 for small calls."""
-    threads = 1 if work < PARALLEL_MIN_WORK else torch.get_num_threads()
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
+PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a second one (`use_threads`)
 
 
 def row_chunks(indptr: np.ndarray, chunks: int) -> np.ndarray:

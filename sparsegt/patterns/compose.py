@@ -133,12 +133,8 @@ def _merge(patterns: tuple[Graph, ...]) -> tuple[Tensor, Tensor, list[Tensor]]:
                 normal.append(p)
                 inverses.append(None)
             else:       # user-built rows: sort this input alone (O(E_p log E_p)), map its entries back
-                unique_key, inverse = torch.unique(_keys(p), return_inverse=True)
-                width = max(p.num_cols, 1)
-                row = torch.div(unique_key, width, rounding_mode="floor")
-                indptr = torch.zeros(p.num_nodes + 1, dtype=torch.long)
-                indptr[1:] = torch.cumsum(torch.bincount(row, minlength=p.num_nodes), 0)
-                normal.append(Graph(indptr, unique_key - row * width, p.num_cols, validate=False))
+                indptr, cols, (inverse,) = _merge_by_sort((p,))
+                normal.append(Graph(indptr, cols, p.num_cols, validate=False))
                 inverses.append(inverse)
         indptr, cols, positions = _merge_sorted_cpu(normal)
         positions = [pos if inv is None else pos[inv] for pos, inv in zip(positions, inverses, strict=True)]
