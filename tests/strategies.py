@@ -48,3 +48,25 @@ def random_qkv(pattern: Graph, heads: int, dim: int, dtype=torch.float64, seed: 
     bias = torch.randn(pattern.num_edges, heads, dtype=dtype, generator=gen)
     gate = torch.randn(pattern.num_edges, heads, dim, dtype=dtype, generator=gen)
     return q, k, v, bias, gate
+
+
+@st.composite
+def run_patterns(draw, max_rows: int = 14, max_cols: int = 16, max_run: int = 16) -> Graph:
+    """Patterns whose every row is a run of consecutive keys ``lo .. lo+n-1``: empty graphs, empty rows,
+    single keys, one row over every key, runs that overlap or not (windows, blocks, full per graph)."""
+    num_rows = draw(st.integers(0, max_rows))
+    num_cols = draw(st.integers(0, max_cols))
+    if num_rows == 0 or num_cols == 0:
+        return Graph.empty(num_rows, num_cols)
+    rows, cols = [], []
+    huge = draw(st.integers(-1, num_rows - 1))  # -1: no row over every key
+    for i in range(num_rows):
+        if i == huge:
+            lo, n = 0, num_cols
+        else:
+            lo = draw(st.integers(0, num_cols - 1))
+            n = draw(st.integers(0, min(max_run, num_cols - lo)))
+        rows += [i] * n
+        cols += list(range(lo, lo + n))
+    edge_index = torch.tensor([cols, rows], dtype=torch.long).reshape(2, -1)
+    return Graph.from_edge_index(edge_index, num_rows, num_cols=num_cols)

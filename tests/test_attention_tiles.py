@@ -144,13 +144,14 @@ def test_duplicates_and_gate_are_refused_with_a_message_and_auto_avoids_them():
 
 
 def test_auto_takes_tiles_for_long_dense_rows_and_the_kernel_otherwise():
-    assert _auto_backend(torch.zeros(1, 1, 1), window(2048, 100), None) == "tiles"
-    assert _auto_backend(torch.zeros(1, 1, 1), full(Graph.batch([Graph.empty(300)] * 4)), None) == "tiles"
-    assert _auto_backend(torch.zeros(1, 1, 1), full(Graph.batch([Graph.empty(100)] * 8)), None) == "cpu"
+    wide = torch.zeros(1, 1, 64)  # heads too wide for the ranges kernel
+    assert _auto_backend(wide, window(2048, 100), None) == "tiles"
+    assert _auto_backend(wide, full(Graph.batch([Graph.empty(300)] * 4)), None) == "tiles"
+    assert _auto_backend(wide, full(Graph.batch([Graph.empty(100)] * 8)), None) == "cpu"
     scattered = Graph.from_edge_index(torch.randint(0, 4096, (2, 40000), generator=torch.Generator().manual_seed(0)),
                                       4096, remove_duplicates=True)
     assert tile_fill(scattered) < 0.05
-    assert _auto_backend(torch.zeros(1, 1, 1), scattered, None) == "cpu"
+    assert _auto_backend(wide, scattered, None) == "cpu"
 
 
 def test_fused_flash_path_runs_and_matches_reference(monkeypatch):

@@ -9,11 +9,15 @@ from ..graph import Graph
 from .dropout import draw_seed
 from .reference import reference_attention
 
-BACKENDS = ("auto", "torch", "cpu", "tiles")
+BACKENDS = ("auto", "torch", "cpu", "tiles", "ranges")
 # auto uses dense tiles when at least this fraction of their entries are edges and rows are long: on short
 # rows (small graphs) the fused kernel's keys stay in cache and it beats the tiles' many passes over memory
 TILES_MIN_FILL = 0.25
 TILES_MIN_MEAN_DEGREE = 128
+# auto uses the ranges kernel (keys in SIMD lanes) on patterns of runs when heads are narrow and runs long
+# enough to fill the lanes; with wider heads the per-edge kernel's loops over D already fill them
+RANGES_MAX_HEAD_DIM = 16
+RANGES_MIN_MEAN_DEGREE = 32
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None,
@@ -102,6 +106,10 @@ def sparse_attention(
         from .tiles import tiles_attention
 
         out, lse = tiles_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
+    elif backend == "ranges":
+        from .ranges import ranges_attention
+
+        out, lse = ranges_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
     elif backend == "cpu":
         from .cpu import cpu_attention
 
@@ -115,11 +123,15 @@ def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None) -> str:
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
         return "torch"
     try:
-        from . import cpu  # noqa: F401
+        from .ranges import is_runs
         from .tile_plan import tile_fill, tile_plan
     except ImportError:
         return "torch"
-    long_rows = TILES_MIN_MEAN_DEGREE * max(1, pattern.num_nodes) <= pattern.num_edges < 2**31  # int32 edge map
+    mean_degree = pattern.num_edges / max(1, pattern.num_nodes)
+    if (gate is None and q.shape[2] <= RANGES_MAX_HEAD_DIM and mean_degree >= RANGES_MIN_MEAN_DEGREE
+            and is_runs(pattern)):
+        return "ranges"
+    long_rows = mean_degree >= TILES_MIN_MEAN_DEGREE and pattern.num_edges < 2**31  # int32 edge map
     if gate is None and long_rows and tile_fill(pattern) >= TILES_MIN_FILL and not tile_plan(pattern).duplicates:
         return "tiles"
     return "cpu"

@@ -1,0 +1,145 @@
+"""The `ranges` backend of `sparse_attention`: patterns whose every row is a run of consecutive keys.
+
+Full attention per graph of a batch (`patterns.full`), sliding windows, causal windows, block diagonals
+and bands: in all of them row i attends keys ``lo_i, lo_i + 1, ..., lo_i + n_i - 1``. Then a row's keys
+are one contiguous slice of a transposed key matrix, and the kernels (`range_kernels`) run every inner
+loop over the keys of a row with the keys in SIMD lanes, with no gather per edge. Where the per-edge CPU
+kernel spends its time waiting on gathered rows and on scalar ``exp``, this one streams.
+
+Same contract as the CPU kernel: ``out`` and ``lse``, bias [E, H], the counter-based dropout mask of
+`dropout.keep_mask` bit for bit, every gradient (``dlse`` too), float32 and float64. Extra memory: the
+transposed copies of k and v, and in the backward a scratch of about [Nk, H*(D+Dv)] for the key and
+value gradients. Not supported: a ``gate`` and patterns that are not runs (ValueError; ``backend="auto"``
+checks `is_runs` and sends such calls to the CPU kernel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.profiler import record_function
+
+from ..graph import Graph
+from . import cpu_primitives as prim
+from . import range_kernels as kern
+from .cpu import SUPPORTED_DTYPES, _dropout_args
+
+__all__ = ["ranges_attention", "is_runs"]
+
+CHUNK_WORK = 1 << 14  # entries per chunk of rows (before the per-row cost): ~20 chunks for 32 PATTERN graphs
+PARALLEL_MIN_WORK = 1 << 19  # E * H * (D + Dv) below which one thread is faster than two
+
+
+def _runs(pattern: Graph) -> np.ndarray:
+    """``lo`` [N] of `range_kernels.row_runs` (empty if the pattern is not runs), cached on the pattern."""
+    if "runs_lo" not in pattern._cache:
+        pattern._cache["runs_lo"] = kern.row_runs(pattern.indptr.contiguous().numpy(),
+                                                  pattern.indices.contiguous().numpy())
+    return pattern._cache["runs_lo"]
+
+
+def is_runs(pattern: Graph) -> bool:
+    """True when every row's keys are consecutive and increasing (``lo, lo+1, ..., lo+n-1``)."""
+    return pattern.device.type == "cpu" and (pattern.num_nodes == 0 or _runs(pattern).shape[0] > 0)
+
+
+def _plan(pattern: Graph) -> tuple[np.ndarray, ...]:
+    """(lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len), cached on the pattern."""
+    if "runs_plan" not in pattern._cache:
+        indptr = pattern.indptr.contiguous().numpy()
+        lo = _runs(pattern)
+        mean_len = pattern.num_edges / max(1, pattern.num_nodes)
+        # rows per chunk >= 4 run lengths, so the chunks' column spans overlap little (bounded scratch)
+        chunk_work = max(CHUNK_WORK, int(4 * mean_len * mean_len))
+        plan = kern.plan_runs(indptr, lo, chunk_work)
+        max_len = int(np.max(np.diff(indptr), initial=0))
+        pattern._cache["runs_plan"] = (lo, *plan, max(1, max_len))
+    return pattern._cache["runs_plan"]
+
+
+def _keys_first(t: Tensor) -> Tensor:
+    """[N, H, X] -> contiguous [H*X, N]."""
+    return t.detach().reshape(t.shape[0], t.shape[1] * t.shape[2]).t().contiguous()
+
+
+class _RangesAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, pattern, scale, dropout_p, dropout_seed):
+        num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
+        np_dtype = np.float32 if q.dtype == torch.float32 else np.float64
+        prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
+        lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
+        q2, kt, vt = prim.flat(q), _keys_first(k), _keys_first(v)
+        bias_t = torch.zeros((1, 1), dtype=q.dtype) if bias is None else bias.detach().t().contiguous()
+        use_dropout, keep, keep_scale = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads,
+                                                      np_dtype)
+        keep_t = np.ascontiguousarray(keep.T)
+        out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
+        lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
+        with prim.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
+            kern.runs_forward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
+                              bias_t.numpy(), bias is not None, np_dtype(scale), np_dtype(0.0), use_dropout, keep_t,
+                              keep_scale, chunk_ptr, max_len, out.numpy(), lse.numpy())
+        ctx.pattern, ctx.scale, ctx.dropout = pattern, scale, (use_dropout, keep_t, keep_scale)
+        ctx.has_bias, ctx.shapes = bias is not None, (q.shape, k.shape, v.shape)
+        ctx.save_for_backward(q2, kt, vt, bias_t, out, lse)
+        return out.view(num_rows, num_heads, vdim), lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dlse):
+        q2, kt, vt, bias_t, out, lse = ctx.saved_tensors
+        pattern: Graph = ctx.pattern
+        q_shape, k_shape, v_shape = ctx.shapes
+        num_rows, num_heads = lse.shape
+        dtype = q2.dtype
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        prim.use_threads(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
+        lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
+        need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
+        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else prim.flat(dout).numpy()
+        dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
+                 else dlse.detach().contiguous().numpy())
+        dq = torch.empty(tuple(q2.shape), dtype=dtype)
+        width = int(part_ptr[-1])
+        part_k = np.empty((kt.shape[0], width), np_dtype)
+        part_v = np.empty((vt.shape[0], width), np_dtype)
+        dbias_t = torch.empty((num_heads, pattern.num_edges) if need_dbias else (1, 1), dtype=dtype)
+        with prim.DynamicSchedule(), record_function("sparsegt.ranges.backward"):
+            kern.runs_backward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
+                               bias_t.numpy(),
+                               ctx.has_bias, need_dbias, np_dtype(ctx.scale), np_dtype(0.0), *ctx.dropout,
+                               chunk_ptr, span_lo, part_ptr, max_len, out.numpy(), lse.numpy(), dout2, dlse2,
+                               dq.numpy(), part_k, part_v, dbias_t.numpy())
+            dk = torch.zeros((kt.shape[1], kt.shape[0]), dtype=dtype)
+            dv = torch.zeros((vt.shape[1], vt.shape[0]), dtype=dtype)
+            kern.sum_parts(span_lo, span_hi, part_ptr, part_k, dk.numpy())
+            kern.sum_parts(span_lo, span_hi, part_ptr, part_v, dv.numpy())
+        dbias = dbias_t.t().contiguous() if need_dbias else None
+        return dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, None, None, None, None
+
+
+def ranges_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None,
+                     scale: float, dropout_p: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
+    """Attention over a pattern of runs. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], bias [E, H].
+
+    Returns ``out`` [Nq, H, Dv] (zeros on rows without edges) and ``lse`` [Nq, H] (``-inf`` there).
+    """
+    if gate is not None:
+        raise ValueError("backend='ranges' does not take a gate (a per-edge factor inside q.k); "
+                         "use backend='cpu' or 'auto'")
+    for name, t in (("q", q), ("k", k), ("v", v), ("bias", bias)):
+        if t is None:
+            continue
+        if t.device.type != "cpu":
+            raise ValueError(f"backend='ranges' needs CPU tensors, but {name} is on {t.device}; "
+                             "move it with .cpu() or use backend='auto'")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"backend='ranges' supports float32 and float64, but {name} is {t.dtype}; "
+                             "cast with .float() or use backend='torch'")
+    if not is_runs(pattern):
+        raise ValueError("backend='ranges' needs a pattern whose every row's keys are consecutive and "
+                         "increasing (full per graph, windows, blocks); use backend='cpu' or 'auto'")
+    return _RangesAttention.apply(q, k, v, bias, pattern, float(scale), float(dropout_p), dropout_seed)
