@@ -398,9 +398,15 @@ class Graph:
         """The transposed pattern, cached: ``(col_indptr [num_cols+1], row_indices [E], edge_id [E])``.
 
         ``edge_id[t]`` is the CSR position of the t-th CSC entry; entries are sorted by key, then by
-        query, so backward passes can walk keys without atomics.
+        query, so backward passes can walk keys without atomics. A pattern builder that knows the
+        transpose without a sort leaves a function computing it in ``_cache["csc_builder"]``.
         """
-        if "csc" not in self._cache:
+        if "csc" in self._cache:
+            return self._cache["csc"]
+        builder = self._cache.pop("csc_builder", None)
+        if builder is not None:
+            self._cache["csc"] = builder()
+        else:
             order = torch.sort(self.indices, stable=True).indices
             col_indptr = torch.zeros(self.num_cols + 1, dtype=torch.long, device=self.device)
             col_indptr[1:] = torch.cumsum(torch.bincount(self.indices, minlength=self.num_cols), 0)

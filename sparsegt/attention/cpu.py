@@ -5,11 +5,11 @@ Forward: one pass over each query row's edges with an online softmax; only ``out
 ``dq``, ``dbias``, ``dgate`` per query row, ``dk``/``dv`` per key column over the transposed (CSC)
 pattern, cached on the `Graph`, so there are no atomics and results are deterministic. Extra memory:
 one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias``, and the dropped-out
-weights), plus a small scratch for rows cut into pieces, and with dropout the [E, H] byte table of
+weights), plus a small scratch for rows cut into pieces, and with dropout the [H, E] byte table of
 kept weights, from the forward to the backward.
 
 Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head), once
-per call, as an [E, H] byte table that the backward reuses (hashing in the inner loops cost about as
+per call, as an [H, E] byte table that the backward reuses (hashing in the inner loops cost about as
 much as the attention).
 
 float32 and float64 only: half-precision inputs raise ValueError (cast with ``.float()``, or use
@@ -54,7 +54,7 @@ def _plan(pattern: Graph, kind: str, piece: int) -> tuple[np.ndarray, ...]:
 
 def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, num_heads: int,
                   np_dtype: type) -> tuple:
-    """(use_dropout, keep [E, H] uint8, keep_scale) as the kernels take them."""
+    """(use_dropout, keep [H, E] uint8, keep_scale) as the kernels take them."""
     if dropout_p <= 0.0:
         return False, np.zeros((1, 1), np.uint8), np_dtype(1.0)
     seed = int(dropout_seed)

@@ -120,10 +120,10 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                     p0, p1, p2, p3 = exp(t0 - m), exp(t1 - m), exp(t2 - m), exp(t3 - m)
                     run_sum[h] += (p0 + p1) + (p2 + p3)
                     if use_dropout:
-                        p0 = p0 * keep_scale if keep[e0, h] else zero
-                        p1 = p1 * keep_scale if keep[e1, h] else zero
-                        p2 = p2 * keep_scale if keep[e2, h] else zero
-                        p3 = p3 * keep_scale if keep[e3, h] else zero
+                        p0 = p0 * keep_scale if keep[h, e0] else zero
+                        p1 = p1 * keep_scale if keep[h, e1] else zero
+                        p2 = p2 * keep_scale if keep[h, e2] else zero
+                        p3 = p3 * keep_scale if keep[h, e3] else zero
                     for d in range(vdim):
                         acc[ov + d] += (p0 * v[j0, ov + d] + p1 * v[j1, ov + d]) + (
                             p2 * v[j2, ov + d] + p3 * v[j3, ov + d])
@@ -195,10 +195,10 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                     dp0, dp1, dp2, dp3 = dots4(dout, i, v, j0, j1, j2, j3, ov, vdim, zero)
                     w0, w1, w2, w3 = p0, p1, p2, p3
                     if use_dropout:  # a dropped weight passes no gradient back to its probability
-                        f0 = keep_scale if keep[e0, h] else zero
-                        f1 = keep_scale if keep[e1, h] else zero
-                        f2 = keep_scale if keep[e2, h] else zero
-                        f3 = keep_scale if keep[e3, h] else zero
+                        f0 = keep_scale if keep[h, e0] else zero
+                        f1 = keep_scale if keep[h, e1] else zero
+                        f2 = keep_scale if keep[h, e2] else zero
+                        f3 = keep_scale if keep[h, e3] else zero
                         w0, w1, w2, w3 = p0 * f0, p1 * f1, p2 * f2, p3 * f3
                         dp0, dp1, dp2, dp3 = dp0 * f0, dp1 * f1, dp2 * f2, dp3 * f3
                     ds0, ds1 = p0 * (dp0 - delta[h]), p1 * (dp1 - delta[h])

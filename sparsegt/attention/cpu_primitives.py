@@ -138,24 +138,25 @@ def keeps(edge_bits, head, threshold):
 
 @njit(parallel=True, cache=True)
 def keep_table(num_edges, num_heads, seed_lo, seed_hi, threshold):
-    """[E, H] uint8: 1 where weight (edge, head) survives dropout, bit for bit `dropout.keep_mask`.
+    """[H, E] uint8: 1 where weight (edge, head) survives dropout, bit for bit `dropout.keep_mask`.
 
     Computed once per call and read by the forward and the backward: hashing inside the kernels' inner
-    loops cost about as much as the attention itself (a latency chain per edge and head)."""
-    out = np.empty((num_edges, num_heads), dtype=np.uint8)
+    loops cost about as much as the attention itself (a latency chain per edge and head). Heads first:
+    the loops over edges vectorise, and a row's edges are contiguous for each head."""
+    out = np.empty((num_heads, num_edges), dtype=np.uint8)
     step = 4096
     for c in prange((num_edges + step - 1) // step):
-        for e in range(c * step, min(num_edges, (c + 1) * step)):
-            he = edge_hash(np.int64(e), seed_lo, seed_hi)
-            for h in range(num_heads):
-                out[e, h] = keeps(he, np.int64(h), threshold)
+        first, last = c * step, min(num_edges, (c + 1) * step)
+        for h in range(num_heads):
+            for e in range(first, last):
+                out[h, e] = keeps(edge_hash(np.int64(e), seed_lo, seed_hi), np.int64(h), threshold)
     return out
 
 
 @njit(parallel=True, cache=True)
 def dense_keep_factors(edge_map, keep, keep_scale, out):
     """Dropout factors of dense tiles: ``out[h, t, r, c]`` = ``keep_scale`` where the edge
-    ``edge_map[t, r, c]`` survives in head h (``keep`` [E, H] from `keep_table`), 0 where it is dropped
+    ``edge_map[t, r, c]`` survives in head h (``keep`` [H, E] from `keep_table`), 0 where it is dropped
     or where there is no edge (-1). ``edge_map`` [T, R, W] int32, ``out`` [H, T, R, W]."""
     num_heads = out.shape[0]
     zero = keep_scale * 0
@@ -164,7 +165,7 @@ def dense_keep_factors(edge_map, keep, keep_scale, out):
             for c in range(edge_map.shape[2]):
                 e = edge_map[t, r, c]
                 for h in range(num_heads):
-                    out[h, t, r, c] = keep_scale if e >= 0 and keep[e, h] else zero
+                    out[h, t, r, c] = keep_scale if e >= 0 and keep[h, e] else zero
 
 
 @overload(exp, inline="always")

@@ -2,7 +2,7 @@
 
 Any pass can regenerate exactly the mask the forward pass used, without storing it, and every backend
 (torch reference, CPU kernel, tiles) draws the same mask for the same seed (the CPU kernel and the
-tiles backend hash it once per call into an [E, H] byte table that their backward reuses). The hash is a 32-bit
+tiles backend hash it once per call into an [H, E] byte table that their backward reuses). The hash is a 32-bit
 integer mixer computed in int64 with constants below 2**31, so products never overflow and torch,
 numpy and numba give identical bits.
 """

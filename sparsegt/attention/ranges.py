@@ -73,9 +73,8 @@ class _RangesAttention(torch.autograd.Function):
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
         q2, kt, vt = prim.flat(q), _keys_first(k), _keys_first(v)
         bias_t = torch.zeros((1, 1), dtype=q.dtype) if bias is None else bias.detach().t().contiguous()
-        use_dropout, keep, keep_scale = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads,
-                                                      np_dtype)
-        keep_t = np.ascontiguousarray(keep.T)
+        use_dropout, keep_t, keep_scale = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads,
+                                                        np_dtype)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
         lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
         with prim.DynamicSchedule(), record_function("sparsegt.ranges.forward"):

@@ -124,7 +124,7 @@ class _Dropout:
 
     def __init__(self, p: float, seed: int, num_edges: int, num_heads: int, dtype, device) -> None:
         self.scale = 1.0 / (1.0 - p)
-        if device.type == "cpu":  # numba: the [E, H] keep bits, then the factors in place, per chunk
+        if device.type == "cpu":  # numba: the [H, E] keep bits, then the factors in place, per chunk
             self.keep = prim.keep_table(num_edges, num_heads, seed & prim.MASK32, (seed >> 32) & prim.MASK32,
                                         int(p * 4294967296.0))
         else:  # elsewhere: a [H, E] table of factors, gathered per chunk

@@ -47,17 +47,23 @@ def full(batch: Graph) -> Graph:
     degree = sizes[graph_of_node]
     indptr = torch.zeros(batch.num_nodes + 1, dtype=torch.long, device=dev)
     indptr[1:] = torch.cumsum(degree, 0)
-    graph_of_edge = torch.repeat_interleave(graph_of_node, degree)
-    indices = ptr[graph_of_edge] + segment_arange(degree)
+    # row i lists its graph's nodes ptr[g], ptr[g]+1, ...: entry e of row i is key e - (indptr[i] - ptr[g])
+    shift = indptr[:-1] - ptr[graph_of_node]
+    indices = torch.arange(int(indptr[-1]), device=dev) - torch.repeat_interleave(shift, degree)
     pattern = finish(indptr, indices, batch.num_nodes, batch.ptr, batch.col_ptr)
     if pattern.num_edges:
         # The transpose (`Graph.csc`), which every backward pass needs, is known without a sort: the
         # pattern is symmetric, column j holds the rows row j lists as keys, and the CSR position of
-        # (i, j) is indptr[i] + (j - first node of the graph).
-        row = pattern.row_index()
-        first_key = indices.index_select(0, indptr[:-1].clamp_max(pattern.num_edges - 1))
-        edge_id = indptr.index_select(0, indices) + (row - first_key.index_select(0, row))
-        pattern._cache["csc"] = (indptr, indices, edge_id)
+        # (i, j) is indptr[i] + (j - first node of the graph). Built when a backward asks for it.
+        num_nodes = batch.num_nodes
+
+        def transpose_of_full() -> tuple[Tensor, Tensor, Tensor]:  # no reference to the pattern: no cycle
+            row = torch.repeat_interleave(torch.arange(num_nodes, device=dev), degree)
+            first_key = indices.index_select(0, indptr[:-1].clamp_max(indices.numel() - 1))
+            edge_id = indptr.index_select(0, indices) + (row - first_key.index_select(0, row))
+            return indptr, indices, edge_id
+
+        pattern._cache["csc_builder"] = transpose_of_full
     return pattern
 
 
