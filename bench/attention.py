@@ -11,7 +11,9 @@ Graphs: ``er`` Erdos-Renyi with average degree 16; ``band`` a window |i - j| <= 
 Barabasi-Albert power-law graph (m=8, so average degree ~16, hubs with thousands of edges);
 ``pattern`` a batch of PATTERN-sized graphs (44-190 nodes, mean ~117) with full attention inside each.
 
-Methods: ``cpu`` this library's fused kernel (``backend="cpu"``); ``torch`` its pure-PyTorch reference;
+Methods: ``cpu`` this library's fused kernel (``backend="cpu"``); ``ranges`` its kernel for patterns whose
+rows are runs of consecutive keys (``band`` and ``pattern``; ``backend="ranges"``); ``torch`` its
+pure-PyTorch reference;
 ``pyg`` the edge-softmax path of PyG's TransformerConv (gather q_i and k_j per edge,
 ``torch_geometric.utils.softmax``, multiply v_j, scatter-sum); ``sdpa`` dense
 ``scaled_dot_product_attention`` with an N x N boolean mask; ``flex`` FlexAttention compiled with a
@@ -45,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "attention.json"
 GRAPHS = ("er", "band", "ba", "pattern")
-METHODS = ("cpu", "torch", "pyg", "sdpa", "flex")
+METHODS = ("cpu", "ranges", "torch", "pyg", "sdpa", "flex")
 MEMORY_BUDGET = 8 * 2**30  # skip a method whose estimated peak exceeds this (the machine is shared)
 
 
@@ -116,7 +118,7 @@ def make_method(name: str, g, heads: int, dim: int):
 
     n = g.num_nodes
     scale = dim**-0.5
-    if name in ("cpu", "torch"):
+    if name in ("cpu", "ranges", "torch"):
         return lambda q, k, v: sparse_attention(q, k, v, g, backend=name)
     if name == "pyg":
         from torch_geometric.utils import scatter, softmax
@@ -155,6 +157,8 @@ def make_method(name: str, g, heads: int, dim: int):
 def skip_reason(method: str, graph: str, n: int, num_edges: int, heads: int, dim: int) -> str | None:
     """Why a combination is not measured (too slow or too big for this machine), or None."""
     per_edge = num_edges * heads * dim * 4
+    if method == "ranges" and graph not in ("band", "pattern"):
+        return "rows are not runs of consecutive keys"
     if method in ("pyg", "torch") and 8 * per_edge > MEMORY_BUDGET:
         return f"needs ~{8 * per_edge / 2**30:.0f} GiB (E*H*D tensors)"
     if method in ("sdpa", "flex") and n > 16384:
@@ -295,14 +299,15 @@ def default_cases(quick: bool, full: bool) -> list[tuple[str, int, int, int, tup
         return [(g, n, h, d, METHODS) for g in GRAPHS for n in (4096, 16384, 65536, 262144)
                 for h, d in ((4, 32), (8, 64))]
     small = [("er", 4096, 4, 32, METHODS), ("band", 4096, 4, 32, ("cpu", "torch", "pyg")),
-             ("ba", 4096, 4, 32, ("cpu", "torch", "pyg")), ("pattern", 4096, 4, 32, ("cpu", "pyg", "sdpa"))]
+             ("ba", 4096, 4, 32, ("cpu", "torch", "pyg")), ("pattern", 4096, 4, 32, ("cpu", "ranges", "pyg", "sdpa")),
+             ("pattern", 4096, 4, 16, ("cpu", "ranges", "pyg", "sdpa"))]
     if quick:
         return small
     return small + [
         ("er", 16384, 4, 32, ("cpu", "torch", "pyg", "sdpa")),
         ("band", 16384, 4, 32, ("cpu", "pyg")),
         ("ba", 16384, 4, 32, ("cpu", "pyg")),
-        ("pattern", 16384, 4, 32, ("cpu", "pyg")),
+        ("pattern", 16384, 4, 32, ("cpu", "ranges", "pyg")),
         ("er", 16384, 8, 64, ("cpu", "pyg")),
         ("er", 65536, 4, 32, ("cpu", "pyg")),
         ("er", 262144, 4, 32, ("cpu",)),

@@ -16,7 +16,7 @@ TILES_MIN_FILL = 0.25
 TILES_MIN_MEAN_DEGREE = 128
 # auto uses the ranges kernel (keys in SIMD lanes) on patterns of runs when heads are narrow and runs long
 # enough to fill the lanes; with wider heads the per-edge kernel's loops over D already fill them
-RANGES_MAX_HEAD_DIM = 16
+RANGES_MAX_HEAD_DIM = 32
 RANGES_MIN_MEAN_DEGREE = 32
 
 
