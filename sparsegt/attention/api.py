@@ -85,11 +85,13 @@ def sparse_attention(
         return_lse: also return the per-row log-sum-exp [Nq, H] of the scores (``-inf`` for rows with
             no edges), to merge partial attentions exactly.
         backend: ``"auto"`` (the fastest correct one for the device and the pattern), ``"torch"``
-            (pure-PyTorch reference), ``"cpu"`` (fused numba kernel, any pattern) or ``"tiles"`` (dense
-            matrix products over tiles covering the pattern: for windows, bands and full attention per
-            graph; no ``gate``, no duplicate edges). On CPU, auto takes ``"tiles"`` when rows are long (128
-            keys on average), the pattern fills at least a quarter of its tiles and the call has no gate,
-            else ``"cpu"``.
+            (pure-PyTorch reference), ``"cpu"`` (fused numba kernel, any pattern), ``"ranges"`` (numba
+            kernel for patterns whose every row is a run of consecutive keys: full attention per graph,
+            windows, blocks; no ``gate``) or ``"tiles"`` (dense matrix products over tiles covering the
+            pattern: for windows, bands and full attention per graph; no ``gate``, no duplicate edges).
+            On CPU without a gate, auto takes ``"ranges"`` for runs of 32 keys or more on average with
+            heads of at most 32 channels, else ``"tiles"`` when rows are long (128 keys on average) and
+            the pattern fills at least a quarter of its tiles, else ``"cpu"``.
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
