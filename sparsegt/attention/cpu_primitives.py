@@ -57,6 +57,15 @@ def flat(t: torch.Tensor) -> torch.Tensor:
     return t.detach().contiguous().reshape(t.shape[0], width)
 
 
+def row_chunks(indptr: np.ndarray, chunks: int) -> np.ndarray:
+    """[chunks' + 1] row boundaries splitting the rows into at most ``chunks`` runs of about equal edges."""
+    num_rows = len(indptr) - 1
+    targets = np.linspace(0, indptr[-1], chunks + 1)
+    bounds = np.searchsorted(indptr, targets, side="left")
+    bounds[0], bounds[-1] = 0, num_rows
+    return np.unique(np.clip(bounds, 0, num_rows)).astype(np.int64)
+
+
 @intrinsic
 def prefetch_row(typingctx, array, row):
     """Prefetch every cache line of ``array[row, :]`` (2-D, C-contiguous) into L1."""

@@ -9,17 +9,101 @@ For an edge e = (i <- j) (query i aggregates key j)::
 
 Shapes: ``x`` [N, C], ``edge_attr`` [E, C] in CSR order (None: zeros, i.e. GraphGPS's constant
 "dummy" edge embedding absorbed into C's bias). The layer updates edge states, so it returns both.
+
+On CPU (float32/64) the gated aggregation runs in fused numba kernels (`gatedgcn_kernels`): one pass
+over each row instead of six [E, C] tensors; elsewhere it runs on torch gathers and segment sums.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
+from ..attention.cpu_primitives import DynamicSchedule, flat, row_chunks, use_threads
 from ..graph import Graph
+from . import gatedgcn_kernels as kernels
 from .segment import gather_keys, gather_queries, segment_sum
 
-__all__ = ["GatedGCNConv"]
+__all__ = ["GatedGCNConv", "gated_aggregation", "gated_aggregation_torch"]
+
+PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a second one
+CHUNKS_PER_THREAD = 4  # handed out one at a time: a slow or shared core does not hold the others up
+
+
+def _chunks(indptr: Tensor, work: int) -> np.ndarray:
+    threads = use_threads(work, PARALLEL_MIN_WORK)
+    return row_chunks(indptr.contiguous().numpy(), threads * CHUNKS_PER_THREAD if threads > 1 else 1)
+
+
+def _one(t: Tensor) -> np.floating:
+    return np.float32(1.0) if t.dtype == torch.float32 else np.float64(1.0)
+
+
+class _GatedAggregation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, d, e, b, c, graph):  # type: ignore[override]
+        d2, e2, b2, c2 = flat(d), flat(e), flat(b), flat(c)
+        edge_hat = torch.empty((graph.num_edges, d2.shape[1]), dtype=d.dtype)
+        agg, den = torch.empty_like(d2), torch.empty_like(d2)
+        per_edge = c2.shape[0] == graph.num_edges
+        with DynamicSchedule():
+            kernels.gated_forward(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
+                                  _chunks(graph.indptr, edge_hat.numel()), d2.numpy(), e2.numpy(), b2.numpy(),
+                                  c2.numpy(), per_edge, _one(d2), edge_hat.numpy(), agg.numpy(), den.numpy())
+        ctx.graph, ctx.per_edge = graph, per_edge
+        ctx.save_for_backward(b2, edge_hat, agg, den)
+        return edge_hat, agg
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_hat, grad_agg):  # type: ignore[override]
+        b2, edge_hat, agg, den = ctx.saved_tensors
+        graph: Graph = ctx.graph
+        grad_agg = torch.zeros_like(agg) if grad_agg is None else flat(grad_agg)
+        has_grad_hat = grad_hat is not None
+        grad_hat = grad_agg.new_zeros(1, 1) if grad_hat is None else flat(grad_hat)
+        grad_edge, grad_d = torch.empty_like(edge_hat), torch.empty_like(agg)
+        grad_num, grad_e, grad_b = torch.empty_like(agg), torch.empty_like(b2), torch.empty_like(b2)  # e, b: [Nk, C]
+        col_indptr, row_indices, edge_id = graph.csc()
+        with DynamicSchedule():
+            kernels.gated_backward_rows(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
+                                        _chunks(graph.indptr, edge_hat.numel()), b2.numpy(), edge_hat.numpy(),
+                                        agg.numpy(), den.numpy(), grad_agg.numpy(), grad_hat.numpy(), has_grad_hat,
+                                        _one(b2), grad_edge.numpy(), grad_d.numpy(), grad_num.numpy())
+            kernels.gated_backward_keys(col_indptr.contiguous().numpy(), row_indices.contiguous().numpy(),
+                                        edge_id.contiguous().numpy(), _chunks(col_indptr, edge_hat.numel()),
+                                        edge_hat.numpy(), grad_num.numpy(), grad_edge.numpy(), _one(b2),
+                                        grad_e.numpy(), grad_b.numpy())
+        grad_c = grad_edge if ctx.per_edge else grad_edge.sum(0, keepdim=True)
+        return grad_d, grad_e, grad_b, grad_c, None
+
+
+def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """GatedGCN's gated sum: ``ê_t = d_i + e_j + c_t``, ``agg_i = sum_t σ(ê_t) b_j / (sum_t σ(ê_t) + 1e-6)``
+    over the edges t = (i <- j) of each row.
+
+    Args:
+        graph: N rows, Nk columns, E edges. d: [N, C]. e, b: [Nk, C]. c: [E, C] or [1, C] (one row for
+            every edge).
+    Returns: ``(edge_hat [E, C], agg [N, C])``.
+    """
+    if c.dim() != 2 or c.shape[0] not in (1, graph.num_edges):
+        raise ValueError(f"c must have shape [E, C] = [{graph.num_edges}, C] or [1, C], got {tuple(c.shape)}")
+    fused = all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in (d, e, b, c))
+    if fused and len({d.dtype, e.dtype, b.dtype, c.dtype}) == 1:
+        return _GatedAggregation.apply(d, e, b, c, graph)
+    return gated_aggregation_torch(graph, d, e, b, c)
+
+
+def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """`gated_aggregation` on torch gathers and segment sums (any device; the reference of the kernels)."""
+    edge_hat = gather_queries(graph, d) + gather_keys(graph, e) + c
+    sigma = torch.sigmoid(edge_hat)
+    numerator = segment_sum(graph, sigma * gather_keys(graph, b))
+    denominator = segment_sum(graph, sigma)
+    return edge_hat, numerator / (denominator + kernels.EPS)
 
 
 class GatedGCNConv(nn.Module):
@@ -47,16 +131,13 @@ class GatedGCNConv(nn.Module):
 
     def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x [N, C], edge_attr [E, C] or None -> (x [N, C], edge_attr [E, C])."""
-        if edge_attr is None:
-            edge_attr = x.new_zeros(graph.num_edges, self.channels)
         a, b, d, e = self.node_lin(x).chunk(4, dim=-1)
-        edge_hat = gather_queries(graph, d) + gather_keys(graph, e) + self.edge_lin(edge_attr)
-        sigma = torch.sigmoid(edge_hat)
-        numerator = segment_sum(graph, sigma * gather_keys(graph, b))
-        denominator = segment_sum(graph, sigma)
-        x_new = a + numerator / (denominator + 1e-6)
-        x_new = self.dropout(torch.relu(self.norm_x(x_new)))
+        # no edge features: C e = C 0 = C's bias, one row for every edge
+        c = self.edge_lin.bias.view(1, -1) if edge_attr is None else self.edge_lin(edge_attr)
+        edge_hat, aggregated = gated_aggregation(graph, d, e, b, c)
+        x_new = self.dropout(torch.relu(self.norm_x(a + aggregated)))
         e_new = self.dropout(torch.relu(self.norm_e(edge_hat)))
         if self.residual:
-            x_new, e_new = x + x_new, edge_attr + e_new
+            x_new = x + x_new
+            e_new = e_new if edge_attr is None else edge_attr + e_new
         return x_new, e_new

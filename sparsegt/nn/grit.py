@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.cpu_primitives import DynamicSchedule, flat, use_threads
+from ..attention.cpu_primitives import DynamicSchedule, flat, row_chunks, use_threads
 from ..graph import Graph
 from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
@@ -114,7 +114,7 @@ def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         chunks = max(threads, min(4 * threads, pattern.num_edges // (2 * max(pattern.num_cols, 1))))
     key = f"grit_chunks_{chunks}"
     if key not in pattern._cache:
-        pattern._cache[key] = kernels.row_chunks(pattern.indptr.contiguous().numpy(), chunks)
+        pattern._cache[key] = row_chunks(pattern.indptr.contiguous().numpy(), chunks)
     return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), pattern._cache[key]
 
 

@@ -22,19 +22,10 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["row_chunks", "pair_hat_forward", "pair_hat_backward", "weighted_sums_forward",
+__all__ = ["pair_hat_forward", "pair_hat_backward", "weighted_sums_forward",
            "weighted_sums_backward"]
 
 PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a second one (`use_threads`)
-
-
-def row_chunks(indptr: np.ndarray, chunks: int) -> np.ndarray:
-    """[chunks' + 1] row boundaries splitting the rows into at most ``chunks`` runs of about equal edges."""
-    num_rows = len(indptr) - 1
-    targets = np.linspace(0, indptr[-1], chunks + 1)
-    bounds = np.searchsorted(indptr, targets, side="left")
-    bounds[0], bounds[-1] = 0, num_rows
-    return np.unique(np.clip(bounds, 0, num_rows)).astype(np.int64)
 
 
 # Written with row views and without branches in the channel loops, so that LLVM vectorises them.
