@@ -77,3 +77,7 @@ def test_layer_matches_the_torch_aggregation_and_rejects_bad_edge_terms(monkeypa
             torch.testing.assert_close(a, b, **TOL[torch.float32])
     with pytest.raises(ValueError, match=r"c must have shape \[E, C\]"):
         gated_aggregation(g, x, x, x, torch.randn(3, 8))
+    with pytest.raises(ValueError, match=r"e must have shape \[30, C\] \(C = 8"):
+        gated_aggregation(g, x, x[:, :4], x, edge_attr)
+    with pytest.raises(ValueError, match=r"b must have shape \[30, C\]"):
+        gated_aggregation(g, x, x, x[:20], edge_attr)

@@ -89,8 +89,14 @@ def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) 
             every edge).
     Returns: ``(edge_hat [E, C], agg [N, C])``.
     """
-    if c.dim() != 2 or c.shape[0] not in (1, graph.num_edges):
-        raise ValueError(f"c must have shape [E, C] = [{graph.num_edges}, C] or [1, C], got {tuple(c.shape)}")
+    rows = {"d": graph.num_nodes, "e": graph.num_cols, "b": graph.num_cols}
+    for name, t in (("d", d), ("e", e), ("b", b)):
+        if t.dim() != 2 or t.shape[0] != rows[name] or t.shape[1] != d.shape[-1]:
+            raise ValueError(f"{name} must have shape [{rows[name]}, C] (C = {d.shape[-1]}, the width of d), "
+                             f"got {tuple(t.shape)}")
+    if c.dim() != 2 or c.shape[0] not in (1, graph.num_edges) or c.shape[1] != d.shape[1]:
+        raise ValueError(f"c must have shape [E, C] = [{graph.num_edges}, {d.shape[1]}] or [1, {d.shape[1]}], "
+                         f"got {tuple(c.shape)}")
     fused = all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in (d, e, b, c))
     if fused and len({d.dtype, e.dtype, b.dtype, c.dtype}) == 1:
         return _GatedAggregation.apply(d, e, b, c, graph)
