@@ -154,6 +154,19 @@ class _CpuAttention(torch.autograd.Function):
                 None if dv is None else dv.view(v_shape), dbias, dgate_out, None, None, None, None, None)
 
 
+def check_cpu_tensors(backend: str, **tensors: Tensor | None) -> None:
+    """ValueError unless every given tensor is a float32/float64 CPU tensor (the numba backends' inputs)."""
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if t.device.type != "cpu":
+            raise ValueError(f"backend={backend!r} needs CPU tensors, but {name} is on {t.device}; "
+                             "move it with .cpu() or use backend='auto'")
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"backend={backend!r} supports float32 and float64, but {name} is {t.dtype}; "
+                             "cast with .float() or use backend='torch'")
+
+
 def cpu_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None, scale: float,
     dropout_p: float, dropout_seed: int | None, *, piece: int | None = None,
@@ -164,15 +177,7 @@ def cpu_attention(
     ``piece`` (edges per work chunk, and the longest row left uncut) is for tests; by default it
     follows the edge count and the thread count.
     """
-    for name, t in (("q", q), ("k", k), ("v", v), ("bias", bias), ("gate", gate)):
-        if t is None:
-            continue
-        if t.device.type != "cpu":
-            raise ValueError(f"backend='cpu' needs CPU tensors, but {name} is on {t.device}; "
-                             "move it with .cpu() or use backend='auto'")
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"backend='cpu' supports float32 and float64, but {name} is {t.dtype}; "
-                             "cast with .float() or use backend='torch'")
+    check_cpu_tensors("cpu", q=q, k=k, v=v, bias=bias, gate=gate)
     if piece is not None and piece < 1:
         raise ValueError(f"piece must be a positive number of edges, got {piece}")
     return _CpuAttention.apply(q, k, v, bias, gate, pattern, float(scale), float(dropout_p), dropout_seed,

@@ -24,7 +24,7 @@ from torch.profiler import record_function
 from ..graph import Graph
 from . import cpu_primitives as prim
 from . import range_kernels as kern
-from .cpu import SUPPORTED_DTYPES, _dropout_args
+from .cpu import _dropout_args, check_cpu_tensors
 
 __all__ = ["ranges_attention", "is_runs"]
 
@@ -129,15 +129,7 @@ def ranges_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tens
     if gate is not None:
         raise ValueError("backend='ranges' does not take a gate (a per-edge factor inside q.k); "
                          "use backend='cpu' or 'auto'")
-    for name, t in (("q", q), ("k", k), ("v", v), ("bias", bias)):
-        if t is None:
-            continue
-        if t.device.type != "cpu":
-            raise ValueError(f"backend='ranges' needs CPU tensors, but {name} is on {t.device}; "
-                             "move it with .cpu() or use backend='auto'")
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"backend='ranges' supports float32 and float64, but {name} is {t.dtype}; "
-                             "cast with .float() or use backend='torch'")
+    check_cpu_tensors("ranges", q=q, k=k, v=v, bias=bias)
     if not is_runs(pattern):
         raise ValueError("backend='ranges' needs a pattern whose every row's keys are consecutive and "
                          "increasing (full per graph, windows, blocks); use backend='cpu' or 'auto'")
