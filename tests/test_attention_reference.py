@@ -9,13 +9,13 @@ from sparsegt.attention import dense_attention, densify
 from .strategies import patterns, random_qkv
 
 
-def dense_oracle(q, k, v, g, bias=None, gate=None):
+def dense_oracle(q, k, v, g, bias=None, gate=None, score_clamp=None):
     mask, dense_bias = densify(g, bias, heads=q.shape[1])
     dense_gate = None
     if gate is not None:
         dense_gate = torch.zeros(g.num_nodes, g.num_cols, *gate.shape[1:], dtype=gate.dtype)
         dense_gate[g.row_index(), g.indices] = gate
-    return dense_attention(q, k, v, mask, dense_bias, dense_gate)
+    return dense_attention(q, k, v, mask, dense_bias, dense_gate, score_clamp=score_clamp)
 
 
 @given(patterns(), st.sampled_from([1.0, 1e4]), st.booleans())

@@ -67,6 +67,7 @@ def sparse_attention(
     dropout_seed: int | None = None,
     generator: torch.Generator | None = None,
     return_lse: bool = False,
+    score_clamp: float | None = None,
     backend: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Softmax attention of each query over the keys its pattern row lists.
@@ -84,12 +85,14 @@ def sparse_attention(
             global generator) when None, so ``torch.manual_seed`` makes runs reproducible.
         return_lse: also return the per-row log-sum-exp [Nq, H] of the scores (``-inf`` for rows with
             no edges), to merge partial attentions exactly.
+        score_clamp: limit ``scale * q.(k*gate)`` to [-c, c] before the bias is added (GT's clamp of
+            5); no gradient flows through a clamped value. Backends ``"torch"`` and ``"cpu"``.
         backend: ``"auto"`` (the fastest correct one for the device and the pattern), ``"torch"``
             (pure-PyTorch reference), ``"cpu"`` (fused numba kernel, any pattern), ``"ranges"`` (numba
             kernel for patterns whose every row is a run of consecutive keys: full attention per graph,
             windows, blocks; no ``gate``) or ``"tiles"`` (dense matrix products over tiles covering the
             pattern: for windows, bands and full attention per graph; no ``gate``, no duplicate edges).
-            On CPU without a gate, auto takes ``"ranges"`` for runs of 32 keys or more on average with
+            On CPU without a gate or a clamp, auto takes ``"ranges"`` for runs of 32 keys or more on average with
             heads of at most 32 channels, else ``"tiles"`` when rows are long (128 keys on average) and
             the pattern fills at least a quarter of its tiles, else ``"cpu"``.
 
@@ -102,8 +105,13 @@ def sparse_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if dropout_p > 0.0 and dropout_seed is None:
         dropout_seed = draw_seed(generator)
+    if score_clamp is not None:
+        if not 0.0 < float(score_clamp) < float("inf"):
+            raise ValueError(f"score_clamp must be a positive finite number, got {score_clamp}")
+        if backend in ("tiles", "ranges"):
+            raise ValueError(f"backend={backend!r} does not take a score_clamp; use backend='cpu' or 'auto'")
     if backend == "auto":
-        backend = _auto_backend(q, pattern, gate)
+        backend = _auto_backend(q, pattern, gate, score_clamp)
     if backend == "tiles":
         from .tiles import tiles_attention
 
@@ -115,13 +123,14 @@ def sparse_attention(
     elif backend == "cpu":
         from .cpu import cpu_attention
 
-        out, lse = cpu_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
+        out, lse = cpu_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed,
+                                 score_clamp=score_clamp)
     else:
-        out, lse = reference_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
+        out, lse = reference_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed, score_clamp)
     return (out, lse) if return_lse else out
 
 
-def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None) -> str:
+def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None, score_clamp: float | None = None) -> str:
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
         return "torch"
     try:
@@ -129,11 +138,12 @@ def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None) -> str:
         from .tile_plan import tile_fill, tile_plan
     except ImportError:
         return "torch"
+    if gate is not None or score_clamp is not None:  # only the per-edge kernel takes these
+        return "cpu"
     mean_degree = pattern.num_edges / max(1, pattern.num_nodes)
-    if (gate is None and q.shape[2] <= RANGES_MAX_HEAD_DIM and mean_degree >= RANGES_MIN_MEAN_DEGREE
-            and is_runs(pattern)):
+    if q.shape[2] <= RANGES_MAX_HEAD_DIM and mean_degree >= RANGES_MIN_MEAN_DEGREE and is_runs(pattern):
         return "ranges"
     long_rows = mean_degree >= TILES_MIN_MEAN_DEGREE and pattern.num_edges < 2**31  # int32 edge map
-    if gate is None and long_rows and tile_fill(pattern) >= TILES_MIN_FILL and not tile_plan(pattern).duplicates:
+    if long_rows and tile_fill(pattern) >= TILES_MIN_FILL and not tile_plan(pattern).duplicates:
         return "tiles"
     return "cpu"

@@ -65,7 +65,7 @@ def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, nu
 
 class _CpuAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece):
+    def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece, score_clamp):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
         np_dtype = np.float32 if q.dtype == torch.float32 else np.float64
         threads = prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
@@ -84,13 +84,13 @@ class _CpuAttention(torch.autograd.Function):
         with prim.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
             kern.attention_forward(
                 q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
-                gate2.numpy(), bias is not None, gate is not None, np_dtype(scale), np_dtype(0.0),
-                *dropout,
+                gate2.numpy(), bias is not None, gate is not None, score_clamp is not None,
+                np_dtype(score_clamp or 0.0), np_dtype(scale), np_dtype(0.0), *dropout,
                 seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
                 out.numpy(), lse.numpy(), part_out, part_lse)
             if num_slots:
                 prim.merge_by_lse(split_row, split_ptr, part_out, part_lse, out.numpy(), lse.numpy())
-        ctx.pattern, ctx.scale, ctx.dropout, ctx.piece = pattern, scale, dropout, piece
+        ctx.pattern, ctx.scale, ctx.dropout, ctx.piece, ctx.score_clamp = pattern, scale, dropout, piece, score_clamp
         ctx.has_bias, ctx.has_gate = bias is not None, gate is not None
         ctx.shapes = (q.shape, k.shape, v.shape)
         # the contiguous copies the kernel read, so the backward does not copy again
@@ -117,16 +117,20 @@ class _CpuAttention(torch.autograd.Function):
         dv: Tensor | None = torch.empty(tuple(v2.shape), dtype=dtype)
         dscore_weight = torch.empty((num_edges, 2 * num_heads), dtype=dtype)
         dgate = torch.empty((num_edges, q2.shape[1]) if need_dgate else (1, 1), dtype=dtype)
+        need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
+        clamp = ctx.score_clamp
+        separate_dbias = need_dbias and clamp is not None  # else dL/dbias is the stored ds
+        dbias_clamped = torch.empty((num_edges, num_heads) if separate_dbias else (1, 1), dtype=dtype)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
         part_dq = np.empty((int(split_ptr[-1]), q2.shape[1]), np_dtype)
         with prim.DynamicSchedule():
             with record_function("sparsegt.cpu.backward_queries"):
                 kern.attention_backward_rows(
                     q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
-                    gate2.numpy(), ctx.has_bias, ctx.has_gate, need_dgate, np_dtype(scale), np_dtype(0.0),
-                    *ctx.dropout,
+                    gate2.numpy(), ctx.has_bias, ctx.has_gate, need_dgate, clamp is not None,
+                    np_dtype(clamp or 0.0), np_dtype(scale), np_dtype(0.0), *ctx.dropout,
                     seg_row, seg_start, seg_end, seg_slot, chunk_ptr, out.numpy(), lse.numpy(), dout2, dlse2,
-                    dq.numpy(), part_dq, dscore_weight.numpy(), dgate.numpy())
+                    dq.numpy(), part_dq, dscore_weight.numpy(), dgate.numpy(), separate_dbias, dbias_clamped.numpy())
                 if part_dq.shape[0]:
                     prim.merge_by_sum(split_row, split_ptr, part_dq, dq.numpy())
             if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
@@ -147,11 +151,12 @@ class _CpuAttention(torch.autograd.Function):
                         prim.merge_by_sum(split_col, split_col_ptr, part_dv, dv.numpy())
             else:  # only q, bias or gate need a gradient: skip the key pass
                 dk = dv = None
-        need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
-        dbias = dscore_weight[:, :num_heads].contiguous() if need_dbias else None
+        dbias = None
+        if need_dbias:
+            dbias = dbias_clamped if separate_dbias else dscore_weight[:, :num_heads].contiguous()
         dgate_out = dgate.view(num_edges, num_heads, q_shape[2]) if need_dgate else None
         return (dq.view(q_shape), None if dk is None else dk.view(k_shape),
-                None if dv is None else dv.view(v_shape), dbias, dgate_out, None, None, None, None, None)
+                None if dv is None else dv.view(v_shape), dbias, dgate_out, None, None, None, None, None, None)
 
 
 def check_cpu_tensors(backend: str, **tensors: Tensor | None) -> None:
@@ -169,7 +174,7 @@ def check_cpu_tensors(backend: str, **tensors: Tensor | None) -> None:
 
 def cpu_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None, scale: float,
-    dropout_p: float, dropout_seed: int | None, *, piece: int | None = None,
+    dropout_p: float, dropout_seed: int | None, *, piece: int | None = None, score_clamp: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused CPU attention. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], bias [E, H], gate [E, H, D].
 
@@ -181,4 +186,4 @@ def cpu_attention(
     if piece is not None and piece < 1:
         raise ValueError(f"piece must be a positive number of edges, got {piece}")
     return _CpuAttention.apply(q, k, v, bias, gate, pattern, float(scale), float(dropout_p), dropout_seed,
-                               piece)
+                               piece, score_clamp)

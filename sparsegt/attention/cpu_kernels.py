@@ -43,9 +43,9 @@ def dots4(x, i, y, j0, j1, j2, j3, o, dim, zero):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0, j1, j2, j3, e0, e1, e2, e3):
-    """Scores of query i against keys j0..j3 (edges e0..e3) in head h (columns o..o+dim). Shared by the
-    forward and the backward row pass."""
+def scores4(q, k, gate, has_gate, scale, zero, i, o, dim, j0, j1, j2, j3, e0, e1, e2, e3):
+    """Scaled dot products (the part a score clamp bounds) of query i with keys j0..j3 (edges e0..e3) over
+    columns o..o+dim. Shared by the forward and the backward row pass."""
     if has_gate:
         t0, t1, t2, t3 = zero, zero, zero, zero
         for d in range(dim):
@@ -56,7 +56,21 @@ def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0,
             t3 += qd * k[j3, o + d] * gate[e3, o + d]
     else:
         t0, t1, t2, t3 = dots4(q, i, k, j0, j1, j2, j3, o, dim, zero)
-    t0, t1, t2, t3 = t0 * scale, t1 * scale, t2 * scale, t3 * scale
+    return t0 * scale, t1 * scale, t2 * scale, t3 * scale
+
+
+@njit(inline="always")
+def _clamp(t, bound):
+    """t limited to [-bound, bound]; NaN stays NaN."""
+    return bound if t > bound else (-bound if t < -bound else t)
+
+
+@njit(inline="always")
+def clamp_and_bias4(t0, t1, t2, t3, has_clamp, bound, has_bias, bias, h, e0, e1, e2, e3):
+    """Scores from the dot products: clamped to [-bound, bound] (GT's clamp), then the edge bias added
+    (so a -inf bias still masks)."""
+    if has_clamp:
+        t0, t1, t2, t3 = _clamp(t0, bound), _clamp(t1, bound), _clamp(t2, bound), _clamp(t3, bound)
     if has_bias:
         t0, t1 = t0 + bias[e0, h], t1 + bias[e1, h]
         t2, t3 = t2 + bias[e2, h], t3 + bias[e3, h]
@@ -64,7 +78,7 @@ def scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim, j0,
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, zero,
+def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clamp, bound, scale, zero,
                       use_dropout, keep, keep_scale,
                       seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
                       out, lse, part_out, part_lse):
@@ -96,8 +110,10 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
                 j0, j1, j2, j3 = indices[e0], indices[e1], indices[e2], indices[e3]
                 for h in range(num_heads):
                     o = h * dim
-                    t0, t1, t2, t3 = scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim,
-                                             j0, j1, j2, j3, e0, e1, e2, e3)
+                    t0, t1, t2, t3 = scores4(q, k, gate, has_gate, scale, zero, i, o, dim, j0, j1, j2, j3,
+                                             e0, e1, e2, e3)
+                    t0, t1, t2, t3 = clamp_and_bias4(t0, t1, t2, t3, has_clamp, bound, has_bias, bias, h,
+                                                     e0, e1, e2, e3)
                     # missing lanes (row shorter than the group) repeat the last edge: give them no weight
                     if e1 == e0:
                         t1 = minus_inf
@@ -147,15 +163,16 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, scale, z
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, need_dgate, scale, zero,
-                            use_dropout, keep, keep_scale,
+def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, need_dgate, has_clamp, bound,
+                            scale, zero, use_dropout, keep, keep_scale,
                             seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
-                            out, lse, dout, dlse, dq, part_dq, dscore_weight, dgate):
+                            out, lse, dout, dlse, dq, part_dq, dscore_weight, dgate, separate_dbias, dbias):
     """Query pass: recompute ``p = exp(s - lse)``; with ``delta = dout.out - dlse`` the score gradient is
     ``ds = p (dp - delta)``, ``dp = dout . v`` (``dlse`` [Nq, H] arrives through the returned lse).
-    Writes ``dscore_weight`` [E, 2H]: the score gradient (also dL/dbias) in ``[:, :H]`` and the
-    dropped-out weights in ``[:, H:]``, side by side so the key pass reads one cache line per edge;
-    ``dq`` [Nq, H*D] (pieces of cut rows into ``part_dq``) and, when asked, ``dgate`` [E, H*D]."""
+    Writes ``dscore_weight`` [E, 2H]: the gradient of the dot products in ``[:, :H]`` (ds, which is also
+    dL/dbias, except where a clamp cut it) and the dropped-out weights in ``[:, H:]``, side by side so
+    the key pass reads one cache line per edge; ``dq`` [Nq, H*D] (pieces of cut rows into ``part_dq``),
+    when asked ``dgate`` [E, H*D], and with a clamp and a bias gradient ``dbias`` [E, H] = ds."""
     num_edges = indices.shape[0]
     num_heads = lse.shape[1]
     dim = q.shape[1] // num_heads
@@ -187,9 +204,15 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                     ov = h * vdim
                     row_lse = lse[i, h]
                     p0, p1, p2, p3 = zero, zero, zero, zero
+                    inside0, inside1, inside2, inside3 = True, True, True, True
                     if row_lse > -np.inf:
-                        t0, t1, t2, t3 = scores4(q, k, gate, bias, has_gate, has_bias, scale, zero, i, h, o, dim,
-                                                 j0, j1, j2, j3, e0, e1, e2, e3)
+                        t0, t1, t2, t3 = scores4(q, k, gate, has_gate, scale, zero, i, o, dim, j0, j1, j2, j3,
+                                                 e0, e1, e2, e3)
+                        if has_clamp:  # no gradient through a clamped score (as torch.clamp's)
+                            inside0, inside1 = -bound <= t0 <= bound, -bound <= t1 <= bound
+                            inside2, inside3 = -bound <= t2 <= bound, -bound <= t3 <= bound
+                        t0, t1, t2, t3 = clamp_and_bias4(t0, t1, t2, t3, has_clamp, bound, has_bias, bias, h,
+                                                         e0, e1, e2, e3)
                         p0, p1 = exp(t0 - row_lse), exp(t1 - row_lse)
                         p2, p3 = exp(t2 - row_lse), exp(t3 - row_lse)
                     dp0, dp1, dp2, dp3 = dots4(dout, i, v, j0, j1, j2, j3, ov, vdim, zero)
@@ -203,22 +226,34 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                         dp0, dp1, dp2, dp3 = dp0 * f0, dp1 * f1, dp2 * f2, dp3 * f3
                     ds0, ds1 = p0 * (dp0 - delta[h]), p1 * (dp1 - delta[h])
                     ds2, ds3 = p2 * (dp2 - delta[h]), p3 * (dp3 - delta[h])
+                    dt0, dt1, dt2, dt3 = ds0, ds1, ds2, ds3  # the gradient of the dot products
+                    if has_clamp:
+                        dt0, dt1 = dt0 if inside0 else zero, dt1 if inside1 else zero
+                        dt2, dt3 = dt2 if inside2 else zero, dt3 if inside3 else zero
                     # missing lanes repeat the last edge: they must neither write nor accumulate
                     if e1 == e0:
-                        ds1 = zero
+                        dt1 = zero
                     if e2 == e1:
-                        ds2 = zero
+                        dt2 = zero
                     if e3 == e2:
-                        ds3 = zero
+                        dt3 = zero
                     hw = num_heads + h
-                    dscore_weight[e0, h], dscore_weight[e0, hw] = ds0, w0
+                    dscore_weight[e0, h], dscore_weight[e0, hw] = dt0, w0
                     if e1 > e0:
-                        dscore_weight[e1, h], dscore_weight[e1, hw] = ds1, w1
+                        dscore_weight[e1, h], dscore_weight[e1, hw] = dt1, w1
                     if e2 > e1:
-                        dscore_weight[e2, h], dscore_weight[e2, hw] = ds2, w2
+                        dscore_weight[e2, h], dscore_weight[e2, hw] = dt2, w2
                     if e3 > e2:
-                        dscore_weight[e3, h], dscore_weight[e3, hw] = ds3, w3
-                    c0, c1, c2, c3 = ds0 * scale, ds1 * scale, ds2 * scale, ds3 * scale
+                        dscore_weight[e3, h], dscore_weight[e3, hw] = dt3, w3
+                    if separate_dbias:  # clamped: the bias (added after the clamp) gets all of ds
+                        dbias[e0, h] = ds0
+                        if e1 > e0:
+                            dbias[e1, h] = ds1
+                        if e2 > e1:
+                            dbias[e2, h] = ds2
+                        if e3 > e2:
+                            dbias[e3, h] = ds3
+                    c0, c1, c2, c3 = dt0 * scale, dt1 * scale, dt2 * scale, dt3 * scale
                     if has_gate:
                         for x in range(o, o + dim):
                             acc[x] += (c0 * k[j0, x] * gate[e0, x] + c1 * k[j1, x] * gate[e1, x]) + (

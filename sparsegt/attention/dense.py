@@ -31,16 +31,20 @@ def densify(pattern: Graph, bias: Tensor | None = None, heads: int = 1) -> tuple
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, bias: Tensor | None = None,
-                    gate: Tensor | None = None, scale: float | None = None) -> tuple[Tensor, Tensor]:
+                    gate: Tensor | None = None, scale: float | None = None,
+                    score_clamp: float | None = None) -> tuple[Tensor, Tensor]:
     """Masked softmax attention. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], mask [Nq, Nk] bool,
     bias [Nq, Nk, H], gate [Nq, Nk, H, D] (dense). Returns ``out`` [Nq, H, Dv] and ``lse`` [Nq, H];
-    rows whose mask is empty give zeros and ``-inf``."""
+    rows whose mask is empty give zeros and ``-inf``. ``score_clamp``: the scaled dot products are limited
+    to [-c, c] before the bias is added."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if gate is None:
         score = torch.einsum("ihd,jhd->ijh", q, k)
     else:
         score = torch.einsum("ihd,jhd,ijhd->ijh", q, k, gate)
     score = score * scale
+    if score_clamp is not None:
+        score = score.clamp(-score_clamp, score_clamp)
     if bias is not None:
         score = score + bias
     score = score.masked_fill(~mask[..., None], -torch.inf)

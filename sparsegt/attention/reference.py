@@ -15,7 +15,7 @@ from .dropout import keep_mask
 
 def reference_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None,
-    scale: float, dropout_p: float, dropout_seed: int | None,
+    scale: float, dropout_p: float, dropout_seed: int | None, score_clamp: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns ``out`` [Nq, H, Dv] and ``lse`` [Nq, H] (``-inf`` on rows without edges)."""
     num_rows, num_heads = q.shape[0], q.shape[1]
@@ -24,6 +24,8 @@ def reference_attention(
     if gate is not None:
         qk = qk * gate
     score = qk.sum(-1) * scale
+    if score_clamp is not None:
+        score = score.clamp(-score_clamp, score_clamp)
     if bias is not None:
         score = score + bias
     # The row maximum only shifts the exponent; softmax is invariant to it, so no gradient flows there.

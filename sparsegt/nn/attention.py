@@ -41,11 +41,13 @@ class SparseMultiheadAttention(nn.Module):
         edge_dim: width of ``edge_attr`` to project, if ``edge_mode`` is set.
         edge_mode: None, ``"bias"`` (``edge_attr`` -> [E, H] score bias) or ``"gate"``
             (``edge_attr`` -> [E, H, D] gate multiplied into q*k).
-        backend: passed to `sparse_attention` (``"auto"``, ``"torch"``, ``"cpu"``).
+        backend: passed to `sparse_attention` (``"auto"``, ``"torch"``, ``"cpu"``, ...).
+        score_clamp: limit the scaled dot products to [-c, c] before the softmax (GT's clamp of 5), or None.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 edge_dim: int | None = None, edge_mode: str | None = None, backend: str = "auto") -> None:
+                 edge_dim: int | None = None, edge_mode: str | None = None, backend: str = "auto",
+                 score_clamp: float | None = None) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of "
@@ -56,6 +58,7 @@ class SparseMultiheadAttention(nn.Module):
             raise ValueError(f"edge_mode={edge_mode!r} needs edge_dim (the width of edge_attr)")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
+        self.score_clamp = score_clamp
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
@@ -137,6 +140,6 @@ class SparseMultiheadAttention(nn.Module):
                                  "with the candidate pattern) cannot be used with it")
             pattern = topk(q.detach(), k.detach(), pattern, keep_top)
         bias, gate = self.edge_terms(pattern, edge_attr, edge_bias, edge_gate)
-        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate,
-                               dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
+        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate, dropout_p=self.dropout if self.training else 0.0,
+                               score_clamp=self.score_clamp, backend=self.backend)
         return self.out_proj(out.reshape(-1, self.embed_dim))

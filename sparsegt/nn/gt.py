@@ -4,13 +4,14 @@ Graphs", 2020): attention restricted to graph neighbours, edge features gating t
 For head h and an edge (i <- j) of the graph::
 
     ŵ_ij = (Q h_i ⊙ K h_j / sqrt(D)) ⊙ E e_ij          [D]    (without edge features: no E e_ij)
-    a_ij = softmax_{j in N(i)} sum_d ŵ_ij[d]
+    a_ij = softmax_{j in N(i)} clamp(sum_d ŵ_ij[d], -5, 5)
     h_i' = Norm(h_i + Dropout(O_h concat_h sum_j a_ij V h_j));  h_out = Norm(h' + FFN(h'))
     e_ij' = Norm(e_ij + Dropout(O_e concat_h ŵ_ij));            e_out = Norm(e' + FFN_e(e'))
 
 The node update is one `sparse_attention` call with ``gate = E e`` [E, H, D]; the edge update needs
 ŵ itself, so with edge features the layer also materialises it (O(E*C), the size of the edge states
-it updates anyway). The paper's score clamp to [-5, 5] is not applied: softmax is computed stably.
+it updates anyway). The paper's clamp of the scores to [-5, 5] is applied (``score_clamp``; None turns
+it off): it bounds the logits, and no gradient flows through a clamped score.
 Norm is BatchNorm (the paper's best on PATTERN/CLUSTER/ZINC) or LayerNorm.
 """
 
@@ -34,15 +35,17 @@ class GTLayer(nn.Module):
         channels: C. num_heads: H. dropout: on the residual branches. norm: ``"batch"``/``"layer"``.
         edge_features: the layer takes and updates edge states ``edge_attr`` [E, C].
         attn_dropout: dropout on the attention weights (0 in the paper).
+        score_clamp: the scores are clamped to [-c, c] before the softmax (5 in the paper; None: off).
     """
 
     def __init__(self, channels: int, num_heads: int, dropout: float = 0.0, norm: str = "batch",
-                 edge_features: bool = False, attn_dropout: float = 0.0) -> None:
+                 edge_features: bool = False, attn_dropout: float = 0.0, score_clamp: float | None = 5.0) -> None:
         super().__init__()
         self.edge_features = edge_features
         self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout,
                                                   edge_dim=channels if edge_features else None,
-                                                  edge_mode="gate" if edge_features else None)
+                                                  edge_mode="gate" if edge_features else None,
+                                                  score_clamp=score_clamp)
         self.dropout = nn.Dropout(dropout)
         self.norm_attention = make_norm(norm, channels)
         self.feed_forward = FeedForward(channels, 2, dropout)
@@ -67,7 +70,8 @@ class GTLayer(nn.Module):
             _, gate = attention.edge_terms(graph, edge_attr, None, None)
             weighted = gather_queries(graph, q) * gather_keys(graph, k) * gate * attention.head_dim ** -0.5
             dropout_p = attention.dropout if self.training else 0.0
-            h = sparse_attention(q, k, v, graph, gate=gate, dropout_p=dropout_p, backend=attention.backend)
+            h = sparse_attention(q, k, v, graph, gate=gate, dropout_p=dropout_p, score_clamp=attention.score_clamp,
+                                 backend=attention.backend)
             h = attention.out_proj(h.reshape(x.shape[0], attention.embed_dim))
             e = self.norm_edge_attention(edge_attr + self.dropout(self.edge_out(weighted.flatten(1))))
             edge_attr = self.norm_edge_out(e + self.edge_feed_forward(e))
