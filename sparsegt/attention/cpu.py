@@ -4,9 +4,10 @@ Forward: one pass over each query row's edges with an online softmax; only ``out
 ``lse`` [Nq, H] are kept. Backward: flash-style recomputation of the probabilities from ``lse``;
 ``dq``, ``dbias``, ``dgate`` per query row, ``dk``/``dv`` per key column over the transposed (CSC)
 pattern, cached on the `Graph`, so there are no atomics and results are deterministic. Extra memory:
-one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias``, and the dropped-out
-weights), plus a small scratch for rows cut into pieces, and with dropout the [H, E] byte table of
-kept weights, from the forward to the backward.
+one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias`` unless a score clamp
+cut it, and the dropped-out weights; with a clamp and a bias gradient one more [E, H]), plus a small
+scratch for rows cut into pieces, and with dropout the [H, E] byte table of kept weights, from the
+forward to the backward.
 
 Dropout draws the same counter-based mask as `dropout.keep_mask` (a hash of seed, edge and head), once
 per call, as an [H, E] byte table that the backward reuses (hashing in the inner loops cost about as
@@ -180,7 +181,7 @@ def cpu_attention(
 
     Returns ``out`` [Nq, H, Dv] (zeros on rows without edges) and ``lse`` [Nq, H] (``-inf`` there).
     ``piece`` (edges per work chunk, and the longest row left uncut) is for tests; by default it
-    follows the edge count and the thread count.
+    follows the edge count and the thread count. ``score_clamp``: as in `sparse_attention` (GT's clamp).
     """
     check_cpu_tensors("cpu", q=q, k=k, v=v, bias=bias, gate=gate)
     if piece is not None and piece < 1:
