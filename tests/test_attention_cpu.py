@@ -12,10 +12,8 @@ from sparsegt.attention import cpu_primitives
 from sparsegt.attention.cpu import cpu_attention
 from sparsegt.attention.dropout import keep_mask
 
+from .attention_checks import TOL, assert_equals_dense_oracle, assert_gradcheck, assert_same
 from .strategies import patterns, random_qkv
-from .test_attention_reference import dense_oracle
-
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-9), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 
 
 def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=None, grad_out=None,
@@ -43,16 +41,6 @@ def run_both(g, q, k, v, bias=None, gate=None, dropout_p=0.0, seed=None, piece=N
             grads = torch.autograd.grad(loss, wanted, allow_unused=True) if loss.requires_grad else None
         results.append((out.detach(), lse.detach(), grads))
     return results
-
-
-def assert_same(cpu, ref, dtype):
-    (out, lse, grads), (ref_out, ref_lse, ref_grads) = cpu, ref
-    torch.testing.assert_close(out, ref_out, **TOL[dtype])
-    torch.testing.assert_close(lse, ref_lse, **TOL[dtype])
-    if ref_grads is not None:
-        for name, a, b in zip("q k v bias gate".split(), grads, ref_grads, strict=False):
-            b = torch.zeros_like(a) if b is None else b
-            torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -95,21 +83,15 @@ def test_score_clamp_reference_equals_dense_oracle(g, with_gate):
     gate = gate if with_gate else None
     out, lse = sparse_attention(q, k, v, g, bias=bias, gate=gate, score_clamp=0.5, return_lse=True,
                                 backend="torch")
-    ref_out, ref_lse = dense_oracle(q, k, v, g, bias, gate, score_clamp=0.5)
-    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
-    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+    assert_equals_dense_oracle(out, lse, q, k, v, g, bias, gate, score_clamp=0.5)
 
 
 @settings(max_examples=6)
 @given(patterns(max_rows=6, max_cols=6, max_edges=16))
 def test_score_clamp_gradcheck(g):
-    q, k, v, bias, gate = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=8, logit_scale=2.0))
-
-    def f(q, k, v, bias, gate):
-        out, lse = cpu_attention(q, k, v, g, bias, gate, 0.7, 0.0, None, score_clamp=0.6)
-        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-
-    assert torch.autograd.gradcheck(f, (q, k, v, bias, gate))
+    inputs = [t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=8, logit_scale=2.0)]
+    assert_gradcheck(lambda q, k, v, bias, gate: cpu_attention(q, k, v, g, bias, gate, 0.7, 0.0, None, score_clamp=0.6),
+                     inputs)
 
 
 def test_score_clamp_is_refused_where_unsupported_and_routed_by_auto():
@@ -142,21 +124,15 @@ def test_values_and_gradients_match_reference_fp32(g, piece):
 def test_equals_dense_oracle(g):
     q, k, v, bias, _ = random_qkv(g, heads=2, dim=4, seed=5)
     out, lse = cpu_attention(q, k, v, g, bias, None, 0.5, 0.0, None)
-    ref_out, ref_lse = dense_oracle(q, k, v, g, bias)
-    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
-    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+    assert_equals_dense_oracle(out, lse, q, k, v, g, bias)
 
 
 @settings(max_examples=8)
 @given(patterns(max_rows=5, max_cols=5, max_edges=14), st.sampled_from([None, 1]))
 def test_gradcheck(g, piece):
-    q, k, v, bias, gate = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=2, value_dim=3))
-
-    def f(q, k, v, bias, gate):
-        out, lse = cpu_attention(q, k, v, g, bias, gate, 0.7, 0.0, None, piece=piece)
-        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-
-    assert torch.autograd.gradcheck(f, (q, k, v, bias, gate))
+    inputs = [t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=2, value_dim=3)]
+    assert_gradcheck(lambda q, k, v, bias, gate: cpu_attention(q, k, v, g, bias, gate, 0.7, 0.0, None, piece=piece),
+                     inputs)
 
 
 def test_value_dim_differs_from_key_dim_and_noncontiguous_inputs():
@@ -297,9 +273,7 @@ def test_duplicate_edges_count_twice():
     g = Graph.from_edge_index(torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]]), 2)  # key 1 three times for query 0
     q, k, v, bias, _ = random_qkv(g, 1, 2)
     out, lse = cpu_attention(q, k, v, g, None, None, 2**-0.5, 0.0, None)
-    ref_out, ref_lse = dense_oracle(q, k, v, g)
-    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
-    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+    assert_equals_dense_oracle(out, lse, q, k, v, g)
 
 
 # ---------------------------------------------------------------------------------------------- api

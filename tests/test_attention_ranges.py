@@ -14,22 +14,16 @@ from sparsegt.attention.api import _auto_backend
 from sparsegt.attention.ranges import is_runs, ranges_attention
 from sparsegt.patterns import full, window
 
+from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, outputs_and_grads
 from .strategies import random_qkv, run_patterns
-from .test_attention_cpu import TOL
-from .test_attention_reference import dense_oracle
-from .test_attention_tiles import assert_same
 
 
 def run(backend, g, q, k, v, bias=None, dropout_p=0.0, seed=None, grad_out=None, grad_lse=None):
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (q, k, v, bias)]
-    out, lse = sparse_attention(*leaves[:3], g, bias=leaves[3], dropout_p=dropout_p, dropout_seed=seed,
-                                return_lse=True, backend=backend)
-    loss = (out * grad_out).sum()
-    if grad_lse is not None:
-        loss = loss + torch.where(torch.isfinite(lse), lse * grad_lse, torch.zeros_like(lse)).sum()
-    wanted = [t for t in leaves if t is not None]
-    grads = torch.autograd.grad(loss, wanted, allow_unused=True) if loss.requires_grad else [None] * len(wanted)
-    return out.detach(), lse.detach(), grads
+    def attention(q, k, v, bias):
+        return sparse_attention(q, k, v, g, bias=bias, dropout_p=dropout_p, dropout_seed=seed, return_lse=True,
+                                backend=backend)
+
+    return outputs_and_grads(attention, (q, k, v, bias), grad_out, grad_lse)
 
 
 @pytest.fixture
@@ -66,21 +60,14 @@ def test_many_chunks_match_reference_fp32(small_chunks, g, dropout_p):
 def test_equals_dense_oracle(g):
     q, k, v, bias, _ = random_qkv(g, heads=2, dim=4, seed=5)
     out, lse = ranges_attention(q, k, v, g, bias, None, 0.5, 0.0, None)
-    ref_out, ref_lse = dense_oracle(q, k, v, g, bias)
-    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
-    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+    assert_equals_dense_oracle(out, lse, q, k, v, g, bias)
 
 
 @settings(max_examples=8)
 @given(run_patterns(max_rows=6, max_cols=6, max_run=6))
 def test_gradcheck_with_bias_dropout_and_lse(g):
     q, k, v, bias, _ = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=2, value_dim=3))
-
-    def f(q, k, v, bias):
-        out, lse = ranges_attention(q, k, v, g, bias, None, 0.7, 0.3, 99)
-        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-
-    assert torch.autograd.gradcheck(f, (q, k, v, bias))
+    assert_gradcheck(lambda q, k, v, bias: ranges_attention(q, k, v, g, bias, None, 0.7, 0.3, 99), (q, k, v, bias))
 
 
 def test_windows_and_full_per_graph_with_masked_rows_match_reference(small_chunks):

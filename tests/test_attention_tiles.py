@@ -14,40 +14,22 @@ from sparsegt.attention.tile_plan import tile_fill, tile_plan
 from sparsegt.attention.tiles import tiles_attention
 from sparsegt.patterns import full, window
 
+from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, outputs_and_grads
 from .strategies import patterns, random_qkv
-from .test_attention_cpu import TOL
-from .test_attention_reference import dense_oracle
 
 # (rows per tile, columns per block): the default, small tiles (many tiles of several widths), 1 x 1
 TILE_SHAPES = [(64, 32), (3, 2), (1, 1)]
 
 
 def run(backend, g, q, k, v, bias=None, dropout_p=0.0, seed=None, grad_out=None, grad_lse=None, tile_shape=None):
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (q, k, v, bias)]
-    scale = q.shape[-1] ** -0.5
-    if backend == "tiles":
-        plan = tile_plan(g, *tile_shape) if tile_shape else None
-        out, lse = tiles_attention(*leaves[:3], g, leaves[3], None, scale, dropout_p, seed, plan=plan)
-    else:
-        out, lse = sparse_attention(*leaves[:3], g, bias=leaves[3], dropout_p=dropout_p, dropout_seed=seed,
-                                    return_lse=True, backend="torch")
-    loss = (out * grad_out).sum()
-    if grad_lse is not None:
-        loss = loss + torch.where(torch.isfinite(lse), lse * grad_lse, torch.zeros_like(lse)).sum()
-    wanted = [t for t in leaves if t is not None]
-    grads = torch.autograd.grad(loss, wanted, allow_unused=True) if loss.requires_grad else [None] * len(wanted)
-    return out.detach(), lse.detach(), grads
+    def attention(q, k, v, bias):
+        if backend == "tiles":
+            plan = tile_plan(g, *tile_shape) if tile_shape else None
+            return tiles_attention(q, k, v, g, bias, None, q.shape[-1] ** -0.5, dropout_p, seed, plan=plan)
+        return sparse_attention(q, k, v, g, bias=bias, dropout_p=dropout_p, dropout_seed=seed, return_lse=True,
+                                backend="torch")
 
-
-def assert_same(ours, ref, dtype):
-    torch.testing.assert_close(ours[0], ref[0], **TOL[dtype])
-    torch.testing.assert_close(ours[1], ref[1], **TOL[dtype])
-    for name, a, b in zip("q k v bias".split(), ours[2], ref[2], strict=False):
-        if a is None and b is None:
-            continue
-        a = torch.zeros_like(b) if a is None else a
-        b = torch.zeros_like(a) if b is None else b
-        torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m, name=name: f"grad {name}: {m}")
+    return outputs_and_grads(attention, (q, k, v, bias), grad_out, grad_lse)
 
 
 @pytest.fixture
@@ -87,9 +69,7 @@ def test_many_chunks_match_reference_fp32(small_chunks, g, tile_shape):
 def test_equals_dense_oracle(g):
     q, k, v, bias, _ = random_qkv(g, heads=2, dim=4, seed=5)
     out, lse = tiles_attention(q, k, v, g, bias, None, 0.5, 0.0, None, plan=tile_plan(g, 2, 3))
-    ref_out, ref_lse = dense_oracle(q, k, v, g, bias)
-    torch.testing.assert_close(out, ref_out, **TOL[torch.float64])
-    torch.testing.assert_close(lse, ref_lse, **TOL[torch.float64])
+    assert_equals_dense_oracle(out, lse, q, k, v, g, bias)
 
 
 @settings(max_examples=8)
@@ -97,12 +77,8 @@ def test_equals_dense_oracle(g):
 def test_gradcheck_with_bias_dropout_and_lse(g, tile_shape):
     q, k, v, bias, _ = (t.requires_grad_() for t in random_qkv(g, heads=2, dim=2, seed=2, value_dim=3))
     plan = tile_plan(g, *tile_shape)
-
-    def f(q, k, v, bias):
-        out, lse = tiles_attention(q, k, v, g, bias, None, 0.7, 0.3, 99, plan=plan)
-        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-
-    assert torch.autograd.gradcheck(f, (q, k, v, bias))
+    assert_gradcheck(lambda q, k, v, bias: tiles_attention(q, k, v, g, bias, None, 0.7, 0.3, 99, plan=plan),
+                     (q, k, v, bias))
 
 
 def test_window_and_full_per_graph_match_reference_with_chunks(small_chunks):

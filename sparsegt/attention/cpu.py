@@ -68,7 +68,7 @@ class _CpuAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece, score_clamp):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
-        np_dtype = np.float32 if q.dtype == torch.float32 else np.float64
+        np_dtype = prim.numpy_float(q.dtype)
         threads = prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         piece = piece or _piece_size(pattern.indptr, threads)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
@@ -107,7 +107,7 @@ class _CpuAttention(torch.autograd.Function):
         num_rows, num_heads = lse.shape
         num_edges = pattern.num_edges
         dtype = q2.dtype
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        np_dtype = prim.numpy_float(dtype)
         prim.use_threads(num_edges * (q2.shape[1] + v2.shape[1]), PARALLEL_MIN_WORK)
         need_dgate = ctx.has_gate and ctx.needs_input_grad[4]
         dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else prim.flat(dout).numpy()

@@ -54,6 +54,12 @@ class DynamicSchedule:
         numba.set_parallel_chunksize(self.previous)
 
 
+def numpy_float(dtype: torch.dtype) -> type:
+    """np.float32 or np.float64, the scalar type the kernels take for a float32 or float64 tensor (typed
+    scalars keep float32 loops in float32)."""
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
 def flat(t: torch.Tensor) -> torch.Tensor:
     """[N, *F] -> C-contiguous [N, prod(F)] (heads flattened into the last axis), sharing memory (and the
     version counter) when it can."""

@@ -91,6 +91,15 @@ def _scores(s, q, i, kt, o, dim, lo, n, scale, bias_t, h, e0, has_bias):
             s[j] += qd * key[j]
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _dot(x, row, n, zero):
+    """sum_j x[j] * row[j] over j < n (a vectorised reduction)."""
+    acc = zero
+    for j in range(n):
+        acc += x[j] * row[j]
+    return acc
+
+
 @njit(cache=True, fastmath=FASTMATH | {"nnan"})
 def _row_max(s, n):
     """max(s[:n]), vectorised ("nnan": a NaN score may be skipped here, but it still turns the row's sum
@@ -137,11 +146,7 @@ def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropo
                 inv = 1.0 / total
                 lse[i, h] = top + np.log(total)
                 for d in range(vdim):
-                    value = vt[ov + d, start:start + n]
-                    acc = zero
-                    for j in range(n):
-                        acc += s[j] * value[j]
-                    out[i, ov + d] = acc * inv
+                    out[i, ov + d] = _dot(s, vt[ov + d, start:start + n], n, zero) * inv
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -201,11 +206,7 @@ def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, ze
                 if need_dbias:
                     dbias_t[h, e0:e0 + n] = ds[:n]
                 for d in range(dim):
-                    key = kt[o + d, start:start + n]
-                    acc = zero
-                    for j in range(n):
-                        acc += ds[j] * key[j]
-                    dq[i, o + d] = acc * scale
+                    dq[i, o + d] = _dot(ds, kt[o + d, start:start + n], n, zero) * scale
                     qd = q[i, o + d] * scale
                     grad_key = part_k[o + d, rel:rel + n]
                     for j in range(n):

@@ -68,7 +68,7 @@ class _RangesAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, pattern, scale, dropout_p, dropout_seed):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
-        np_dtype = np.float32 if q.dtype == torch.float32 else np.float64
+        np_dtype = prim.numpy_float(q.dtype)
         prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
         q2, kt, vt = prim.flat(q), _keys_first(k), _keys_first(v)
@@ -94,7 +94,7 @@ class _RangesAttention(torch.autograd.Function):
         q_shape, k_shape, v_shape = ctx.shapes
         num_rows, num_heads = lse.shape
         dtype = q2.dtype
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        np_dtype = prim.numpy_float(dtype)
         prim.use_threads(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
         need_dbias = ctx.has_bias and ctx.needs_input_grad[3]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -133,7 +132,7 @@ class _Dropout:
     def factors(self, chunk: TileChunk, out: Tensor) -> Tensor:
         if out.device.type != "cpu":
             return out.copy_(self.table[:, chunk.edge_map])
-        np_dtype = np.float32 if out.dtype == torch.float32 else np.float64
+        np_dtype = prim.numpy_float(out.dtype)
         prim.dense_keep_factors(chunk.edge_map.numpy(), self.keep, np_dtype(self.scale), out.numpy())
         return out
 

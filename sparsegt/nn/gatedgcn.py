@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.cpu_primitives import DynamicSchedule, flat, row_chunks, use_threads
+from ..attention.cpu_primitives import DynamicSchedule, flat, numpy_float, row_chunks, use_threads
 from ..graph import Graph
 from . import gatedgcn_kernels as kernels
 from .segment import gather_keys, gather_queries, segment_sum
@@ -37,10 +37,6 @@ def _chunks(indptr: Tensor, work: int) -> np.ndarray:
     return row_chunks(indptr.contiguous().numpy(), threads * CHUNKS_PER_THREAD if threads > 1 else 1)
 
 
-def _one(t: Tensor) -> np.floating:
-    return np.float32(1.0) if t.dtype == torch.float32 else np.float64(1.0)
-
-
 class _GatedAggregation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, d, e, b, c, graph):  # type: ignore[override]
@@ -48,10 +44,11 @@ class _GatedAggregation(torch.autograd.Function):
         edge_hat = torch.empty((graph.num_edges, d2.shape[1]), dtype=d.dtype)
         agg, den = torch.empty_like(d2), torch.empty_like(d2)
         per_edge = c2.shape[0] == graph.num_edges
+        one = numpy_float(d.dtype)(1.0)
         with DynamicSchedule():
             kernels.gated_forward(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
                                   _chunks(graph.indptr, edge_hat.numel()), d2.numpy(), e2.numpy(), b2.numpy(),
-                                  c2.numpy(), per_edge, _one(d2), edge_hat.numpy(), agg.numpy(), den.numpy())
+                                  c2.numpy(), per_edge, one, edge_hat.numpy(), agg.numpy(), den.numpy())
         ctx.graph, ctx.per_edge = graph, per_edge
         ctx.save_for_backward(b2, edge_hat, agg, den)
         return edge_hat, agg
@@ -67,14 +64,15 @@ class _GatedAggregation(torch.autograd.Function):
         grad_edge, grad_d = torch.empty_like(edge_hat), torch.empty_like(agg)
         grad_num, grad_e, grad_b = torch.empty_like(agg), torch.empty_like(b2), torch.empty_like(b2)  # e, b: [Nk, C]
         col_indptr, row_indices, edge_id = graph.csc()
+        one = numpy_float(b2.dtype)(1.0)
         with DynamicSchedule():
             kernels.gated_backward_rows(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
                                         _chunks(graph.indptr, edge_hat.numel()), b2.numpy(), edge_hat.numpy(),
                                         agg.numpy(), den.numpy(), grad_agg.numpy(), grad_hat.numpy(), has_grad_hat,
-                                        _one(b2), grad_edge.numpy(), grad_d.numpy(), grad_num.numpy())
+                                        one, grad_edge.numpy(), grad_d.numpy(), grad_num.numpy())
             kernels.gated_backward_keys(col_indptr.contiguous().numpy(), row_indices.contiguous().numpy(),
                                         edge_id.contiguous().numpy(), _chunks(col_indptr, edge_hat.numel()),
-                                        edge_hat.numpy(), grad_num.numpy(), grad_edge.numpy(), _one(b2),
+                                        edge_hat.numpy(), grad_num.numpy(), grad_edge.numpy(), one,
                                         grad_e.numpy(), grad_b.numpy())
         grad_c = grad_edge if ctx.per_edge else grad_edge.sum(0, keepdim=True)
         return grad_d, grad_e, grad_b, grad_c, None
