@@ -128,6 +128,39 @@ def test_laplacian_disconnected_canonical_null_space_dense_and_sparse():
     assert mask_nt[0].sum() == 11 - 6 and (val_nt[0, :5] > 0.1).all()
 
 
+def test_combinatorial_laplacian_dense_sparse_and_eigen_equation():
+    """normalization="none": L = D - A (GraphGPS's laplacian_norm: none); trivial vector 1/sqrt(n) per component."""
+    rnd = nx_graph(nx.gnp_random_graph(60, 0.1, seed=5), weights=True)
+    a = adjacency(rnd).toarray()
+    lap = np.diag(a.sum(1)) - a
+    vec, val, mask = laplacian_pe(rnd, 7, normalization="none")
+    expected = np.linalg.eigvalsh(lap)[:7]
+    np.testing.assert_allclose(val[0].numpy(), expected, atol=1e-4, rtol=1e-5)
+    v = vec.double().numpy()
+    np.testing.assert_allclose(lap @ v, v * val[0].double().numpy(), atol=1e-3)
+    s_vec, s_val, _ = laplacian_pe_sparse(adjacency(rnd), 7, dense_max_nodes=0, normalization="none")
+    np.testing.assert_allclose(s_val, expected, atol=1e-6)
+    np.testing.assert_allclose(s_vec, v, atol=1e-3)  # canonical signs: same vectors
+    g = disconnected_graph()
+    vec, val, _ = laplacian_pe(g, 8, normalization="none")
+    np.testing.assert_allclose(vec[[1, 4, 7], 1].numpy(), np.full(3, 1 / math.sqrt(3)), atol=1e-6)
+    np.testing.assert_allclose(vec[[0, 3, 5, 8], 0].numpy(), np.full(4, 0.5), atol=1e-6)
+    s_vec, s_val, _ = laplacian_pe_sparse(adjacency(g), 8, dense_max_nodes=0, normalization="none")
+    np.testing.assert_allclose(s_val, val[0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="normalization"):
+        laplacian_pe(g, 2, normalization="rw")
+
+
+def test_add_encodings_normalization_is_part_of_the_cache_key(tmp_path):
+    graphs = [nx_graph(nx.gnp_random_graph(n, 0.3, seed=n)) for n in (7, 9, 9)]
+    sym = add_encodings(graphs, lap_pe=3, rwse=2, cache_key="k", cache_dir=tmp_path)
+    none = add_encodings(graphs, lap_pe=3, rwse=2, cache_key="k", cache_dir=tmp_path, lap_normalization="none")
+    for g, s_, n_ in zip(graphs, sym, none, strict=True):
+        torch.testing.assert_close(n_.node_data["lap_val"], laplacian_pe(g, 3, normalization="none")[1])
+        torch.testing.assert_close(s_.node_data["lap_val"], laplacian_pe(g, 3)[1])
+        torch.testing.assert_close(n_.node_data["rwse"], s_.node_data["rwse"])  # RWSE does not depend on it
+
+
 # ---------------------------------------------------------------------------------------------- RWSE
 def test_rwse_even_cycle_closed_form():
     n = 10
@@ -363,10 +396,30 @@ def test_lappe_sign_flip_only_in_training_and_mask_ignored():
 
 def test_lappe_per_graph_signs_with_batch_index():
     torch.manual_seed(1)
-    enc = LapPEEncoder(2, 4)
-    vec = torch.ones(6, 2)
-    signs = enc.random_signs(vec, torch.tensor([0, 0, 0, 1, 1, 1]))
-    assert (signs[:3] == signs[0]).all() and (signs[3:] == signs[3]).all() and signs.abs().eq(1).all()
+    enc = LapPEEncoder(2, 4, sign_flip="graph")
+    vec = torch.ones(60, 2)
+    batch = torch.arange(60) // 3
+    signs = enc.random_signs(vec, batch)
+    assert (signs.view(20, 3, 2) == signs.view(20, 3, 2)[:, :1]).all() and signs.abs().eq(1).all()
+    assert (signs[::3] != signs[0]).any()  # graphs differ
+    per_batch = LapPEEncoder(2, 4, sign_flip="batch").random_signs(vec, batch)
+    assert (per_batch == per_batch[0]).all()  # GT / GraphGPS: one sign per eigenvector for the batch
+
+
+def test_lappe_encoders_compute_gt_and_graphgps_formulas():
+    torch.manual_seed(2)
+    vec, val = torch.randn(5, 3), torch.rand(5, 3)
+    mask = torch.tensor([[True, True, False]] * 5)
+    gt = LapPEEncoder(3, 4, kind="linear").eval()  # GT: Linear of the eigenvectors only
+    torch.testing.assert_close(gt(vec, val, mask), gt.linear(vec * mask))
+    torch.testing.assert_close(gt(vec, val + 5, mask), gt(vec, val, mask))
+    gps = LapPEEncoder(3, 16, kind="deepset").eval()  # GraphGPS DeepSet: 2 -> 32 -> 16, ReLU after each
+    shapes = [tuple(m.weight.shape) for m in gps.pair_mlp if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(32, 2), (16, 32)]
+    pairs = torch.stack([vec, val], dim=2)[:, :2]
+    first, _, second, _ = gps.pair_mlp
+    expected = torch.relu(second(torch.relu(first(pairs)))).sum(1)
+    torch.testing.assert_close(gps(vec, val, mask), expected)
 
 
 def test_other_encoders_shapes():

@@ -150,7 +150,9 @@ def test_required_encodings_lists_what_the_config_uses():
     assert required_encodings(ModelConfig()) == {}
     config = ModelConfig(lap_pe={"k": 6, "dim": 8}, rwse={"steps": 12, "dim": 8})
     assert required_encodings(config) == {"lap_pe": 6, "rwse": 12}
-    assert required_encodings(preset("gps-pattern")) == {"lap_pe": 10}
+    assert required_encodings(preset("gps-pattern")) == {"lap_pe": 16, "lap_normalization": "none"}
+    gt_style = ModelConfig(lap_pe={"k": 2, "dim": 8, "kind": "linear", "skip_trivial": True})
+    assert required_encodings(gt_style) == {"lap_pe": 2, "lap_skip_trivial": True}
 
 
 def test_presets_follow_the_published_shapes():
@@ -186,7 +188,7 @@ def test_presets_with_positional_encodings_run_and_are_batch_independent(name):
 
     config = preset(name)
     config.num_layers, config.rwse = 2, RWSEConfig(steps=4, dim=4)
-    assert required_encodings(config) == {"lap_pe": config.lap_pe.k, "rwse": 4}
+    assert required_encodings(config) == {**required_encodings(preset(name)), "rwse": 4}
     torch.manual_seed(0)
     model = GraphTransformer(config, TASKS["node"], NODE_SPEC, FeatureSpec()).to(DT)
     graphs = awkward_graphs(5, False)

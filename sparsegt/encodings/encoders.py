@@ -9,42 +9,52 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LapPEEncoder", "RWSEEncoder", "SPDBias", "RRWPLinearEncoder"]
+__all__ = ["LapPEEncoder", "RWSEEncoder", "SPDBias", "RRWPLinearEncoder", "LAPPE_KINDS", "SIGN_FLIPS"]
+
+LAPPE_KINDS = ("linear", "deepset")
+SIGN_FLIPS = ("graph", "batch")
 
 
 class LapPEEncoder(nn.Module):
-    r"""Laplacian eigenvector encoder (GraphGPS ``LapPE``): [N, k] eigenpairs -> [N, out_dim].
+    r"""Laplacian eigenvector encoder: [N, k] eigenpairs -> [N, out_dim].
 
-    ``kind="linear"``: one linear map of the masked, concatenated ``[vec, val]`` (2k inputs).
-    ``kind="deepset"``: each eigenpair ``(vec_ij, val_j)`` -> MLP -> masked sum over j -> linear
-    (permutation-invariant over eigenpairs, eigenvalue-aware).
+    ``kind="linear"`` (GT, Dwivedi & Bresson): one linear map of the k eigenvectors,
+    ``W [u_1(i), ..., u_k(i)] + b``; eigenvalues unused (GT's ``embedding_lap_pos_enc``).
+    ``kind="deepset"`` (GraphGPS's ``LapPE`` with ``model: DeepSet``): each eigenpair
+    ``(u_j(i), lambda_j)`` goes through ``Linear(2, 2d) -> ReLU -> [Linear(2d, 2d) -> ReLU] x (layers - 2)
+    -> Linear(2d, d) -> ReLU`` (``Linear(2, d) -> ReLU`` when ``layers = 1``), then the sum over j of the
+    unpadded pairs (permutation invariant over eigenpairs, eigenvalue-aware).
 
     Eigenvector signs are arbitrary, so during training (``self.training``) every forward flips each
-    eigenvector by an independent random sign — per graph when ``batch`` is given, else per column for the
-    whole input. At eval no flip happens. Padded entries (``lap_mask`` False) contribute nothing.
+    eigenvector by a random sign: ``sign_flip="batch"`` draws one sign per eigenvector index for the
+    whole batch (GT and GraphGPS), ``"graph"`` one per graph (needs ``batch``). At eval no flip happens.
+    Padded entries (``lap_mask`` False) contribute nothing.
 
     Args:
-        k: number of eigenpairs; out_dim: output width; hidden: width of the DeepSet MLP (default out_dim);
-        layers: DeepSet MLP depth (>= 1).
+        k: number of eigenpairs; out_dim: output width d; layers: DeepSet MLP depth (>= 1);
+        sign_flip: ``"batch"`` or ``"graph"``.
     """
 
-    def __init__(self, k: int, out_dim: int, kind: str = "linear", hidden: int | None = None,
-                 layers: int = 2) -> None:
+    def __init__(self, k: int, out_dim: int, kind: str = "linear", layers: int = 2,
+                 sign_flip: str = "graph") -> None:
         super().__init__()
-        if kind not in ("linear", "deepset"):
-            raise ValueError(f"kind must be 'linear' or 'deepset', got {kind!r}")
+        if kind not in LAPPE_KINDS:
+            raise ValueError(f"kind must be one of {LAPPE_KINDS}, got {kind!r}")
+        if sign_flip not in SIGN_FLIPS:
+            raise ValueError(f"sign_flip must be one of {SIGN_FLIPS}, got {sign_flip!r}")
         if k < 1 or out_dim < 1 or layers < 1:
             raise ValueError(f"k = {k}, out_dim = {out_dim} and layers = {layers} must be >= 1")
-        self.k, self.out_dim, self.kind = k, out_dim, kind
-        hidden = hidden or out_dim
+        self.k, self.out_dim, self.kind, self.sign_flip = k, out_dim, kind, sign_flip
         if kind == "linear":
-            self.linear = nn.Linear(2 * k, out_dim)
+            self.linear = nn.Linear(k, out_dim)
         else:
-            mlp: list[nn.Module] = [nn.Linear(2, hidden)]
-            for _ in range(layers - 1):
-                mlp += [nn.ReLU(), nn.Linear(hidden, hidden)]
+            width = out_dim if layers == 1 else 2 * out_dim
+            mlp: list[nn.Module] = [nn.Linear(2, width), nn.ReLU()]
+            for _ in range(layers - 2):
+                mlp += [nn.Linear(width, width), nn.ReLU()]
+            if layers > 1:
+                mlp += [nn.Linear(width, out_dim), nn.ReLU()]
             self.pair_mlp = nn.Sequential(*mlp)
-            self.post = nn.Linear(hidden, out_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -53,10 +63,11 @@ class LapPEEncoder(nn.Module):
                 module.reset_parameters()
 
     def random_signs(self, lap_vec: Tensor, batch: Tensor | None = None) -> Tensor:
-        """[N, k] of +-1: one sign per eigenvector (per graph when ``batch`` [N] is given)."""
-        num_groups = 1 if batch is None else int(batch.max()) + 1 if batch.numel() else 1
+        """[N, k] of +-1: one sign per eigenvector (per graph when ``sign_flip="graph"`` and ``batch`` [N])."""
+        per_graph = self.sign_flip == "graph" and batch is not None
+        num_groups = (int(batch.max()) + 1 if batch.numel() else 1) if per_graph else 1
         signs = torch.randint(0, 2, (num_groups, self.k), device=lap_vec.device).to(lap_vec.dtype) * 2 - 1
-        return signs.expand(lap_vec.shape[0], -1) if batch is None else signs[batch]
+        return signs[batch] if per_graph else signs.expand(lap_vec.shape[0], -1)
 
     def forward(self, lap_vec: Tensor, lap_val: Tensor, lap_mask: Tensor,
                 batch: Tensor | None = None) -> Tensor:
@@ -72,11 +83,10 @@ class LapPEEncoder(nn.Module):
         vec = lap_vec * mask
         if self.training:
             vec = vec * self.random_signs(lap_vec, batch)
-        val = lap_val * mask
         if self.kind == "linear":
-            return self.linear(torch.cat([vec, val], dim=1))
-        pairs = self.pair_mlp(torch.stack([vec, val], dim=2))  # [N, k, hidden]
-        return self.post((pairs * mask.unsqueeze(2)).sum(dim=1))
+            return self.linear(vec)
+        pairs = self.pair_mlp(torch.stack([vec, lap_val * mask], dim=2))  # [N, k, d]
+        return (pairs * mask.unsqueeze(2)).sum(dim=1)
 
 
 class RWSEEncoder(nn.Module):

@@ -1,13 +1,17 @@
 """Laplacian eigenvector positional encodings (LapPE).
 
-We use the symmetric normalised Laplacian of the graph made undirected,
+Two Laplacians of the graph made undirected (``A = max(A_graph, A_graph^T)`` without self-loops), chosen by
+``normalization``:
 
-    L = I' - D^-1/2 A D^-1/2,       A = max(A_graph, A_graph^T) without self-loops,
+- ``"sym"`` (default; GT / Benchmarking-GNNs): the symmetric normalised Laplacian
+  ``L = I' - D^-1/2 A D^-1/2``, where ``I'`` has a 1 on every node with degree > 0 and a 0 on isolated
+  nodes (Chung's convention, so that an isolated node is a component of its own with eigenvalue 0, and
+  never produces a NaN; Benchmarking-GNNs and PyG put a 1 there, eigenvalue 1). Eigenvalues in [0, 2];
+  the eigenvalue 0 has one eigenvector per connected component, ``u_c ∝ D^1/2 1_c``.
+- ``"none"`` (GraphGPS's ``laplacian_norm: none``): the combinatorial Laplacian ``L = D - A``.
+  Eigenvalues in [0, 2 max degree]; the null space is spanned by ``u_c ∝ 1_c``.
 
-where ``I'`` has a 1 on every node with degree > 0 and a 0 on isolated nodes (Chung's convention, so that
-an isolated node is a component of its own with eigenvalue 0, and never produces a NaN). Its eigenvalues lie
-in [0, 2]; the eigenvalue 0 has one eigenvector per connected component, ``u_c ∝ D^1/2 1_c`` (``e_i`` for an
-isolated node).
+(``e_i`` for an isolated node in both.)
 
 **Which eigenpairs.** Following GraphGPS, the encoding holds the ``k`` smallest eigenpairs *including* the
 trivial ones (eigenvalue 0): the trivial eigenvector of a connected graph is ``sqrt(degree)``, normalised,
@@ -47,8 +51,13 @@ from .adjacency import one_blas_thread as _one_blas_thread
 __all__ = ["component_labels_dense", "laplacian_pe", "laplacian_pe_dense", "laplacian_pe_sparse",
            "normalized_laplacian"]
 
-_DEFLATION_SHIFT = 3.0  # moves known null vectors above the spectrum [0, 2]
 SINGLE_PRECISION_MAX_NODES = 256
+NORMALIZATIONS = ("sym", "none")
+
+
+def _check_normalization(normalization: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"Laplacian normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
 def _undirected_without_loops(adj: sp.csr_array) -> sp.csr_array:
@@ -80,9 +89,17 @@ def _canonical_signs(vec: np.ndarray) -> np.ndarray:
     return vec * sign
 
 
-def _null_vectors(degree: np.ndarray, labels: np.ndarray, num_components: int) -> np.ndarray:
-    """[n, c] canonical eigenvalue-0 eigenvectors: D^1/2 1_c normalised (``e_i`` for isolated nodes)."""
-    weight = np.where(degree > 0, np.sqrt(np.maximum(degree, 0.0)), 1.0)
+def _null_weight(degree: np.ndarray, normalization: str) -> np.ndarray:
+    """[n] entries of the (unnormalised) null vectors: sqrt(degree) for "sym", 1 for "none" (isolated: 1)."""
+    if normalization == "none":
+        return np.ones_like(degree, dtype=np.float64)
+    return np.where(degree > 0, np.sqrt(np.maximum(degree, 0.0)), 1.0)
+
+
+def _null_vectors(degree: np.ndarray, labels: np.ndarray, num_components: int,
+                  normalization: str = "sym") -> np.ndarray:
+    """[n, c] canonical eigenvalue-0 eigenvectors: D^1/2 1_c ("sym") or 1_c ("none"), normalised."""
+    weight = _null_weight(degree, normalization)
     out = np.zeros((len(degree), num_components))
     out[np.arange(len(degree)), labels] = weight
     return out / np.linalg.norm(out, axis=0, keepdims=True)
@@ -116,14 +133,14 @@ def _eigh(lap: np.ndarray, count: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def laplacian_pe_dense(adj: np.ndarray, labels: np.ndarray, k: int, *, skip_trivial: bool = False,
-                       full_spectrum: bool = True
+                       full_spectrum: bool = True, normalization: str = "sym"
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """LapPE of ``b`` graphs of equal size ``n`` at once, by batched dense ``eigh``.
 
     Args:
         adj: [b, n, n] float64 weighted adjacency (any direction, self-loops allowed: they are removed).
         labels: [b, n] int connected-component label of each node, ``0..c-1`` in order of first node.
-        k: number of eigenpairs.
+        k: number of eigenpairs. normalization: ``"sym"`` or ``"none"`` (module docstring).
     Returns:
         ``vec`` [b, n, k], ``val`` [b, k], ``count`` [b] (number of valid columns), and the full
         decomposition ``(eigenvalues [b, n], eigenvectors [b, n, n])`` with the canonical null space, for
@@ -131,20 +148,25 @@ def laplacian_pe_dense(adj: np.ndarray, labels: np.ndarray, k: int, *, skip_triv
         smallest eigenpairs are computed (LAPACK ``dsyevr``, per graph; ~1.5x faster) and the returned
         decomposition is that partial one ([b, m], [b, n, m]).
     """
+    _check_normalization(normalization)
     b, n = adj.shape[0], adj.shape[1]
     a = adj.copy()
     a[:, np.arange(n), np.arange(n)] = 0.0
     a = np.maximum(a, a.transpose(0, 2, 1))
     degree = a.sum(axis=2)
-    inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
-    lap = -(inv_sqrt[:, :, None] * a * inv_sqrt[:, None, :])
-    lap[:, np.arange(n), np.arange(n)] += (degree > 0)
+    if normalization == "none":
+        lap = -a
+        lap[:, np.arange(n), np.arange(n)] += degree
+    else:
+        inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
+        lap = -(inv_sqrt[:, :, None] * a * inv_sqrt[:, None, :])
+        lap[:, np.arange(n), np.arange(n)] += (degree > 0)
     num_components = labels.max(axis=1) + 1 if n else np.zeros(b, dtype=np.int64)
     values, vectors = _eigh(lap, None if full_spectrum else int(min(n, k + num_components.max())))
     for g in range(b):  # canonical null space: one vector per component (exact, not eigh's rotation)
         c = int(num_components[g])
         if c:
-            vectors[g, :, :c] = _null_vectors(degree[g], labels[g], c)
+            vectors[g, :, :c] = _null_vectors(degree[g], labels[g], c, normalization)
             values[g, :c] = 0.0
     start = num_components if skip_trivial else np.zeros(b, dtype=np.int64)
     cols = start[:, None] + np.arange(k)[None, :]
@@ -160,17 +182,19 @@ def laplacian_pe_dense(adj: np.ndarray, labels: np.ndarray, k: int, *, skip_triv
 
 
 def laplacian_pe_sparse(adj: sp.csr_array, k: int, *, skip_trivial: bool = False, tol: float = 1e-8,
-                        dense_max_nodes: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+                        dense_max_nodes: int = 1024, seed: int = 0, normalization: str = "sym"
+                        ) -> tuple[np.ndarray, np.ndarray, int]:
     """LapPE of one (large) graph without dense N x N matrices.
 
     Args:
-        adj: [N, N] scipy sparse weighted adjacency.
+        adj: [N, N] scipy sparse weighted adjacency. normalization: ``"sym"`` or ``"none"``.
     Returns:
         ``vec`` [N, k], ``val`` [k], ``count`` (valid columns). Memory O(E + N * k): the null space is known
         exactly (one vector per component); Lanczos (``eigsh``, smallest algebraic) runs on the non-isolated
         nodes with that null space shifted out of the way, which keeps it from stalling on the repeated
         eigenvalue 0 of a disconnected graph.
     """
+    _check_normalization(normalization)
     n = adj.shape[0]
     sym = _undirected_without_loops(sp.csr_array(adj))
     degree = np.asarray(sym.sum(axis=1)).ravel()
@@ -179,10 +203,10 @@ def laplacian_pe_sparse(adj: sp.csr_array, k: int, *, skip_trivial: bool = False
     val = np.zeros(k)
     num_null = 0 if skip_trivial else min(num_components, k)
     if num_null:
-        null = _null_vectors(degree, labels, num_components) if num_components <= k else None
+        null = _null_vectors(degree, labels, num_components, normalization) if num_components <= k else None
         if null is None:  # many components: build only the first k columns, O(N k) memory
             keep = labels < k
-            weight = np.where(degree > 0, np.sqrt(np.maximum(degree, 0.0)), 1.0)
+            weight = _null_weight(degree, normalization)
             null = np.zeros((n, k))
             null[np.nonzero(keep)[0], labels[keep]] = weight[keep]
             null /= np.linalg.norm(null, axis=0, keepdims=True)
@@ -196,11 +220,11 @@ def laplacian_pe_sparse(adj: sp.csr_array, k: int, *, skip_trivial: bool = False
         sub_components = int(sub_labels.max()) + 1
         if len(active) <= dense_max_nodes:
             sub_vec, sub_val, _, _, _ = laplacian_pe_dense(sub.toarray()[None], sub_labels[None],
-                                                           wanted, skip_trivial=True)
+                                                           wanted, skip_trivial=True, normalization=normalization)
             sub_vec, sub_val = sub_vec[0], sub_val[0]
         else:
             sub_vec, sub_val = _lanczos_smallest(sub, degree[active], sub_labels, sub_components, wanted, tol,
-                                                 seed)
+                                                 seed, normalization)
         vec[active, num_null:num_null + wanted] = sub_vec
         val[num_null:num_null + wanted] = sub_val
     count = num_null + max(wanted, 0)
@@ -209,18 +233,27 @@ def laplacian_pe_sparse(adj: sp.csr_array, k: int, *, skip_trivial: bool = False
 
 
 def _lanczos_smallest(adj: sp.csr_array, degree: np.ndarray, labels: np.ndarray, num_components: int,
-                      wanted: int, tol: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``wanted`` smallest non-zero eigenpairs of the normalised Laplacian of ``adj`` (no isolated nodes).
+                      wanted: int, tol: float, seed: int, normalization: str = "sym"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``wanted`` smallest non-zero eigenpairs of the Laplacian of ``adj`` (no isolated nodes).
 
     Single-vector Lanczos finds one copy of a repeated eigenvalue (cycles, symmetric graphs), so after the
     first run we deflate what was found and ask again for the smallest remaining eigenvalue, until none
-    below the largest kept one is left.
+    below the largest kept one is left. Known and found vectors are deflated by a shift above the spectrum
+    (2 for "sym", 2 max degree for "none": Gershgorin).
     """
     n = adj.shape[0]
-    inv_sqrt = 1.0 / np.sqrt(degree)
-    norm_adj = sp.csr_array(sp.diags_array(inv_sqrt) @ adj @ sp.diags_array(inv_sqrt))
-    volume = np.bincount(labels, weights=degree, minlength=num_components)
-    null_scale = np.sqrt(degree) / np.sqrt(volume[labels])  # u_c restricted to its component, per node
+    if normalization == "none":
+        diagonal, off_diagonal = degree, adj
+        top = 2.0 * float(degree.max())
+    else:
+        inv_sqrt = 1.0 / np.sqrt(degree)
+        diagonal, off_diagonal = np.ones(n), sp.csr_array(sp.diags_array(inv_sqrt) @ adj @ sp.diags_array(inv_sqrt))
+        top = 2.0
+    shift = top + 1.0
+    weight = _null_weight(degree, normalization)
+    norm = np.sqrt(np.bincount(labels, weights=weight**2, minlength=num_components))
+    null_scale = weight / norm[labels]  # u_c restricted to its component, per node
     null = sp.csr_array((null_scale, (np.arange(n), labels)), shape=(n, num_components))  # [n, c], n entries
     null_t = sp.csr_array(null.T)
     rng = np.random.default_rng(seed)
@@ -228,10 +261,10 @@ def _lanczos_smallest(adj: sp.csr_array, degree: np.ndarray, labels: np.ndarray,
     def solve(found: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         def matvec(x: np.ndarray) -> np.ndarray:
             x = x.reshape(n, -1)
-            out = x - norm_adj @ x
-            out += _DEFLATION_SHIFT * (null @ (null_t @ x))
+            out = diagonal[:, None] * x - off_diagonal @ x
+            out += shift * (null @ (null_t @ x))
             if found.shape[1]:
-                out += _DEFLATION_SHIFT * (found @ (found.T @ x))
+                out += shift * (found @ (found.T @ x))
             return out
 
         op = LinearOperator((n, n), matvec=matvec, matmat=matvec, dtype=np.float64)
@@ -258,7 +291,7 @@ def _lanczos_smallest(adj: sp.csr_array, degree: np.ndarray, labels: np.ndarray,
         keep = np.argsort(values)[:wanted]
         values, vectors = values[keep], vectors[:, keep]
     order = np.argsort(values)
-    return vectors[:, order], np.clip(values[order], 0.0, 2.0)
+    return vectors[:, order], np.clip(values[order], 0.0, top)
 
 
 def component_labels_dense(adj: np.ndarray) -> np.ndarray:
@@ -296,7 +329,7 @@ def _dense_components(linked):  # pragma: no cover - numba
 
 
 def laplacian_pe(graph: Graph, k: int, *, skip_trivial: bool = False, dense_max_nodes: int = 1024,
-                 tol: float = 1e-8) -> tuple[Tensor, Tensor, Tensor]:
+                 tol: float = 1e-8, normalization: str = "sym") -> tuple[Tensor, Tensor, Tensor]:
     """LapPE of a graph, or of each graph of a batch.
 
     Args:
@@ -304,34 +337,37 @@ def laplacian_pe(graph: Graph, k: int, *, skip_trivial: bool = False, dense_max_
         k: number of eigenpairs (module docstring: the trivial ones count unless ``skip_trivial``).
         dense_max_nodes: graphs up to this size use dense ``eigh``; larger ones Lanczos.
         tol: Lanczos tolerance for large graphs.
+        normalization: ``"sym"`` (``I - D^-1/2 A D^-1/2``) or ``"none"`` (``D - A``).
     Returns:
         ``lap_vec`` [N, k] float32, ``lap_val`` [N, k] float32 (each graph's eigenvalues repeated on its
         nodes), ``lap_mask`` [N, k] bool (False on padded columns, which hold zeros).
     """
     if k < 1:
         raise ValueError(f"k = {k}: the number of Laplacian eigenpairs must be >= 1")
+    _check_normalization(normalization)
     adj = adjacency(graph)
     ptr = graph_offsets(graph)
     vec = np.zeros((graph.num_nodes, k))
     val = np.zeros((graph.num_nodes, k))
     mask = np.zeros((graph.num_nodes, k), dtype=bool)
     with _one_blas_thread():
-        _laplacian_pe_loop(adj, ptr, k, skip_trivial, dense_max_nodes, tol, vec, val, mask)
+        _laplacian_pe_loop(adj, ptr, k, skip_trivial, dense_max_nodes, tol, normalization, vec, val, mask)
     return (torch.from_numpy(vec.astype(np.float32)), torch.from_numpy(val.astype(np.float32)),
             torch.from_numpy(mask))
 
 
-def _laplacian_pe_loop(adj, ptr, k, skip_trivial, dense_max_nodes, tol, vec, val, mask) -> None:
+def _laplacian_pe_loop(adj, ptr, k, skip_trivial, dense_max_nodes, tol, normalization, vec, val, mask) -> None:
     for start, stop in zip(ptr[:-1], ptr[1:], strict=True):
         sub = adj[start:stop][:, start:stop]
         if stop - start <= dense_max_nodes:
             dense = sub.toarray()[None]
             v, w, c, _, _ = laplacian_pe_dense(dense, component_labels_dense(dense), k,
-                                               skip_trivial=skip_trivial, full_spectrum=False)
+                                               skip_trivial=skip_trivial, full_spectrum=False,
+                                               normalization=normalization)
             v, w, c = v[0], w[0], int(c[0])
         else:
             v, w, c = laplacian_pe_sparse(sub, k, skip_trivial=skip_trivial, tol=tol,
-                                          dense_max_nodes=dense_max_nodes)
+                                          dense_max_nodes=dense_max_nodes, normalization=normalization)
         vec[start:stop] = v
         val[start:stop] = w
         mask[start:stop, :c] = True

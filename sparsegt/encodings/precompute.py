@@ -23,7 +23,7 @@ import torch
 from ..graph import Graph
 from .adjacency import adjacency, check_square, edge_weights, one_blas_thread
 from .cache import cache_path, load_arrays, save_arrays
-from .laplacian import component_labels_dense, laplacian_pe_dense, laplacian_pe_sparse
+from .laplacian import NORMALIZATIONS, component_labels_dense, laplacian_pe_dense, laplacian_pe_sparse
 from .random_walk import auto_method, rwse_dense, rwse_estimate, rwse_exact, rwse_from_eigen
 
 __all__ = ["add_encodings"]
@@ -69,7 +69,9 @@ class _FlatGraphs:
             weight_parts.append(edge_weights(graph))
         flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int64)
         weights = np.concatenate(weight_parts) if weight_parts else np.zeros(0)
-        return np.bincount(flat, weights=weights, minlength=len(members) * n * n).reshape(len(members), n, n)
+        dense = np.bincount(flat, weights=weights, minlength=len(members) * n * n)
+        # float64 even without edges (numpy returns int64 counts for an empty input, weights or not)
+        return dense.astype(np.float64, copy=False).reshape(len(members), n, n)
 
     def sparse(self, g: int) -> sp.csr_array:
         return adjacency(self.graphs[g])
@@ -87,7 +89,8 @@ def _chunks(sizes: np.ndarray, dense_max_nodes: int, steps: int) -> list[tuple[i
 
 def add_encodings(graphs: list[Graph], *, lap_pe: int = 0, rwse: int = 0, cache_key: str | None = None,
                   cache_dir: str | Path | None = None, progress: bool = False, lap_skip_trivial: bool = False,
-                  dense_max_nodes: int = 1024, num_workers: int | None = None) -> list[Graph]:
+                  lap_normalization: str = "sym", dense_max_nodes: int = 1024,
+                  num_workers: int | None = None) -> list[Graph]:
     """The graphs with LapPE and/or RWSE added as node tensors (via ``Graph.with_data``).
 
     Adds, for ``lap_pe = k > 0`` (see `sparsegt.encodings.laplacian` for the exact definition):
@@ -102,6 +105,7 @@ def add_encodings(graphs: list[Graph], *, lap_pe: int = 0, rwse: int = 0, cache_
             ``~/.cache/sparsegt``) under the key and the parameters, and a later call loads them.
         progress: print a progress bar over the groups of graphs.
         lap_skip_trivial: drop the eigenvalue-0 eigenpairs (one per component) instead of keeping them.
+        lap_normalization: ``"sym"`` (``I - D^-1/2 A D^-1/2``) or ``"none"`` (``D - A``, GraphGPS).
         dense_max_nodes: graphs up to this size use the batched dense path.
         num_workers: threads for the dense groups (default ``torch.get_num_threads()``).
     """
@@ -112,8 +116,12 @@ def add_encodings(graphs: list[Graph], *, lap_pe: int = 0, rwse: int = 0, cache_
         return graphs
     _check_graphs(graphs)
     fingerprint = _fingerprint(graphs)
+    if lap_normalization not in NORMALIZATIONS:
+        raise ValueError(f"lap_normalization must be one of {NORMALIZATIONS}, got {lap_normalization!r}")
     params = {"lap_pe": lap_pe, "rwse": rwse, "lap_skip_trivial": lap_skip_trivial,
               "version": _FORMAT_VERSION}
+    if lap_normalization != "sym":  # the key of caches written before the option existed stays valid
+        params["lap_normalization"] = lap_normalization
     path = cache_path(cache_dir, cache_key, params) if cache_key is not None else None
     arrays = load_arrays(path) if path is not None else None
     if arrays is not None and not np.array_equal(arrays.get("fingerprint"), fingerprint):
@@ -121,16 +129,16 @@ def add_encodings(graphs: list[Graph], *, lap_pe: int = 0, rwse: int = 0, cache_
                       f"{cache_key!r}); recomputing and overwriting it", stacklevel=2)
         arrays = None
     if arrays is None:
-        arrays = _compute(_FlatGraphs(graphs), lap_pe, rwse, lap_skip_trivial, dense_max_nodes, num_workers,
-                          progress)
+        arrays = _compute(_FlatGraphs(graphs), lap_pe, rwse, lap_skip_trivial, lap_normalization, dense_max_nodes,
+                          num_workers, progress)
         arrays["fingerprint"] = fingerprint
         if path is not None:
             save_arrays(path, arrays)
     return _attach(graphs, arrays, lap_pe, rwse)
 
 
-def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_max_nodes: int,
-             num_workers: int | None, progress: bool) -> dict[str, np.ndarray]:
+def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, normalization: str,
+             dense_max_nodes: int, num_workers: int | None, progress: bool) -> dict[str, np.ndarray]:
     total = int(flat.node_ptr[-1])
     num_graphs = len(flat.sizes)
     lap_vec = np.zeros((total, k), dtype=np.float32)
@@ -144,11 +152,14 @@ def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_ma
         rw_done = False
         if k:
             labels = component_labels_dense(adj)
-            # RWSE is read off the full spectrum when the graph allows it (symmetric, no self-loops)
-            from_spectrum = bool(steps and n and np.array_equal(adj, adj.transpose(0, 2, 1))
+            # RWSE is read off the full spectrum of the normalised Laplacian when the graph allows it
+            # (symmetric, no self-loops)
+            from_spectrum = bool(steps and n and normalization == "sym"
+                                 and np.array_equal(adj, adj.transpose(0, 2, 1))
                                  and not np.diagonal(adj, axis1=1, axis2=2).any())
             vec, val, count, values, vectors = laplacian_pe_dense(adj, labels, k, skip_trivial=skip_trivial,
-                                                                  full_spectrum=from_spectrum)
+                                                                  full_spectrum=from_spectrum,
+                                                                  normalization=normalization)
             lap_vec[node_index.ravel()] = vec.reshape(-1, k)
             lap_val[members] = val
             lap_count[members] = count
@@ -175,7 +186,7 @@ def _compute(flat: _FlatGraphs, k: int, steps: int, skip_trivial: bool, dense_ma
         nodes = slice(flat.node_ptr[g], flat.node_ptr[g + 1])
         if k:
             vec, val, count = laplacian_pe_sparse(adj, k, skip_trivial=skip_trivial,
-                                                  dense_max_nodes=dense_max_nodes)
+                                                  dense_max_nodes=dense_max_nodes, normalization=normalization)
             lap_vec[nodes], lap_val[g], lap_count[g] = vec, val, count
         if steps:  # exact while affordable, else the documented estimator (random_walk module)
             if auto_method(adj.shape[0], adj.nnz, steps) == "estimate":

@@ -22,6 +22,9 @@ import difflib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..encodings.encoders import LAPPE_KINDS, SIGN_FLIPS
+from ..encodings.laplacian import NORMALIZATIONS as LAP_NORMS
+
 __all__ = ["ModelConfig", "LapPEConfig", "RWSEConfig", "LAYER_KINDS"]
 
 LAYER_KINDS = ("gps", "gt", "grit", "exphormer", "mpnn_vn", "topk", "gine", "gatedgcn", "gcn")
@@ -50,20 +53,36 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
 
 @dataclass
 class LapPEConfig:
-    """Laplacian eigenvector PE: ``k`` eigenvectors embedded to ``dim`` channels by ``kind``
-    (``"linear"``: GT; ``"deepset"``: GraphGPS's DeepSet; whatever `sparsegt.encodings.LapPEEncoder`
-    accepts). ``combine``: concatenate to the node features (GraphGPS) or add to them (GT)."""
+    """Laplacian eigenvector PE (`sparsegt.encodings.laplacian`, `sparsegt.encodings.LapPEEncoder`).
+
+    Attributes:
+        k: eigenpairs kept. dim: channels they are embedded to.
+        kind: ``"linear"`` (GT: one Linear of the k eigenvectors) or ``"deepset"`` (GraphGPS's DeepSet
+            over (eigenvector entry, eigenvalue) pairs).
+        combine: concatenate to the node features (GraphGPS) or add to them (GT).
+        normalization: the Laplacian, ``"sym"`` (``I - D^-1/2 A D^-1/2``, GT) or ``"none"`` (``D - A``,
+            GraphGPS's ``laplacian_norm: none``).
+        skip_trivial: drop the eigenvalue-0 eigenvectors (GT: ``EigVec[:, 1:k+1]``) instead of counting
+            them among the k (GraphGPS).
+        sign_flip: random eigenvector signs in training, one per eigenvector for the whole batch
+            (``"batch"``: GT and GraphGPS) or per graph (``"graph"``).
+    """
 
     k: int = 8
     dim: int = 16
     kind: str = "deepset"
     combine: str = "concat"
+    normalization: str = "sym"
+    skip_trivial: bool = False
+    sign_flip: str = "graph"
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.dim < 1:
             raise ValueError(f"lap_pe.k and lap_pe.dim must be >= 1, got k={self.k}, dim={self.dim}")
-        if self.combine not in PE_COMBINE:
-            raise ValueError(f"lap_pe.combine must be one of {PE_COMBINE}, got {self.combine!r}")
+        for name, allowed in (("kind", LAPPE_KINDS), ("combine", PE_COMBINE), ("normalization", LAP_NORMS),
+                              ("sign_flip", SIGN_FLIPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"lap_pe.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -101,6 +120,9 @@ class ModelConfig:
         pooling: graph-level readout: ``"mean"``, ``"sum"`` or ``"virtual"`` (mpnn_vn / exphormer).
         head_layers: Linear layers of the output MLP (GraphGPS ``layers_post_mp``).
         head_shrink: halve the MLP width at each layer (GT's MLPReadout).
+        dummy_edge: on data without edge features, give every edge one learned vector (GraphGPS's and
+            GRIT's ``DummyEdge``: ``nn.Embedding(1, C)``, N(0, 1)) so that layers that keep edge states
+            start from it (else they start from nothing: GatedGCN's first edge residual is skipped).
         seed: seed of the random patterns (expander).
     """
 
@@ -123,6 +145,7 @@ class ModelConfig:
     pooling: str = "mean"
     head_layers: int = 3
     head_shrink: bool = False
+    dummy_edge: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

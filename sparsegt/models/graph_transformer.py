@@ -11,6 +11,8 @@ Nothing depends on which graphs share a batch: patterns never cross graphs, pool
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -35,14 +37,18 @@ from .heads import EdgeHead, MLPHead, graph_pool
 __all__ = ["GraphTransformer", "required_encodings"]
 
 
-def required_encodings(config: ModelConfig) -> dict[str, int]:
+def required_encodings(config: ModelConfig) -> dict[str, Any]:
     """What `sparsegt.encodings.add_encodings` must precompute for this model: ``{"lap_pe": k, "rwse": K}``
-    (only the encodings the config uses). GRIT's RRWP is computed per batch inside the model: it has
+    and the Laplacian's options when they are not the defaults (only the encodings the config uses). GRIT's RRWP is computed per batch inside the model: it has
     n^2 * K values per graph (all pairs): 11 GiB for PATTERN's training split at K = 21, too much to keep,
     while the batched dense powers cost a few milliseconds per graph."""
-    needed = {}
+    needed: dict[str, Any] = {}
     if config.lap_pe is not None:
         needed["lap_pe"] = config.lap_pe.k
+        if config.lap_pe.normalization != "sym":
+            needed["lap_normalization"] = config.lap_pe.normalization
+        if config.lap_pe.skip_trivial:
+            needed["lap_skip_trivial"] = True
     if config.rwse is not None:
         needed["rwse"] = config.rwse.steps
     return needed
@@ -94,7 +100,11 @@ class GraphTransformer(nn.Module):
             if pe is not None:
                 width = pe.dim if pe.combine == "concat" else C
                 self.pe_encoders[name] = _positional_encoder(name, pe, width)
-        self.edge_encoder = FeatureEncoder(edge_features, C, "edge") if self.has_edge_features else None
+        self.edge_encoder = None
+        if self.has_edge_features or config.dummy_edge:
+            self.edge_encoder = FeatureEncoder(edge_features, C, "edge")
+            if not self.has_edge_features:  # DummyEdge, initialised as GraphGPS's nn.Embedding(1, C)
+                nn.init.normal_(self.edge_encoder.constant)
         self.rrwp_encoder = RRWPEncoder(config.rrwp_steps, C) if config.layer == "grit" else None
         self.virtual_embedding = None
         if config.layer == "mpnn_vn" or (config.layer == "exphormer" and config.num_virtual > 0):
@@ -198,7 +208,7 @@ def _positional_encoder(name: str, pe, width: int) -> nn.Module:
     from ..encodings import LapPEEncoder, RWSEEncoder
 
     if name == "lap_pe":
-        return LapPEEncoder(pe.k, width, pe.kind)
+        return LapPEEncoder(pe.k, width, pe.kind, sign_flip=pe.sign_flip)
     return RWSEEncoder(pe.steps, width)
 
 

@@ -1,7 +1,8 @@
 """GPS layer: a local MPNN and a global attention in parallel, then a feed-forward block
 (Rampasek et al., "Recipe for a General, Powerful, Scalable Graph Transformer", NeurIPS 2022).
 
-    h_L = Norm(x + Dropout(MPNN(x, e)))          (GatedGCN: its own residual and norm, as GraphGPS)
+    h_L = Norm(x + Dropout(MPNN(x, e)))          (GatedGCN: Norm(GatedGCN(x, e)), its residual,
+                                                 BN, ReLU and dropout inside; as GraphGPS's norm1_local)
     h_A = Norm(x + Dropout(Attn(x)))
     h   = h_L + h_A
     out = Norm(h + FFN(h))                      FFN: C -> 2C -> C, ReLU, dropout
@@ -66,7 +67,7 @@ class GPSLayer(nn.Module):
             self.norm_local = make_norm(norm, channels)
         elif local == "gatedgcn":
             self.local_model = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
-            self.norm_local = make_norm(norm, channels) if norm == "layer" else nn.Identity()
+            self.norm_local = make_norm(norm, channels)
         self.attention: nn.Module | None = None
         if attention == "performer":
             self.attention = PerformerAttention(channels, num_heads, performer_features)

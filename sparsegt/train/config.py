@@ -62,8 +62,12 @@ class DataConfig:
 class TrainConfig:
     """Optimisation and bookkeeping.
 
+    ``optimizer``: ``"adamw"`` (decoupled weight decay; GraphGPS, GRIT, Exphormer) or ``"adam"`` (L2 weight
+    decay in the gradient; Benchmarking-GNNs / GT).
     ``scheduler="cosine"``: the learning rate rises linearly over ``warmup_epochs`` then follows a cosine
-    to ``min_lr`` at ``epochs`` (GraphGPS's ``cosine_with_warmup``, evaluated per step).
+    to ``min_lr`` at ``epochs`` (GraphGPS's ``cosine_with_warmup``). ``lr_update``: evaluate the schedule
+    at every ``"step"`` (smooth) or once per ``"epoch"`` (GraphGPS steps its scheduler per epoch, so its
+    first epoch runs at ``lr * 1e-6`` and the warmup moves in jumps).
     ``"plateau"``: Benchmarking-GNNs / GT — multiply by ``plateau_factor`` after more than
     ``plateau_patience`` evaluations without a lower validation loss; stop once below ``min_lr``.
     ``"constant"``: ``lr`` after the warmup. ``patience``: stop after this many
@@ -81,9 +85,11 @@ class TrainConfig:
     epochs: int = 100
     lr: float = 1e-3
     weight_decay: float = 1e-5
+    optimizer: typing.Literal["adamw", "adam"] = "adamw"
     warmup_epochs: float = 5.0
     min_lr: float = 0.0
     scheduler: typing.Literal["cosine", "plateau", "constant"] = "cosine"
+    lr_update: typing.Literal["step", "epoch"] = "step"
     plateau_factor: float = 0.5
     plateau_patience: int = 10
     grad_clip: float | None = 1.0
@@ -110,6 +116,10 @@ class TrainConfig:
             raise ValueError("train.lr, train.weight_decay and train.warmup_epochs must be >= 0")
         if self.scheduler not in ("cosine", "plateau", "constant"):
             raise ValueError(f"train.scheduler must be cosine, plateau or constant, got {self.scheduler!r}")
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"train.optimizer must be adamw or adam, got {self.optimizer!r}")
+        if self.lr_update not in ("step", "epoch"):
+            raise ValueError(f"train.lr_update must be step or epoch, got {self.lr_update!r}")
 
 
 def _default_model_config() -> Any:

@@ -32,8 +32,10 @@ def published_run(model_preset: str, dataset: str, name: str | None = None) -> R
             epochs=t["epochs"],
             lr=t["lr"],
             weight_decay=t["weight_decay"],
+            optimizer=t["optimizer"],
             warmup_epochs=t["warmup_epochs"],
             scheduler="cosine",
+            lr_update=t["lr_update"],
             grad_clip=1.0 if t["clip_grad_norm"] else None,
         )
     elif t["scheduler"] == "reduce_on_plateau":
@@ -41,6 +43,7 @@ def published_run(model_preset: str, dataset: str, name: str | None = None) -> R
             epochs=t["epochs"],
             lr=t["lr"],
             weight_decay=t["weight_decay"],
+            optimizer=t["optimizer"],
             warmup_epochs=0.0,
             scheduler="plateau",
             plateau_factor=t["reduce_factor"],

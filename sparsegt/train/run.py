@@ -56,7 +56,8 @@ def _barrier(info: DistInfo) -> None:
         torch.distributed.barrier()
 
 
-ENCODINGS = ("lap_pe", "rwse")  # what `sparsegt.encodings.add_encodings` precomputes
+# what `sparsegt.encodings.add_encodings` precomputes, and its options
+ENCODINGS = ("lap_pe", "rwse", "lap_normalization", "lap_skip_trivial")
 
 
 def build_dataset(config: RunConfig, *, progress: bool = False) -> Any:

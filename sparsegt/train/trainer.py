@@ -1,4 +1,4 @@
-"""`Trainer`: the loop — AdamW, warmup + cosine, clipping, best-on-validation, early stopping, resume.
+"""`Trainer`: the loop — Adam(W), warmup + cosine or plateau, clipping, best-on-validation, early stopping, resume.
 
 One ``fit()`` call trains ``train.epochs`` epochs (or until early stopping / the time limit), evaluates
 on validation every ``eval_every`` epochs, evaluates test whenever validation improves (so the reported
@@ -147,7 +147,8 @@ class Trainer:
         )
         self.eval_batch_size = config.data.eval_batch_size or config.data.batch_size
         self.wrapped = self._wrap(model)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        optimizer = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         # run state (all of it goes into last.pt)
         self.epoch = 0
         self.next_batch = 0
@@ -293,7 +294,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ training
     def _lr(self, epoch: int, batch: int, num_batches: int) -> float:
-        progress = epoch + batch / max(num_batches, 1)
+        progress = float(epoch) if self.cfg.lr_update == "epoch" else epoch + batch / max(num_batches, 1)
         if self.cfg.scheduler == "cosine":
             return warmup_cosine_lr(
                 progress,
