@@ -120,6 +120,8 @@ class ModelConfig:
         pooling: graph-level readout: ``"mean"``, ``"sum"`` or ``"virtual"`` (mpnn_vn / exphormer).
         head_layers: Linear layers of the output MLP (GraphGPS ``layers_post_mp``).
         head_shrink: halve the MLP width at each layer (GT's MLPReadout).
+        head_l2norm: scale each hidden layer of the head to unit norm (GraphGym's default, so the heads of
+            GraphGPS, GRIT and Exphormer).
         dummy_edge: on data without edge features, give every edge one learned vector (GraphGPS's and
             GRIT's ``DummyEdge``: ``nn.Embedding(1, C)``, N(0, 1)) so that layers that keep edge states
             start from it (else they start from nothing: GatedGCN's first edge residual is skipped).
@@ -145,6 +147,7 @@ class ModelConfig:
     pooling: str = "mean"
     head_layers: int = 3
     head_shrink: bool = False
+    head_l2norm: bool = False
     dummy_edge: bool = False
     seed: int = 0
 

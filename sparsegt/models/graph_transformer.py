@@ -114,10 +114,8 @@ class GraphTransformer(nn.Module):
                 nn.init.normal_(self.virtual_embedding, std=0.1)
         self.layers = nn.ModuleList(_make_layer(config, self.has_edge_features)
                                     for _ in range(config.num_layers))
-        if task.level == "edge":
-            self.head: nn.Module = EdgeHead(C, task.num_outputs, config.head_layers, config.head_shrink)
-        else:
-            self.head = MLPHead(C, task.num_outputs, config.head_layers, config.head_shrink)
+        head = EdgeHead if task.level == "edge" else MLPHead
+        self.head: nn.Module = head(C, task.num_outputs, config.head_layers, config.head_shrink, config.head_l2norm)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graph import Graph
@@ -22,16 +23,28 @@ def graph_pool(x: Tensor, batch: Graph, kind: str = "mean") -> Tensor:
     raise ValueError(f"pooling must be 'mean' or 'sum' here, got {kind!r}")
 
 
-class MLPHead(nn.Module):
-    """``layers`` Linear layers with ReLU between: C -> ... -> out_dim (widths halve if ``shrink``)."""
+class L2Normalize(nn.Module):
+    """Each row scaled to unit Euclidean norm (``F.normalize(x, dim=-1)``)."""
 
-    def __init__(self, in_dim: int, out_dim: int, layers: int = 3, shrink: bool = False) -> None:
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, p=2.0, dim=-1)
+
+
+class MLPHead(nn.Module):
+    """``layers`` Linear layers with ReLU between: C -> ... -> out_dim (widths halve if ``shrink``).
+
+    ``l2norm``: each hidden layer's output (after its ReLU) is scaled to unit norm, as GraphGym's
+    ``GeneralLayer`` does by default (``has_l2norm=True``) in the heads of GraphGPS, GRIT and Exphormer.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, layers: int = 3, shrink: bool = False,
+                 l2norm: bool = False) -> None:
         super().__init__()
         modules: list[nn.Module] = []
         width = in_dim
         for _ in range(layers - 1):
             nxt = max(width // 2, 1) if shrink else width
-            modules += [nn.Linear(width, nxt), nn.ReLU()]
+            modules += [nn.Linear(width, nxt), nn.ReLU()] + ([L2Normalize()] if l2norm else [])
             width = nxt
         modules.append(nn.Linear(width, out_dim))
         self.mlp = nn.Sequential(*modules)
@@ -43,9 +56,10 @@ class MLPHead(nn.Module):
 class EdgeHead(nn.Module):
     """Edge-level output from ``[h_query || h_key]`` of every graph edge: [N, C] -> [E, out_dim]."""
 
-    def __init__(self, in_dim: int, out_dim: int, layers: int = 3, shrink: bool = False) -> None:
+    def __init__(self, in_dim: int, out_dim: int, layers: int = 3, shrink: bool = False,
+                 l2norm: bool = False) -> None:
         super().__init__()
-        self.mlp = MLPHead(2 * in_dim, out_dim, layers, shrink)
+        self.mlp = MLPHead(2 * in_dim, out_dim, layers, shrink, l2norm)
 
     def forward(self, x: Tensor, graph: Graph) -> Tensor:
         pairs = x.index_select(0, graph.row_index()), x.index_select(0, graph.indices)

@@ -34,17 +34,22 @@ from .config import LapPEConfig, ModelConfig
 __all__ = ["PRESETS", "TRAINING", "preset"]
 
 
-def _cosine(lr: float, weight_decay: float, epochs: int, batch_size: int, warmup: int = 5) -> dict:
-    """GraphGPS's ``cosine_with_warmup``, stepped once per epoch (GraphGPS, GRIT and Exphormer share its loop)."""
+def _cosine(lr: float, weight_decay: float, epochs: int, batch_size: int, warmup: int = 5,
+            two_classes: bool = False) -> dict:
+    """GraphGPS's ``cosine_with_warmup``, stepped once per epoch (GraphGPS, GRIT and Exphormer share its loop).
+
+    ``two_classes``: GraphGym predicts one logit for a two-class task and GraphGPS's weighted loss is then a
+    weighted BCE averaged over nodes (``weighted_cross_entropy_node_mean`` on two logits)."""
     return {"optimizer": "adamw", "lr": lr, "weight_decay": weight_decay, "epochs": epochs,
             "batch_size": batch_size, "scheduler": "cosine_with_warmup", "warmup_epochs": warmup,
-            "lr_update": "epoch", "clip_grad_norm": True}
+            "lr_update": "epoch", "clip_grad_norm": True,
+            "loss": "weighted_cross_entropy_node_mean" if two_classes else "weighted_cross_entropy"}
 
 
 def _plateau(lr: float, batch_size: int) -> dict:
     return {"optimizer": "adam", "lr": lr, "weight_decay": 0.0, "epochs": 1000, "batch_size": batch_size,
             "scheduler": "reduce_on_plateau", "reduce_factor": 0.5, "patience": 10, "min_lr": 1e-6,
-            "clip_grad_norm": False}
+            "clip_grad_norm": False, "loss": "weighted_cross_entropy"}
 
 
 def _graphgps_lappe(k: int) -> LapPEConfig:
@@ -54,19 +59,29 @@ def _graphgps_lappe(k: int) -> LapPEConfig:
     return LapPEConfig(k=k, dim=16, kind="deepset", combine="concat", normalization="none", sign_flip="batch")
 
 
+def _gt_lappe(k: int) -> LapPEConfig:
+    """GT / Benchmarking-GNNs ``laplacian_positional_encoding``: the k non-trivial eigenvectors of
+    ``I - D^-1/2 A D^-1/2`` (``EigVec[:, 1:k+1]``), one ``Linear(k, 80)`` added to the node embedding,
+    one random sign per eigenvector per training batch."""
+    return LapPEConfig(k=k, dim=80, kind="linear", combine="add", normalization="sym", skip_trivial=True,
+                       sign_flip="batch")
+
+
 PRESETS: dict[str, ModelConfig] = {
     "gt-pattern": ModelConfig(layer="gt", num_layers=10, hidden=80, num_heads=8, norm="batch",
-                              lap_pe=LapPEConfig(k=2, dim=80, kind="linear", combine="add"),
+                              lap_pe=_gt_lappe(k=2),
                               head_layers=3, head_shrink=True),
     "gt-cluster": ModelConfig(layer="gt", num_layers=10, hidden=80, num_heads=8, norm="batch",
-                              lap_pe=LapPEConfig(k=10, dim=80, kind="linear", combine="add"),
+                              lap_pe=_gt_lappe(k=10),
                               head_layers=3, head_shrink=True),
     "gps-pattern": ModelConfig(layer="gps", local="gatedgcn", attention="full", num_layers=6, hidden=64,
                                num_heads=4, dropout=0.0, attn_dropout=0.5, norm="batch",
-                               lap_pe=_graphgps_lappe(k=16), head_layers=3, dummy_edge=True),
+                               lap_pe=_graphgps_lappe(k=16), head_layers=3, head_l2norm=True,
+                               dummy_edge=True),
     "gps-cluster": ModelConfig(layer="gps", local="gatedgcn", attention="full", num_layers=16, hidden=48,
                                num_heads=8, dropout=0.1, attn_dropout=0.5, norm="batch",
-                               lap_pe=_graphgps_lappe(k=10), head_layers=3, dummy_edge=True),
+                               lap_pe=_graphgps_lappe(k=10), head_layers=3, head_l2norm=True,
+                               dummy_edge=True),
     "grit-pattern": ModelConfig(layer="grit", num_layers=10, hidden=64, num_heads=8, dropout=0.0,
                                 attn_dropout=0.2, norm="batch", rrwp_steps=21, head_layers=3),
     "grit-cluster": ModelConfig(layer="grit", num_layers=16, hidden=48, num_heads=8, dropout=0.01,
@@ -86,7 +101,7 @@ PRESETS: dict[str, ModelConfig] = {
 TRAINING: dict[str, dict] = {
     "gt-pattern": _plateau(5e-4, 26),
     "gt-cluster": _plateau(5e-4, 32),
-    "gps-pattern": _cosine(5e-4, 1e-5, 100, 32),
+    "gps-pattern": _cosine(5e-4, 1e-5, 100, 32, two_classes=True),
     "gps-cluster": _cosine(5e-4, 1e-5, 100, 16),
     "grit-pattern": _cosine(5e-4, 1e-5, 100, 32),
     "grit-cluster": _cosine(1e-3, 1e-5, 100, 16),

@@ -37,7 +37,8 @@ class SparseMultiheadAttention(nn.Module):
     Args:
         embed_dim: C, the model width (input and output). num_heads: H; C must be divisible by H.
         dropout: attention dropout on the normalised weights (training only).
-        bias: add biases to the input/output projections.
+        bias: add biases to the input/output projections. qkv_bias: biases on the q, k, v (and edge)
+            projections only (default: ``bias``; GT has none there but one on its output projection).
         edge_dim: width of ``edge_attr`` to project, if ``edge_mode`` is set.
         edge_mode: None, ``"bias"`` (``edge_attr`` -> [E, H] score bias) or ``"gate"``
             (``edge_attr`` -> [E, H, D] gate multiplied into q*k).
@@ -47,7 +48,7 @@ class SparseMultiheadAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  edge_dim: int | None = None, edge_mode: str | None = None, backend: str = "auto",
-                 score_clamp: float | None = None) -> None:
+                 score_clamp: float | None = None, qkv_bias: bool | None = None) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of "
@@ -60,13 +61,14 @@ class SparseMultiheadAttention(nn.Module):
         self.dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
         self.score_clamp = score_clamp
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if bias else None
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim)) if qkv_bias else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.edge_proj = None
         if edge_mode == "bias":
-            self.edge_proj = nn.Linear(edge_dim, num_heads)
+            self.edge_proj = nn.Linear(edge_dim, num_heads, bias=qkv_bias)
         elif edge_mode == "gate":
-            self.edge_proj = nn.Linear(edge_dim, embed_dim)
+            self.edge_proj = nn.Linear(edge_dim, embed_dim, bias=qkv_bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -42,10 +42,11 @@ class GTLayer(nn.Module):
                  edge_features: bool = False, attn_dropout: float = 0.0, score_clamp: float | None = 5.0) -> None:
         super().__init__()
         self.edge_features = edge_features
+        # Q, K, V (and the edge projection E) without bias, O with one: GT's use_bias=False
         self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout,
                                                   edge_dim=channels if edge_features else None,
                                                   edge_mode="gate" if edge_features else None,
-                                                  score_clamp=score_clamp)
+                                                  score_clamp=score_clamp, qkv_bias=False)
         self.dropout = nn.Dropout(dropout)
         self.norm_attention = make_norm(norm, channels)
         self.feed_forward = FeedForward(channels, 2, dropout)

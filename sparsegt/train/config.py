@@ -79,7 +79,11 @@ class TrainConfig:
     "epoch" (the unit of evaluation, checkpoints and the schedule) K batches, continuing through the
     shuffled passes — for budgets shorter than a pass over a large dataset. Checkpoints (``last.pt``)
     are written at every epoch end and mid-epoch every ``checkpoint_every_s`` seconds or
-    ``checkpoint_every_batches`` batches (0: off).
+    ``checkpoint_every_batches`` batches (0: off). ``bn_recalibration``: before each evaluation, set the
+    BatchNorm statistics from this many fixed training batches with the current weights, everything else
+    in eval mode (`sparsegt.train.batch_norm`; 0: evaluate with the moving averages, as GraphGPS does).
+    ``val_with_moving_stats``: also score validation with the moving averages before recalibrating
+    (``val_metric_moving_stats`` in ``metrics.jsonl``: the curve GraphGPS's evaluation would draw).
     """
 
     epochs: int = 100
@@ -104,12 +108,16 @@ class TrainConfig:
     checkpoint_every_s: float = 30.0
     checkpoint_every_batches: int = 0
     batches_per_epoch: int | None = None
+    bn_recalibration: int = 32
+    val_with_moving_stats: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):
             setattr(self, name, float(getattr(self, name)))
         if self.grad_clip is not None:
             self.grad_clip = float(self.grad_clip)
+        if self.bn_recalibration < 0:
+            raise ValueError(f"train.bn_recalibration must be >= 0 batches (0: off), got {self.bn_recalibration}")
         if self.epochs < 1 or self.eval_every < 1:
             raise ValueError(f"train.epochs ({self.epochs}) and train.eval_every ({self.eval_every}) must be >= 1")
         if self.lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:

@@ -12,15 +12,23 @@ from ..data.spec import TaskSpec
 
 __all__ = ["weighted_cross_entropy", "make_loss", "LOSSES"]
 
-LOSSES = ("auto", "cross_entropy", "weighted_cross_entropy", "bce", "l1", "mse")
+LOSSES = ("auto", "cross_entropy", "weighted_cross_entropy", "weighted_cross_entropy_node_mean", "bce", "l1",
+          "mse")
 
 
-def weighted_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+def weighted_cross_entropy(logits: Tensor, target: Tensor, node_mean: bool = False) -> Tensor:
     """Cross-entropy with class weights ``(V - n_c) / V`` from the batch's own label counts.
 
     This is the loss of Benchmarking-GNNs and GraphGPS (``weighted_cross_entropy``) on PATTERN and
     CLUSTER: with V labels in the batch and n_c of class c, rare classes weigh more and classes absent
     from the batch weigh 0. ``logits``: [N, C]; ``target``: [N] int64.
+
+    The weighted sum is divided by the sum of the weights (``nn.CrossEntropyLoss(weight)``:
+    Benchmarking-GNNs, GT, and GraphGPS with more than two classes) or, with ``node_mean``, by V:
+    GraphGPS on a two-class task predicts one logit and takes ``binary_cross_entropy_with_logits(pred, y,
+    weight=w[y])``, a plain mean over nodes, which equals this loss on two logits (the BCE of their
+    difference) with ``node_mean=True``. On PATTERN the two differ by a factor ~3.5 in scale, which matters
+    under gradient clipping.
     """
     num_labels, num_classes = target.shape[0], logits.shape[1]
     counts = torch.bincount(target, minlength=num_classes)
@@ -28,6 +36,8 @@ def weighted_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     weight = weight * (counts > 0).to(logits.dtype)
     if not bool((weight > 0).any()):  # one class only in this batch: fall back to plain cross-entropy
         return F.cross_entropy(logits, target)
+    if node_mean:
+        return (F.cross_entropy(logits, target, reduction="none") * weight[target]).mean()
     return F.cross_entropy(logits, target, weight=weight)
 
 
@@ -57,13 +67,14 @@ def resolve_loss_name(task: TaskSpec, loss: str = "auto", class_weighted: bool |
             loss = "bce"
         else:
             loss = "l1" if task.metric == "mae" else "mse"
-    elif class_weighted and loss != "weighted_cross_entropy":
+    elif class_weighted and not loss.startswith("weighted_cross_entropy"):
         raise ValueError(
             f"train.class_weighted_loss=true needs train.loss=auto or weighted_cross_entropy, not {loss!r}"
         )
     fits = {
         "cross_entropy": ("multiclass",),
         "weighted_cross_entropy": ("multiclass",),
+        "weighted_cross_entropy_node_mean": ("multiclass",),
         "bce": ("binary",),
         "l1": ("regression",),
         "mse": ("regression",),
@@ -85,6 +96,7 @@ def make_loss(
     fns = {
         "cross_entropy": F.cross_entropy,
         "weighted_cross_entropy": weighted_cross_entropy,
+        "weighted_cross_entropy_node_mean": lambda logits, target: weighted_cross_entropy(logits, target, True),
         "bce": _bce,
         "l1": _regression(F.l1_loss),
         "mse": _regression(F.mse_loss),

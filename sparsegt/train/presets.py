@@ -37,6 +37,7 @@ def published_run(model_preset: str, dataset: str, name: str | None = None) -> R
             scheduler="cosine",
             lr_update=t["lr_update"],
             grad_clip=1.0 if t["clip_grad_norm"] else None,
+            loss=t["loss"],
         )
     elif t["scheduler"] == "reduce_on_plateau":
         train = TrainConfig(
@@ -50,6 +51,7 @@ def published_run(model_preset: str, dataset: str, name: str | None = None) -> R
             plateau_patience=t["patience"],
             min_lr=t["min_lr"],
             grad_clip=1.0 if t["clip_grad_norm"] else None,
+            loss=t["loss"],
         )
     else:
         raise ValueError(f"preset {model_preset}: scheduler {t['scheduler']!r} is not supported")

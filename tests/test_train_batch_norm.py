@@ -1,0 +1,59 @@
+"""BatchNorm recalibration before evaluation (issue #21: validation swings from moving-average statistics)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparsegt.train.batch_norm import recalibrate_batch_norm
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.ReLU(), nn.Linear(4, 2),
+                         nn.BatchNorm1d(2))
+
+
+def test_recalibration_is_the_equal_weight_average_of_batch_statistics():
+    model = _model().train()
+    batches = [torch.randn(n, 3) * (1 + i) + i for i, n in enumerate((5, 9, 7))]
+    momentum = model[1].momentum
+    rng = torch.get_rng_state()
+    assert recalibrate_batch_norm(model, batches) == 3
+    assert torch.equal(torch.get_rng_state(), rng)  # eval-mode dropout: no random numbers drawn
+    assert model.training and model[1].momentum == momentum and model[2].training  # modes restored
+    with torch.no_grad():
+        first = [model[0](b) for b in batches]
+        # the first BatchNorm sees the Linear's outputs: its statistics are their plain averages
+        torch.testing.assert_close(model[1].running_mean, torch.stack([f.mean(0) for f in first]).mean(0))
+        torch.testing.assert_close(model[1].running_var, torch.stack([f.var(0) for f in first]).mean(0))
+        # the second sees what follows a batch-normalised first layer with dropout off (as evaluated)
+        second = [model[4](torch.relu((f - f.mean(0)) / (f.var(0, unbiased=False) + 1e-5).sqrt()
+                                      * model[1].weight + model[1].bias)) for f in first]
+        torch.testing.assert_close(model[5].running_mean, torch.stack([s.mean(0) for s in second]).mean(0))
+
+
+def test_recalibration_without_batches_or_batch_norm_changes_nothing():
+    model = _model().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert recalibrate_batch_norm(model, []) == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+    assert recalibrate_batch_norm(nn.Linear(3, 2), [torch.randn(4, 3)]) == 0
+
+
+def test_moving_average_can_be_far_from_the_statistics_of_the_weights():
+    """What broke: the eval-mode statistics are an exponential moving average (momentum 0.1) dominated by
+    the last few batches. When batch statistics differ between batches (PATTERN: graphs of 44-190 nodes, edge
+    BatchNorm weighted by n^2 edges), the average of the last batches misses the population; recalibration
+    gives the equal-weight average of the same weights' batch statistics."""
+    torch.manual_seed(1)
+    norm = nn.BatchNorm1d(1)
+    population = [torch.randn(50, 1) * scale for scale in (1.0,) * 30 + (4.0,) * 5]  # 5 unusual batches last
+    for batch in population:
+        norm.train()(batch)
+    true_var = torch.stack([b.var(0) for b in population]).mean()
+    moving = norm.running_var.clone()
+    recalibrate_batch_norm(norm, population)
+    assert abs(float(moving - true_var)) > 2 * abs(float(norm.running_var - true_var))
+    torch.testing.assert_close(norm.running_var.squeeze(), true_var.squeeze())
