@@ -103,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild a run's data and model from its config.yaml and score a checkpoint.",
         formatter_class=_Formatter,
     )
-    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run directory (or use --pretrained)")
     ev.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
     ev.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    ev.add_argument("--pretrained", metavar="NAME",
+                    help="score a pretrained model (pretrained/NAME) on its regenerated test split; 'list' lists them")
+    ev.add_argument("--limit", type=int, metavar="N", help="with --pretrained: only the first N test graphs")
 
     ds = sub.add_parser(
         "datasets",
@@ -217,6 +220,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train.progress import format_metric
     from .train.run import evaluate_run
 
+    if args.pretrained:
+        return _eval_pretrained(args)
+    if not args.run_dir:
+        raise ValueError("sparsegt eval needs a RUN_DIR or --pretrained NAME (sparsegt eval --pretrained list)")
     scores = evaluate_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     summary_path = Path(args.run_dir) / "summary.json"
     metric = json.loads(summary_path.read_text())["metric"] if summary_path.exists() else "metric"
@@ -227,6 +234,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for split, values in scores.items():
         table.add_row(split, f"{values['loss']:.4f}", format_metric(metric, values["metric"]))
     _console().print(table)
+    return 0
+
+
+def _eval_pretrained(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.table import Table
+
+    from .train.distributed import resolve_device
+    from .train.pretrained import evaluate_pretrained, list_pretrained
+    from .train.progress import format_metric
+
+    console = _console()
+    if args.pretrained == "list":
+        table = Table(title="pretrained models", title_justify="left")
+        for column in ("name", "status", "metric", "test (recorded)", "published", "source"):
+            table.add_column(column)
+        for name, card in list_pretrained().items():
+            table.add_row(name, card["status"], str(card["metric"]), format_metric(card["metric"], card["test_metric"]),
+                          format_metric(card["metric"], card["published"]), card["published_source"])
+        console.print(table)
+        return 0
+    start = time.monotonic()
+    result = evaluate_pretrained(args.pretrained, limit=args.limit, device=str(resolve_device(args.device)))
+    metric, measured = result["metric"], result["measured"]
+    table = Table(title=f"{args.pretrained} ({result['status']}): test split, {measured['graphs']} graphs, "
+                        f"{time.monotonic() - start:.0f} s", title_justify="left")
+    for column in ("", metric, "per batch (Benchmarking-GNNs)"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("measured now", format_metric(metric, measured["metric"]),
+                  format_metric(metric, measured["metric_per_batch"]))
+    table.add_row(f"recorded (epoch {result['epoch']})", format_metric(metric, result["test_metric"]),
+                  format_metric(metric, result.get("test_metric_per_batch")))
+    table.add_row("published", format_metric(metric, result["published"]), "")
+    console.print(table)
+    if result["published_source"]:
+        console.print(f"published: {result['published_source']}")
     return 0
 
 

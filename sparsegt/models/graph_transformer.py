@@ -39,7 +39,8 @@ __all__ = ["GraphTransformer", "required_encodings"]
 
 def required_encodings(config: ModelConfig) -> dict[str, Any]:
     """What `sparsegt.encodings.add_encodings` must precompute for this model: ``{"lap_pe": k, "rwse": K}``
-    and the Laplacian's options when they are not the defaults (only the encodings the config uses). GRIT's RRWP is computed per batch inside the model: it has
+    and the Laplacian's options when they are not the defaults (only the encodings the config uses).
+    GRIT's RRWP is computed per batch inside the model: it has
     n^2 * K values per graph (all pairs): 11 GiB for PATTERN's training split at K = 21, too much to keep,
     while the batched dense powers cost a few milliseconds per graph."""
     needed: dict[str, Any] = {}

@@ -17,6 +17,8 @@ Norm is BatchNorm (the paper's best on PATTERN/CLUSTER/ZINC) or LayerNorm.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 from ..attention import sparse_attention
@@ -56,6 +58,17 @@ class GTLayer(nn.Module):
             self.norm_edge_attention = make_norm(norm, channels)
             self.edge_feed_forward = FeedForward(channels, 2, dropout)
             self.norm_edge_out = make_norm(norm, channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GT's initialisation: PyTorch's ``nn.Linear`` defaults everywhere, Q, K and V as three separate
+        [C, C] Linears (not ``nn.MultiheadAttention``'s xavier on the fused matrix), O with its bias."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        for weight in self.attention.in_proj_weight.data.chunk(3):
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        self.attention.out_proj.reset_parameters()
 
     def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:

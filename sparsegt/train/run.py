@@ -60,9 +60,10 @@ def _barrier(info: DistInfo) -> None:
 ENCODINGS = ("lap_pe", "rwse", "lap_normalization", "lap_skip_trivial")
 
 
-def build_dataset(config: RunConfig, *, progress: bool = False) -> Any:
+def build_dataset(config: RunConfig, *, progress: bool = False,
+                  splits: tuple[str, ...] = ("train", "val", "test")) -> Any:
     """`load_dataset` with the run's data section, then the encodings the model and ``data.encodings``
-    ask for (cached on disk)."""
+    ask for (cached on disk), computed for ``splits`` only (the others are left without them)."""
     from ..data.catalog import get_card, load_dataset
 
     data = config.data
@@ -87,7 +88,7 @@ def build_dataset(config: RunConfig, *, progress: bool = False) -> Any:
         from ..encodings import add_encodings
 
         options = json.dumps(data.options, sort_keys=True)
-        for split in ("train", "val", "test"):
+        for split in splits:
             graphs = getattr(dataset, split)
             key = f"{dataset.name}-{split}-seed{data.seed}-{options}"
             setattr(

@@ -23,7 +23,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..data.spec import TaskSpec
 from ..graph import Graph
+from .batch_norm import recalibrate_batch_norm
 from .checkpoint import (
     atomic_write_text,
     capture_rng_state,
@@ -43,7 +44,6 @@ from .checkpoint import (
 from .distributed import DistInfo, any_true, gather_objects
 from .losses import make_loss
 from .progress import Reporter
-from .batch_norm import recalibrate_batch_norm
 from .schedule import warmup_cosine_lr
 
 __all__ = ["Trainer", "TrainingDiverged", "select_prediction", "CHECKPOINT_FORMAT"]
@@ -264,33 +264,16 @@ class Trainer:
         mine = list(graphs)[self.dist.rank :: self.dist.world_size]
         return [mine[i : i + self.eval_batch_size] for i in range(0, len(mine), self.eval_batch_size)]
 
-    @torch.no_grad()
     def evaluate(self, graphs: Sequence[Graph]) -> dict[str, float]:
-        """Loss and metric over ``graphs`` (sharded across ranks, predictions gathered; eval mode).
-
-        ``metric`` scores the whole split at once (GraphGPS); ``metric_per_batch`` is the mean of the metric
-        of each evaluation batch of ``data.eval_batch_size`` graphs taken in split order (Benchmarking-GNNs
-        and GT average ``accuracy_SBM`` this way over the unshuffled test loader)."""
-        self.model.eval()
-        loss_sum, items, predictions, targets = 0.0, 0, [], []
-        for chunk in self._batches_of(graphs):
-            batch = Graph.batch(chunk).to(self.dist.device)
-            prediction, target = select_prediction(self.model(batch), batch, self.task)
-            loss_sum += float(self.loss_fn(prediction, target)) * target.shape[0]
-            items += target.shape[0]
-            predictions.append(prediction.detach().float().cpu())
-            targets.append(target.detach().cpu())
-        gathered = gather_objects((loss_sum, items, predictions, targets), self.dist)
-        loss_sum = sum(g[0] for g in gathered)
-        items = sum(g[1] for g in gathered)
-        predictions = [p for g in gathered for p in g[2]]
-        targets = [t for g in gathered for t in g[3]]
-        if not items:
-            raise ValueError("nothing to evaluate: the split is empty")
-        metric = self.compute_metric(self.task.metric, torch.cat(predictions), torch.cat(targets))
-        per_batch = [self.compute_metric(self.task.metric, p, t) for p, t in zip(predictions, targets, strict=True)
-                     if t.numel()]
-        return {"loss": loss_sum / items, "metric": float(metric), "metric_per_batch": float(np.mean(per_batch))}
+        """Loss and metric over ``graphs`` (sharded across ranks, predictions gathered; eval mode): see
+        `score_batches` for ``metric`` and ``metric_per_batch``."""
+        local = predict_batches(self.model, (Graph.batch(chunk) for chunk in self._batches_of(graphs)), self.task,
+                                self.dist.device, self.loss_fn)
+        gathered = gather_objects(local, self.dist)
+        predictions = [p for g in gathered for p in g[0]]
+        targets = [t for g in gathered for t in g[1]]
+        loss_sum = sum(g[2] for g in gathered)
+        return score_batches(predictions, targets, loss_sum, self.task.metric, self.compute_metric)
 
     def recalibrate_batch_norm(self) -> int:
         """Before an evaluation: BatchNorm statistics from ``train.bn_recalibration`` fixed training batches
@@ -584,6 +567,37 @@ class Trainer:
             "train_time_s": self.elapsed_s,
             "world_size": self.dist.world_size,
         }
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, batches: Iterable[Graph], task: TaskSpec, device: torch.device,
+                    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
+                    ) -> tuple[list[Tensor], list[Tensor], float]:
+    """Eval-mode predictions of ``model`` on each batch: ``(predictions, targets, loss_sum)`` with one
+    [items, ...] tensor per batch (on CPU) and the loss summed over items (0 without ``loss_fn``)."""
+    model.eval()
+    predictions, targets, loss_sum = [], [], 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        prediction, target = select_prediction(model(batch), batch, task)
+        if loss_fn is not None:
+            loss_sum += float(loss_fn(prediction, target)) * target.shape[0]
+        predictions.append(prediction.detach().float().cpu())
+        targets.append(target.detach().cpu())
+    return predictions, targets, loss_sum
+
+
+def score_batches(predictions: list[Tensor], targets: list[Tensor], loss_sum: float, metric: str,
+                  compute_metric: Callable[[str, Tensor, Tensor], float]) -> dict[str, float]:
+    """``loss`` (mean over items), ``metric`` over all batches at once (GraphGPS), ``metric_per_batch``: the
+    mean of each batch's metric, batches in split order (Benchmarking-GNNs and GT average ``accuracy_SBM``
+    this way over the unshuffled test loader)."""
+    items = sum(t.shape[0] for t in targets)
+    if not items:
+        raise ValueError("nothing to evaluate: the split is empty")
+    per_batch = [compute_metric(metric, p, t) for p, t in zip(predictions, targets, strict=True) if t.numel()]
+    whole = compute_metric(metric, torch.cat(predictions), torch.cat(targets))
+    return {"loss": loss_sum / items, "metric": float(whole), "metric_per_batch": float(np.mean(per_batch))}
 
 
 def seed_everything(seed: int) -> None:
