@@ -57,3 +57,58 @@ def test_moving_average_can_be_far_from_the_statistics_of_the_weights():
     recalibrate_batch_norm(norm, population)
     assert abs(float(moving - true_var)) > 2 * abs(float(norm.running_var - true_var))
     torch.testing.assert_close(norm.running_var.squeeze(), true_var.squeeze())
+
+
+class _NormModel(nn.Module):
+    """Mean aggregation + BatchNorm: node logits [N, 2] whose eval output depends on the running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(3, 8)
+        self.norm = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, batch):
+        h = self.embed(batch.x[:, 0])
+        agg = torch.zeros_like(h).index_add_(0, batch.row_index(), h[batch.indices])
+        return self.head(torch.relu(self.norm(h + agg)))
+
+
+def _fit(tmp_path, recalibration: int):
+    from sparsegt.train.checkpoint import load_checkpoint
+    from sparsegt.train.config import DataConfig, RunConfig, TrainConfig
+    from sparsegt.train.run import train_run
+    from sparsegt.train.trainer import seed_everything
+    from tests.test_train import tiny_dataset
+
+    config = RunConfig(name="bn", data=DataConfig(name="tiny", batch_size=3), model={},
+                       train=TrainConfig(epochs=2, lr=1e-2, warmup_epochs=0, checkpoint_every_s=0,
+                                         bn_recalibration=recalibration))
+    seed_everything(0)
+    dataset = tiny_dataset(num_graphs=46)  # 23 training graphs: the epoch ends with a batch of 2
+    model = _NormModel()
+    result = train_run(config, run_dir=tmp_path / f"r{recalibration}", model=model, dataset=dataset, quiet=True)
+    return dataset, config, load_checkpoint(result.run_dir / "last.pt")["model"]  # after the last evaluation
+
+
+def test_evaluation_statistics_do_not_depend_on_the_last_training_batches(tmp_path):
+    """The trainer evaluates (and saves as best) the model with the equal-weight BatchNorm statistics of its fixed
+    recalibration batches, not with the moving average that the epoch's last (partial) batch dominates."""
+    import copy
+
+    import numpy as np
+
+    from sparsegt import Graph
+
+    dataset, config, state = _fit(tmp_path, recalibration=4)
+    model = _NormModel()
+    model.load_state_dict(state)
+    expected = copy.deepcopy(model)
+    chosen = np.random.default_rng([config.train.seed, 21]).permutation(len(dataset.train))[:4 * 3]
+    batches = [Graph.batch([dataset.train[int(i)] for i in chosen[b:b + 3]]) for b in range(0, len(chosen), 3)]
+    recalibrate_batch_norm(expected, batches)
+    torch.testing.assert_close(model.norm.running_mean, expected.norm.running_mean)
+    torch.testing.assert_close(model.norm.running_var, expected.norm.running_var)
+    _, _, moving = _fit(tmp_path, recalibration=0)  # the same training, evaluated with the moving average
+    assert all(torch.equal(moving[k], state[k]) for k in state if "norm" not in k)  # training unchanged
+    assert not torch.allclose(moving["norm.running_var"], state["norm.running_var"])
