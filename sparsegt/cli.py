@@ -352,7 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     from rich.markup import escape
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may come after an option (`train --preset demo train.epochs=3 -q train.lr=1e-3`):
+    # argparse stops collecting the positional list at the first option, so gather the rest here
+    overrides_only = all("=" in a and not a.startswith("-") for a in extra)
+    if extra and getattr(args, "overrides", None) is not None and overrides_only:
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0

@@ -71,3 +71,12 @@ def test_resume_of_a_folder_that_is_not_a_run(capsys, tmp_path):
 def test_parser_accepts_seeds_and_quiet():
     args = build_parser().parse_args(["train", "--preset", "demo", "--seeds", "0", "1", "2", "--quiet", "a.b=1"])
     assert args.seeds == [0, 1, 2] and args.quiet and args.overrides == ["a.b=1"]
+
+
+def test_overrides_may_follow_an_option(capsys):
+    """Issue #14.1: overrides split by an option were rejected as unrecognized arguments."""
+    assert main(["train", "--preset", "demo", "train.epochs=3", "--show-config", "train.lr=0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 3" in out and "lr: 0.001" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "demo", "--show-config", "--no-such-flag"])

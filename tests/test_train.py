@@ -49,6 +49,17 @@ class TinyModelConfig:
     blow_up_after: int | None = None  # steps after which the forward returns NaN (the NaN-stop test)
     crash_after: int | None = None  # steps after which the forward raises (a crash mid-epoch)
     sleep_s: float = 0.0  # per training forward, so a subprocess can be killed mid-epoch
+    inf_grad_after: int | None = None  # steps after which the loss stays finite but its gradient is infinite
+
+
+class _InfiniteGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad * float("inf")
 
 
 class TinyNodeModel(nn.Module):
@@ -76,6 +87,8 @@ class TinyNodeModel(nn.Module):
                 out = out * float("nan")
             if self.config.crash_after is not None and int(self.steps) > self.config.crash_after:
                 raise RuntimeError("simulated crash")
+            if self.config.inf_grad_after is not None and int(self.steps) > self.config.inf_grad_after:
+                out = _InfiniteGradient.apply(out)
         return out
 
 
@@ -327,6 +340,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert summary["status"] == "diverged" and "nan" in summary["error"]
 
 
+def test_infinite_gradient_without_clipping_stops_before_the_weights_are_poisoned(tmp_path):
+    """Issue #14.5: with clipping off (GT presets) an infinite gradient was stepped on and written to last.pt."""
+    config = tiny_config(epochs=3, checkpoint_every_batches=1, grad_clip=None)
+    config.model.inf_grad_after = 7
+    with pytest.raises(TrainingDiverged, match=r"gradient norm = (nan|inf) at epoch 2, batch 3/5"):
+        fit_tiny(tmp_path / "run", config)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["epoch"], state["next_batch"]) == (1, 2)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
 def test_trainer_rejects_a_head_of_the_wrong_level(tmp_path):
     data = tiny_dataset()
     graph_task = TaskSpec("graph", "multiclass", 2, "accuracy")
@@ -383,3 +407,35 @@ def test_resume_with_changed_config_uses_it_and_records_it(tmp_path):
     assert summary["epochs_planned"] == 5 and summary["epochs_run"] == 5
     assert load_config(tmp_path / "run" / "config.yaml", base=tiny_config()).train.epochs == 5
     assert len(list((tmp_path / "run").glob("config.before-resume-*.yaml"))) == 1
+
+
+def test_resume_with_a_model_that_does_not_fit_is_an_error_that_leaves_the_run_intact(tmp_path):
+    """Issue #14.2: a resume with another model shape crashed with a traceback after config.yaml was replaced."""
+    fit_tiny(tmp_path / "run", tiny_config(epochs=3, time_limit_min=0.5 / 60, checkpoint_every_batches=1))
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    config_text = (tmp_path / "run" / "config.yaml").read_text()
+    wider = tiny_config(epochs=3)
+    wider.model.hidden = 16
+    with pytest.raises(ValueError, match="do not fit this model"):
+        fit_tiny(tmp_path / "run", wider, resume=True)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert (tmp_path / "run" / "config.yaml").read_text() == config_text
+    assert fit_tiny(tmp_path / "run", tiny_config(epochs=3), resume=True).summary["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.grad_clip=-1", "grad_clip=null"),  # issue #14.3: a negative clip flipped the gradients
+    ("train.grad_clip=0", "grad_clip"),
+    ("train.lr=.nan", "train.lr"),
+    ("train.batches_per_epoch=-3", "batches_per_epoch"),
+    ("train.patience=-1", "patience"),
+    ("train.time_limit_min=-5", "time_limit_min"),
+    ("train.checkpoint_every_s=-1", "checkpoint_every_s"),
+    ("train.seed=-1", "train.seed"),
+    ("data.eval_batch_size=-2", "eval_batch_size"),
+])
+def test_config_values_that_cannot_work_are_named_errors(override, message):
+    from sparsegt.train.presets import get_preset
+
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(get_preset("demo"), [override])

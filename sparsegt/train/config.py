@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,6 +57,11 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int | None = None
     encodings: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or (self.eval_batch_size is not None and self.eval_batch_size < 1):
+            raise ValueError(f"data.batch_size ({self.batch_size}) and data.eval_batch_size "
+                             f"({self.eval_batch_size}) must be >= 1")
 
 
 @dataclass
@@ -120,8 +126,20 @@ class TrainConfig:
             raise ValueError(f"train.bn_recalibration must be >= 0 batches (0: off), got {self.bn_recalibration}")
         if self.epochs < 1 or self.eval_every < 1:
             raise ValueError(f"train.epochs ({self.epochs}) and train.eval_every ({self.eval_every}) must be >= 1")
-        if self.lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("train.lr, train.weight_decay and train.warmup_epochs must be >= 0")
+        for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "checkpoint_every_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"train.{name} must be a finite number >= 0, got {value}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"train.grad_clip is the largest gradient norm and must be > 0, got {self.grad_clip}; "
+                             "use train.grad_clip=null to switch clipping off")
+        for name in ("patience", "batches_per_epoch", "time_limit_min"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"train.{name} must be > 0 or null (off), got {value}")
+        if self.seed < 0 or self.checkpoint_every_batches < 0:
+            raise ValueError(f"train.seed ({self.seed}) and train.checkpoint_every_batches "
+                             f"({self.checkpoint_every_batches}) must be >= 0")
         if self.scheduler not in ("cosine", "plateau", "constant"):
             raise ValueError(f"train.scheduler must be cosine, plateau or constant, got {self.scheduler!r}")
         if self.optimizer not in ("adamw", "adam"):

@@ -26,19 +26,16 @@ def plot_curves(history: list[dict[str, Any]], metric: str, path: str | Path, ti
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     scale = 100.0 if metric in ("accuracy", "weighted_accuracy") else 1.0
-    for key, label in (
-        ("train_metric", "train"),
-        ("val_metric", "val"),
-        ("test_metric", "test (at val gains)"),
+    for key, label, style in (
+        ("train_metric", "train", "-"),
+        ("val_metric", "val", "-"),
+        ("val_metric_moving_stats", "val, moving-average BatchNorm", "--"),
+        ("test_metric", "test (at val gains)", ":"),
     ):
         points = [(r["epoch"] + 1, scale * r[key]) for r in history if r.get(key) is not None]
         if points:
-            ax_metric.plot(
-                *zip(*points, strict=False),
-                marker="." if key != "test_metric" else "o",
-                linestyle="-" if key != "test_metric" else ":",
-                label=label,
-            )
+            ax_metric.plot(*zip(*points, strict=False), marker="o" if key == "test_metric" else ".",
+                           linestyle=style, label=label)
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylabel(metric + (" (%)" if scale != 1.0 else ""))
     ax_metric.legend()

@@ -204,11 +204,6 @@ def train_run(
             path = Path(broadcast_object(str(path) if path else None, info))
         if info.is_main and resume is None:
             dump_config(config, path / "config.yaml")
-        elif info.is_main and dump_config(config) != (path / "config.yaml").read_text():
-            # resumed with overrides: config.yaml keeps describing what runs from now on, the old one stays
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-            (path / "config.yaml").rename(path / f"config.before-resume-{stamp}.yaml")
-            dump_config(config, path / "config.yaml")
         reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
         trainer = Trainer(
             config,
@@ -223,7 +218,12 @@ def train_run(
             make_loader=make_loader,
         )
         if resume is not None:
-            trainer.resume(path / "last.pt")
+            trainer.resume(path / "last.pt")  # fails (clearly) before the run folder is touched
+            if info.is_main and dump_config(config) != (path / "config.yaml").read_text():
+                # resumed with overrides: config.yaml describes what runs from now on, the old one stays
+                stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+                (path / "config.yaml").rename(path / f"config.before-resume-{stamp}.yaml")
+                dump_config(config, path / "config.yaml")
         if info.is_main:
             reporter.message(
                 f"{config.name}: {dataset.name} ({len(dataset.train)}/{len(dataset.val)}/"

@@ -217,7 +217,14 @@ class Trainer:
                 f"the checkpoint was written mid-epoch by {state['world_size']} processes; resume it "
                 f"with the same number (now {self.dist.world_size})"
             )
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # shapes or names that do not fit: say what to do, not where it broke
+            first = str(err).strip().splitlines()
+            raise ValueError(
+                "the checkpoint's weights do not fit this model (was the model config changed on resume? overrides "
+                "can change training settings, not the model's shape): " + " ".join(first[1:3] or first)
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.next_batch = state["epoch"], state["next_batch"]
         self.history, self.best = list(state["history"]), dict(state["best"])
@@ -361,7 +368,10 @@ class Trainer:
                 loss.backward()
                 if self.cfg.grad_clip:
                     grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
-                    diverged = not math.isfinite(grad_norm)
+                else:  # no clipping: still never step on an infinite gradient (it would poison the weights)
+                    grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                    grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
+                diverged = not math.isfinite(grad_norm)
             if any_true(diverged, self.dist):
                 what = f"loss = {loss_value}" if not math.isfinite(loss_value) else f"gradient norm = {grad_norm}"
                 last = self.run_dir / "last.pt" if self.run_dir is not None else None
