@@ -144,3 +144,16 @@ def test_fused_flash_path_runs_and_matches_reference(monkeypatch):
         assert_same(run("tiles", g, q, k, v, grad_out=grad_out, tile_shape=(8, 4)),
                     run("torch", g, q, k, v, grad_out=grad_out), torch.float64)
     assert "_FLASH" in calls and "_FLASH_BACKWARD" in calls
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "ranges", "tiles", "auto"])
+def test_a_row_whose_every_key_is_masked_gives_zeros_and_minus_inf_on_every_backend(backend):
+    """Issue #14.4: tiles gave such a row the mean of v and lse ~ -75 (the exponent floor raised -inf scores)."""
+    g = full(Graph.batch([Graph.empty(200)]))
+    q, k, v = (torch.randn(200, 1, 64, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    bias = torch.zeros(g.num_edges, 1)
+    bias[:200] = float("-inf")  # row 0: every key masked
+    out, lse = sparse_attention(q, k, v, g, bias=bias, return_lse=True, backend=backend)
+    assert torch.equal(out[0], torch.zeros_like(out[0])) and lse[0].item() == float("-inf")
+    reference = sparse_attention(q, k, v, g, bias=bias, backend="torch")
+    torch.testing.assert_close(out[1:], reference[1:], atol=1e-5, rtol=1e-5)
