@@ -288,3 +288,27 @@ def test_auto_picks_cpu_and_bad_dtypes_raise():
         sparse_attention(q, q, q, g, backend="cpu")
     with pytest.raises(ValueError, match="piece must be a positive"):
         cpu_attention(q.float(), q.float(), q.float(), g, None, None, 1.0, 0.0, None, piece=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "ranges", "tiles", "auto"])
+@pytest.mark.parametrize("where", ["key", "query", "bias"])
+def test_nan_propagates_to_exactly_the_rows_that_see_it(backend, where):
+    """Issue #14.7: a NaN in one key gave out = 0 on some rows with the cpu kernel (the reference gives NaN)."""
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 1, 3], [1, 0, 1, 2, 2]]), 5, add_self_loops=True)
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(5, 2, 4, generator=gen) for _ in range(3))
+    bias = torch.zeros(g.num_edges, 2)
+    if where == "key":
+        k[1, 0, 0] = float("nan")  # rows attending to key 1 (0, 1, 2) in head 0
+    elif where == "query":
+        q[2, 1, 3] = float("nan")  # row 2, head 1
+    else:
+        bias[int(g.indptr[2]), 0] = float("nan")  # the first edge of row 2, head 0
+    expected = torch.isnan(sparse_attention(q, k, v, g, bias=bias, backend="torch")).any(-1)
+    assert expected.any()
+    if backend == "tiles" and where == "key":
+        with pytest.raises(ValueError, match="NaN or inf in k or v"):
+            sparse_attention(q, k, v, g, bias=bias, backend=backend)
+        return
+    out, lse = sparse_attention(q, k, v, g, bias=bias, backend=backend, return_lse=True)
+    assert torch.equal(torch.isnan(out).any(-1), expected) and torch.equal(torch.isnan(lse), expected)

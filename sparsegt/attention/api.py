@@ -93,8 +93,10 @@ def sparse_attention(
             windows, blocks; no ``gate``) or ``"tiles"`` (dense matrix products over tiles covering the
             pattern: for windows, bands and full attention per graph; no ``gate``, no duplicate edges).
             On CPU without a gate or a clamp, auto takes ``"ranges"`` for runs of 32 keys or more on average with
-            heads of at most 32 channels, else ``"tiles"`` when rows are long (128 keys on average) and
-            the pattern fills at least a quarter of its tiles, else ``"cpu"``.
+            heads of at most 32 channels, else ``"tiles"`` when rows are long (128 keys on average), the
+            pattern fills at least a quarter of its tiles and k and v are finite, else ``"cpu"``. A NaN in
+            an input makes exactly the rows that see it NaN, on every backend (tiles refuses a non-finite
+            k or v, whose products would reach other rows).
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
@@ -112,6 +114,10 @@ def sparse_attention(
             raise ValueError(f"backend={backend!r} does not take a score_clamp; use backend='cpu' or 'auto'")
     if backend == "auto":
         backend = _auto_backend(q, pattern, gate, score_clamp)
+        if backend == "tiles":
+            from .tiles import finite_keys_and_values
+
+            backend = "tiles" if finite_keys_and_values(k, v) else "cpu"  # NaN must reach exactly its rows
     if backend == "tiles":
         from .tiles import tiles_attention
 

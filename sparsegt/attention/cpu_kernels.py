@@ -92,11 +92,14 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clam
         acc = np.empty(num_heads * vdim, out.dtype)
         run_max = np.empty(num_heads, lse.dtype)
         run_sum = np.empty(num_heads, lse.dtype)
+        row_nan = np.zeros(num_heads, np.bool_)
         minus_inf = np.full(1, -np.inf, lse.dtype)[0]
+        not_a_number = np.full(1, np.nan, lse.dtype)[0]
         for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
             i = seg_row[s]
             end = seg_end[s]
             acc[:] = 0.0
+            row_nan[:] = False
             run_max[:] = -np.inf
             run_sum[:] = 0.0
             for e0 in range(seg_start[s], end, LANES):
@@ -121,6 +124,9 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clam
                         t2 = minus_inf
                     if e3 == e2:
                         t3 = minus_inf
+                    if t0 != t0 or t1 != t1 or t2 != t2 or t3 != t3:  # a NaN score makes the row NaN
+                        row_nan[h] = True
+                        continue
                     top = max(max(t0, t1), max(t2, t3))
                     ov = h * vdim
                     if top > run_max[h]:  # new running maximum: rescale what was accumulated so far
@@ -146,7 +152,10 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clam
             slot = seg_slot[s]
             for h in range(num_heads):
                 o = h * vdim
-                if run_sum[h] > 0.0:
+                if row_nan[h] or run_sum[h] != run_sum[h]:  # NaN in, NaN out (never a plausible number)
+                    inv = not_a_number
+                    row_lse = not_a_number
+                elif run_sum[h] > 0.0:
                     inv = 1.0 / run_sum[h]
                     row_lse = run_max[h] + np.log(run_sum[h])
                 else:

@@ -38,6 +38,7 @@ def reference_attention(
     safe_denom = torch.where(has_edges, denom, torch.ones_like(denom))
     prob = weight / safe_denom[row]
     lse = torch.where(has_edges, torch.log(safe_denom) + row_max, torch.full_like(denom, -torch.inf))
+    lse = torch.where(torch.isnan(denom), denom, lse)  # a NaN score makes its row's lse NaN, not -inf
     if dropout_p > 0.0:
         keep = keep_mask(dropout_seed, pattern.num_edges, num_heads, dropout_p, q.device)
         prob = prob * keep / (1.0 - dropout_p)

@@ -242,6 +242,11 @@ class _TilesAttention(torch.autograd.Function):
                 dbias, None, None, None, None, None)
 
 
+def finite_keys_and_values(k: Tensor, v: Tensor) -> bool:
+    """Whether k and v hold only finite numbers (tiles, whose products mix a tile's keys, need them)."""
+    return bool(torch.isfinite(k).all()) and bool(torch.isfinite(v).all())
+
+
 def tiles_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None, scale: float,
     dropout_p: float, dropout_seed: int | None, *, plan: TilePlan | None = None,
@@ -257,6 +262,9 @@ def tiles_attention(
     if q.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"backend='tiles' supports float32 and float64, got {q.dtype}; cast with .float() "
                          "or use backend='torch'")
+    if not finite_keys_and_values(k, v):
+        raise ValueError("backend='tiles' multiplies whole tiles, so a NaN or inf in k or v would reach rows that "
+                         "do not attend to it (0 * NaN = NaN); k or v holds one: use backend='cpu' or 'auto'")
     plan = tile_plan(pattern) if plan is None else plan
     if plan.duplicates:
         raise ValueError(f"backend='tiles' cannot hold duplicate edges in a dense tile; the pattern has "
