@@ -215,13 +215,86 @@ def test_exphormer_attention_is_gated_by_the_encoded_input_edge_features_in_ever
     batch = Graph.batch(awkward_graphs(6, True))
     seen = []
     for layer in model.layers:
-        layer.attention.register_forward_pre_hook(lambda module, args: seen.append(args[2]))
+        layer.attention.register_forward_pre_hook(lambda module, args: seen.append(args[3]))
     with torch.no_grad():
         model(batch)
         encoded = model.edge_encoder(batch.edge_attr, batch.num_edges)
     assert len(seen) == len(model.layers)
     for features in seen:
         torch.testing.assert_close(features, encoded)
+
+
+def test_exphormer_dummy_edge_is_the_graph_edge_gate_and_the_gatedgcn_input():
+    """As GraphGPS's DummyEdge feeds the reference's attention (E(dummy) on every graph edge) and GatedGCN."""
+    config = ModelConfig(**{**TINY, **FAMILIES["exphormer"], "dummy_edge": True})
+    torch.manual_seed(0)
+    model = GraphTransformer(config, TASKS["node"], NODE_SPEC, FeatureSpec()).to(DT).eval()
+    batch = Graph.batch(awkward_graphs(6, False))
+    calls = []
+    model.layers[0].attention.register_forward_pre_hook(lambda module, args: calls.append(args))
+    model.layers[0].local_model.register_forward_pre_hook(lambda module, args: calls.append(args))
+    with torch.no_grad():
+        model(batch)
+    (_, _, edge_types, *gate_features), (_, _, local_edges, *_) = calls
+    assert gate_features in ([], [None])  # one vector for all graph edges: the typed-keys path
+    constant = model.edge_encoder.constant
+    torch.testing.assert_close(edge_types[0], constant)
+    torch.testing.assert_close(local_edges, constant.expand(batch.num_edges, -1))
+
+
+def test_published_exphormer_and_grit_presets_follow_the_reference_code():
+    for name in ("exphormer-pattern", "exphormer-cluster"):
+        config = preset(name)
+        assert config.attn_dropout == 0.0  # the yamls' attn_dropout is never passed to ExphormerAttention
+        assert (config.dummy_edge, config.head_l2norm, config.head_shrink) == (True, True, False)
+        pe = config.lap_pe
+        assert (pe.k, pe.dim, pe.kind, pe.combine, pe.normalization, pe.sign_flip, pe.skip_trivial) == \
+            (10, config.hidden, "linear", "gate", "none", "none", False)
+        assert required_encodings(config) == {"lap_pe": 10, "lap_normalization": "none"}
+    for name in ("grit-pattern", "grit-cluster"):
+        config = preset(name)
+        assert (config.dummy_edge, config.head_l2norm, config.head_shrink, config.lap_pe) == (True, True, False, None)
+    for name, loss in (("exphormer-pattern", "weighted_cross_entropy_node_mean"),
+                       ("exphormer-cluster", "weighted_cross_entropy"),
+                       ("grit-pattern", "weighted_cross_entropy_node_mean"),
+                       ("grit-cluster", "weighted_cross_entropy")):
+        assert TRAINING[name]["loss"] == loss and TRAINING[name]["lr_update"] == "epoch"
+    from sparsegt.train.presets import get_preset
+
+    for name in ("grit-pattern", "grit-cluster", "exphormer-pattern", "exphormer-cluster"):
+        assert get_preset(name).model == preset(name)
+    with pytest.raises(ValueError, match="combine='gate'"):
+        ModelConfig(layer="gps", local="gatedgcn", lap_pe={"combine": "gate", "dim": 8})
+
+
+def test_exphormer_pattern_preset_parameters_match_the_reference_count():
+    """Counted on the reference's modules for PATTERN (3 node-feature inputs, 40 wide, 4 layers, 4 virtual
+    nodes, 10 eigenvectors, one output logit): LinearNode 3*40+40, DummyEdge 40, EquivStableLapPE 10*40+40,
+    ExpanderEdgeFixer (1 + 3*4)*40, per layer GatedGCN 5*(40*40+40) + 2*2*40 + mlp_r_ij (40+40+40+1),
+    norm1_local / norm1_attn / norm2 3*2*40, ExphormerAttention 4*40*40, FFN 40*80+80+80*40+40; head
+    2*(40*40+40) + 40+1. Ours has 2 output logits (GraphGym: 1: +41), its own graph-edge vector (unused with
+    DummyEdge: +40) and an Embedding(3, 40) for the one-hot node features (the reference's Linear has a bias
+    that is redundant on one-hot inputs: -40)."""
+    layer = (5 * (40 * 40 + 40) + 4 * 40 + (40 + 40 + 40 + 1) + 3 * 2 * 40 + 4 * 40 * 40
+             + (40 * 80 + 80 + 80 * 40 + 40))
+    reference = (3 * 40 + 40) + 40 + (10 * 40 + 40) + 13 * 40 + 4 * layer + 2 * (40 * 40 + 40) + 41
+    task = TaskSpec("node", "multiclass", 2, "weighted_accuracy")
+    model = GraphTransformer(preset("exphormer-pattern"), task, FeatureSpec("categorical", (3,)))
+    assert model.num_parameters() == reference + 41 + 40 - 40
+
+
+def test_grit_pattern_preset_parameters_match_the_reference_count():
+    """Counted on GRIT's modules for PATTERN (64 wide, 8 heads, 10 layers, RRWP 21, one output logit):
+    LinearNode 3*64+64, DummyEdge 64, RRWP node and edge Linear 2*21*64 (no bias); per layer Q 64*64+64,
+    K and V 2*64*64, E 64*128+128, Aw 64, VeRow 8*8*8, O_h and O_e 2*(64*64+64), deg_coef 128, three
+    BatchNorms 3*128, FFN 64*128+128+128*64+64; head 2*(64*64+64)+65. Ours: 2 logits (+65), Embedding for the
+    one-hot node features (-64)."""
+    layer = (64 * 64 + 64) + 2 * 64 * 64 + (64 * 128 + 128) + 64 + 512 + 2 * (64 * 64 + 64) + 128 + 3 * 128 \
+        + (64 * 128 + 128 + 128 * 64 + 64)
+    reference = (3 * 64 + 64) + 64 + 2 * 21 * 64 + 10 * layer + 2 * (64 * 64 + 64) + 65
+    task = TaskSpec("node", "multiclass", 2, "weighted_accuracy")
+    model = GraphTransformer(preset("grit-pattern"), task, FeatureSpec("categorical", (3,)))
+    assert model.num_parameters() == reference + 65 - 64
 
 
 def test_wrong_features_raise_value_errors():

@@ -8,6 +8,7 @@ import torch
 
 from sparsegt import Graph
 from sparsegt.nn import (
+    ExphormerEmbeddings,
     ExphormerLayer,
     GCNConv,
     GINEConv,
@@ -92,11 +93,12 @@ def make_layer(name: str):
     if name.startswith("exphormer"):
         degree = 0 if name.endswith("noexp") else 4
         module = ExphormerLayer(C, H, "gatedgcn", dropout=0.1, attn_dropout=0.1)
-        virtual_state = torch.randn(2, C, dtype=DT)
+        embeddings = ExphormerEmbeddings(C, 2).to(DT)
 
         def call(x, b, e):
             structure = exphormer_pattern(b, degree, 2)
-            return module(x, b, structure, e, virtual_state.repeat(b.num_graphs, 1))[0]
+            return module(x, b, structure, e, embeddings.virtual_states(b.num_graphs),
+                          edge_types=embeddings.edge_types(), attention_edge_attr=e)[0]
         return module, call
     if name == "mpnn_vn":
         module = MPNNVirtualNodeLayer(C, "gine", dropout=0.1)
@@ -262,7 +264,7 @@ def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
     the oracle of the fused kernels."""
     attention = layer.attention
     Hh, D, Cc = attention.num_heads, attention.head_dim, attention.channels
-    q, k, v = attention.qkv(x).view(-1, 3, Hh, D).unbind(1)
+    q, k, v = (lin(x).view(-1, Hh, D) for lin in (attention.query, attention.key, attention.value))
     e_weight, e_bias = attention.edge_lin(pair).view(-1, 2, Hh, D).unbind(1)
     u = (q[pattern.row_index()] + k[pattern.indices]) * e_weight
     signed = torch.sqrt(torch.relu(u) + 1e-8) - torch.sqrt(torch.relu(-u) + 1e-8)
@@ -272,11 +274,12 @@ def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
         score = score.clamp(-attention.clamp, attention.clamp)
     weight = attention.attn_dropout(segment_softmax(pattern, score))
     message = v[pattern.indices] + torch.einsum("ehd,hdc->ehc", pair_hat, attention.edge_value)
-    h = segment_sum(pattern, weight[..., None] * message).reshape(-1, Cc)
+    h = layer.dropout(segment_sum(pattern, weight[..., None] * message).reshape(-1, Cc))
     h = h * layer.degree_scaler[0] + h * log_degree[:, None] * layer.degree_scaler[1]
-    h = layer.norm_node(x + layer.dropout(layer.node_out(h)))
-    new_pair = layer.norm_pair(pair + layer.dropout(layer.pair_out(pair_hat.reshape(-1, Cc))))
-    return layer.norm_out(h + layer.feed_forward(h)), new_pair
+    h = layer.norm_node(x + layer.node_out(h))  # GRIT: dropout before the scaler and O_h, none after
+    new_pair = layer.norm_pair(pair + layer.pair_out(layer.dropout(pair_hat.reshape(-1, Cc))))
+    ffn = layer.feed_forward
+    return layer.norm_out(h + ffn.lin2(ffn.dropout(ffn.lin1(h).relu()))), new_pair  # no dropout after lin2
 
 
 @pytest.mark.parametrize(("fused", "dtype", "clamp"), [(True, torch.float64, 0.05), (False, torch.float64, 0.05),
@@ -372,24 +375,136 @@ def test_grit_fused_attention_split_over_threads_equals_the_torch_path():
         torch.testing.assert_close(fused_value, reference)
 
 
+def exphormer_reference(layer, embeddings, batch, x, edge_attr, gate_features, pe, virtual, degree):
+    """ExphormerLayer as the authors' code computes it: edge lists concatenated (exp_edge_fixer.py), scores
+    ``exp(clamp(sum(K_src * Q_dst / sqrt(D) * E(attr)), -5, 5))`` summed by scatter (Exphormer.py, with the
+    ``+ 1e-6`` of the denominator left out so that the comparison is exact), GatedGCN with the
+    EquivStableLapPE gate (gatedgcn_layer.py), norm1_local / norm1_attn / FFN / norm2 (multi_model_layer.py).
+    Returns ``(x, edge_attr, virtual, raw scores)``."""
+    n, num_virtual = batch.num_nodes, embeddings.num_virtual
+    attention = layer.attention
+    heads, width = attention.num_heads, attention.head_dim
+    query_of, key_of = batch.row_index(), batch.indices
+    srcs, dsts = [key_of], [query_of]
+    attrs = [gate_features if gate_features is not None else embeddings.graph_edge.expand(batch.num_edges, -1)]
+    if degree:
+        from sparsegt.patterns import expander
+
+        links = expander(batch, degree)
+        srcs.append(links.indices)
+        dsts.append(links.row_index())
+        attrs.append(embeddings.expander_edge.expand(links.num_edges, -1))
+    for v in range(num_virtual):
+        token = n + batch.batch_index * num_virtual + v
+        srcs += [torch.arange(n), token]
+        dsts += [token, torch.arange(n)]
+        attrs += [embeddings.virtual_in[v].expand(n, -1), embeddings.virtual_out[v].expand(n, -1)]
+    src, dst, attr = torch.cat(srcs), torch.cat(dsts), torch.cat(attrs)
+    tokens = torch.cat([x, virtual])
+    q, k, v = (lin(tokens).view(-1, heads, width) for lin in (attention.query, attention.key, attention.value))
+    gate = attention.edge(attr).view(-1, heads, width)
+    raw = (k[src] * q[dst] / width ** 0.5 * gate).sum(-1, keepdim=True)
+    score = raw.clamp(-5, 5).exp()
+    weighted = torch.zeros_like(v).index_add(0, dst, v[src] * score)
+    total = score.new_zeros(tokens.shape[0], heads, 1).index_add(0, dst, score)
+    out = (weighted / torch.where(total > 0, total, torch.ones_like(total))).reshape(tokens.shape)
+    gcn = layer.local_model
+    a, b, d, e = gcn.node_lin(x).chunk(4, dim=-1)
+    edge_hat = d[query_of] + e[key_of] + gcn.edge_lin(edge_attr)
+    sigma = torch.sigmoid(edge_hat)
+    if pe is not None:
+        sigma = sigma * layer.pe_gate((pe[query_of] - pe[key_of]).square().sum(-1, keepdim=True))
+    numerator = torch.zeros_like(x).index_add(0, query_of, sigma * b[key_of])
+    denominator = torch.zeros_like(x).index_add(0, query_of, sigma)
+    h_local = x + gcn.dropout(torch.relu(gcn.norm_x(a + numerator / (denominator + 1e-6))))
+    new_edge = edge_attr + gcn.dropout(torch.relu(gcn.norm_e(edge_hat)))
+    h = layer.norm_local(h_local) + layer.norm_attention(x + layer.dropout(out[:n]))
+    return layer.norm_out(h + layer.feed_forward(h)), new_edge, out[n:], raw
+
+
+@pytest.mark.parametrize("per_edge_gate", [True, False])
+def test_exphormer_layer_equals_the_reference_code(per_edge_gate):
+    """Forward and backward of ExphormerLayer (EquivStableLapPE gate, clamp, virtual tokens, expander pairs that
+    are also graph edges) against the authors' formulation; per-edge gate features or the typed-keys path."""
+    torch.manual_seed(14)
+    layer = ExphormerLayer(C, H, "gatedgcn", dropout=0.0, pe_gate=True).to(DT).train()
+    embeddings = ExphormerEmbeddings(C, 2).to(DT)
+    batch = Graph.batch(awkward_graphs(14))
+    structure = exphormer_pattern(batch, 4, 2)
+    kinds = structure.entry_type[:, None] == torch.tensor([0, 1])
+    pairs = structure.pattern.row_index() * structure.pattern.num_cols + structure.pattern.indices
+    graph_and_expander = set(pairs[kinds[:, 0]].tolist()) & set(pairs[kinds[:, 1]].tolist())
+    assert graph_and_expander  # such a pair is two softmax terms
+    pe = torch.randn(batch.num_nodes, 3, dtype=DT)
+    x0, edge0 = 3 * batch.x, batch.edge_attr
+    gate0 = torch.randn(batch.num_edges, C, dtype=DT) if per_edge_gate else None
+    virtual0 = embeddings.virtual_states(batch.num_graphs).detach()
+    results = []
+    for run in ("layer", "reference"):
+        x, edge_attr, virtual = (t.clone().requires_grad_(True) for t in (x0, edge0, virtual0))
+        gate = None if gate0 is None else gate0.clone().requires_grad_(True)
+        if run == "layer":
+            out, new_edge, new_virtual = layer(x, batch, structure, edge_attr, virtual, pe=pe,
+                                               edge_types=embeddings.edge_types(), attention_edge_attr=gate)
+        else:
+            out, new_edge, new_virtual, raw = exphormer_reference(layer, embeddings, batch, x, edge_attr, gate,
+                                                                  pe, virtual, 4)
+            assert (raw.abs() > 5).any() and not (raw.abs() > 5).all()  # the clamp is exercised
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=DT).view_as(out)).sum() + new_edge.square().sum() \
+            + new_virtual.sin().sum()
+        inputs = [x, edge_attr, virtual, *([gate] if gate is not None else []), *layer.parameters(),
+                  *embeddings.parameters()]
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # unused: the graph-edge vector, gates given
+        results.append((out, new_edge, new_virtual,
+                        *[torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True)]))
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference)
+
+
+def test_exphormer_pattern_has_the_reference_entries():
+    """Graph edges, expander edges (kept when they repeat a graph edge), real -> its graph's virtual tokens and
+    back; no virtual-virtual or virtual self entries; rows sorted by (type, key)."""
+    batch = Graph.batch(awkward_graphs(16))
+    n, num_virtual = batch.num_nodes, 3
+    structure = exphormer_pattern(batch, 4, num_virtual)
+    from sparsegt.patterns import expander
+
+    pattern, kind = structure.pattern, structure.entry_type
+    rows, cols = pattern.row_index(), pattern.indices
+    assert pattern.num_edges == batch.num_edges + expander(batch, 4).num_edges + 2 * n * num_virtual
+    assert structure.num_types == 2 + 2 * num_virtual
+    graph_of = torch.cat([batch.batch_index, torch.arange(batch.num_graphs).repeat_interleave(num_virtual)])
+    assert (graph_of[rows] == graph_of[cols]).all()
+    virtual_row, virtual_col = rows >= n, cols >= n
+    assert not (virtual_row & virtual_col).any()
+    index = (torch.maximum(rows, cols) - n) % num_virtual
+    torch.testing.assert_close(kind[virtual_row], 2 + index[virtual_row])
+    torch.testing.assert_close(kind[virtual_col], 2 + num_virtual + index[virtual_col])
+    assert ((kind < 2) == ~(virtual_row | virtual_col)).all()
+    torch.testing.assert_close(cols[structure.graph_edge_position], batch.indices)
+    torch.testing.assert_close(rows[structure.graph_edge_position], batch.row_index())
+    typed = structure.typed()
+    order = rows * typed.num_cols + typed.indices
+    assert (order.diff() >= 0).all() and (typed.indices % pattern.num_cols == cols).all()
+
+
 def test_exphormer_typed_keys_equal_the_gated_attention():
-    """Without edge features the kind gate is folded into per-type keys: same outputs and gradients as
-    gating every entry with its kinds' embeddings."""
-    from sparsegt.nn.exphormer import ExphormerAttention
+    """With one gate vector for all graph edges, the gates are folded into per-type keys: same outputs and
+    gradients as gating every entry."""
+    from sparsegt.nn import ExphormerAttention
 
     torch.manual_seed(14)
     attention = ExphormerAttention(C, H).to(DT).eval()
-    structure = exphormer_pattern(Graph.batch(awkward_graphs(14)), 4, 2)
-    typed, type_kinds = structure.typed()
-    assert typed.num_edges == structure.pattern.num_edges and 1 < type_kinds.shape[0] <= 7
+    embeddings = ExphormerEmbeddings(C, 2).to(DT)
+    batch = Graph.batch(awkward_graphs(14))
+    structure = exphormer_pattern(batch, 4, 2)
     tokens = torch.randn(structure.pattern.num_nodes, C, dtype=DT, requires_grad=True)
-    out = attention(tokens, structure)
-    proj = attention.attention.edge_proj
-    gate = structure.kinds.to(DT) @ torch.nn.functional.linear(attention.kind_embedding, proj.weight) + proj.bias
-    reference = attention.attention(tokens, pattern=structure.pattern, edge_gate=gate.view(-1, H, C // H))
+    types = embeddings.edge_types()
+    out = attention(tokens, structure, types)
+    reference = attention(tokens, structure, types, types[:1].expand(batch.num_edges, -1))
     torch.testing.assert_close(out, reference)
     probe = torch.randn_like(out)
-    inputs = [tokens, *attention.parameters()]
+    inputs = [tokens, *attention.parameters(), types]
     for a, b in zip(torch.autograd.grad(out, inputs, probe), torch.autograd.grad(reference, inputs, probe),
                     strict=True):
         torch.testing.assert_close(a, b)
@@ -398,15 +513,69 @@ def test_exphormer_typed_keys_equal_the_gated_attention():
 def test_exphormer_attention_reads_the_given_gate_features_not_the_local_edge_states():
     torch.manual_seed(15)
     layer = ExphormerLayer(C, H, "none").to(DT).eval()
+    embeddings = ExphormerEmbeddings(C, 1).to(DT)
     batch = Graph.batch(awkward_graphs(15))
     structure = exphormer_pattern(batch, 4, 1)
-    virtual = torch.randn(batch.num_graphs, C, dtype=DT)
+    virtual, types = embeddings.virtual_states(batch.num_graphs), embeddings.edge_types()
     states = [torch.randn(batch.num_edges, C, dtype=DT) for _ in range(2)]
     with torch.no_grad():
-        plain = [layer(batch.x, batch, structure, s, virtual)[0] for s in states]
-        gated = layer(batch.x, batch, structure, states[0], virtual, attention_edge_attr=states[0])[0]
+        plain = [layer(batch.x, batch, structure, s, virtual, edge_types=types)[0] for s in states]
+        gated = layer(batch.x, batch, structure, states[0], virtual, edge_types=types,
+                      attention_edge_attr=states[0])[0]
     torch.testing.assert_close(plain[0], plain[1])  # the local edge states do not reach the attention
     assert (gated - plain[0]).abs().max() > 1e-6      # the gate features do
+
+
+def test_gatedgcn_edge_scale_scales_the_gates_in_both_sums():
+    from sparsegt.nn import GatedGCNConv
+
+    torch.manual_seed(17)
+    conv = GatedGCNConv(C).to(DT).eval()
+    batch = Graph.batch(awkward_graphs(17))
+    plain = conv(batch.x, batch, batch.edge_attr)
+    ones = conv(batch.x, batch, batch.edge_attr, edge_scale=torch.ones(batch.num_edges, 1, dtype=DT))
+    for a, b in zip(plain, ones, strict=True):
+        torch.testing.assert_close(a, b)
+    # a common factor cancels in sum(r σ B x) / sum(r σ) (up to the 1e-6); the edge states never see r
+    half = conv(batch.x, batch, batch.edge_attr, edge_scale=torch.full((batch.num_edges, 1), 0.5, dtype=DT))
+    torch.testing.assert_close(half[0], plain[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(half[1], plain[1])
+
+
+def test_rrwp_pairs_read_the_walk_from_the_key_to_the_query_as_grit_does():
+    """GRIT's code puts P^k[r, c] on the edge r -> c (PyG source -> target) and c is the query."""
+    from sparsegt.encodings import rrwp
+    from sparsegt.nn import rrwp_pairs
+
+    path = Graph.from_edge_index(torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), 3)
+    pattern = full(path)
+    pairs = rrwp_pairs(path, pattern, 3)
+    at = {(int(i), int(j)): pairs[e] for e, (i, j) in enumerate(zip(pattern.row_index(), pattern.indices))}
+    assert at[(1, 0)][1] == 1.0 and at[(0, 1)][1] == 0.5   # node 0 walks to 1 surely; 1 to 0 half the time
+    assert at[(0, 0)][0] == 1.0 and at[(1, 1)][2] == 1.0 and at[(0, 2)][2] == 0.5  # identity, two steps
+    # in general: the transpose of sparsegt.encodings.rrwp (from the query), on a batch
+    batch = Graph.batch(awkward_graphs(18))
+    pattern = full(batch)
+    ours, from_query = rrwp_pairs(batch, pattern, 4), rrwp(batch, pattern, 4)
+    position = edge_positions(pattern, pattern.transpose())  # transposed entry t: (j, i) of pattern.csc()[2][t]
+    torch.testing.assert_close(ours[pattern.csc()[2]], from_query[position])
+
+
+def test_grit_projections_and_encoders_have_the_reference_biases():
+    from sparsegt.models import RRWPEncoder
+
+    torch.manual_seed(19)
+    layer = GRITLayer(48, 8)
+    attention = layer.attention
+    assert attention.query.bias is not None and attention.key.bias is None and attention.value.bias is None
+    assert attention.edge_lin.bias is not None
+    assert 0.8 < layer.degree_scaler.std().item() * (48 + 1) ** 0.5 < 1.2  # GRIT's [1, C, 2] xavier std
+    encoder = RRWPEncoder(5, 16)
+    assert encoder.node_lin.bias is None and encoder.pair_lin.bias is None
+    pattern = full(Graph.batch(awkward_graphs(19)))
+    x = torch.zeros(pattern.num_nodes, 16)
+    _, pair = encoder(x, pattern, torch.zeros(pattern.num_edges, 5))
+    assert (pair == 0).all()  # a pair no walk reaches starts at 0, as GRIT's zero padding
 
 
 # ---------------------------------------------------------------- segment primitives

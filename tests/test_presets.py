@@ -22,9 +22,9 @@ def documented_presets() -> dict[str, dict[str, str]]:
     tables: dict[str, dict[str, str]] = {}
     current = None
     for line in DOC.read_text().splitlines():
-        heading = re.match(r"^## (\S+) — ", line)
-        if heading:
-            current = tables.setdefault(heading.group(1), {})
+        if line.startswith("#"):  # a preset's table runs from its "## name — ..." heading to the next heading
+            heading = re.match(r"^## (\S+) — ", line)
+            current = tables.setdefault(heading.group(1), {}) if heading else None
         elif current is not None and line.startswith("| ") and not line.startswith(("| field", "|---")):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             assert len(cells) == 3, f"docs/presets.md row with {len(cells)} cells: {line}"

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 __all__ = ["LapPEEncoder", "RWSEEncoder", "SPDBias", "RRWPLinearEncoder", "LAPPE_KINDS", "SIGN_FLIPS"]
 
 LAPPE_KINDS = ("linear", "deepset")
-SIGN_FLIPS = ("graph", "batch")
+SIGN_FLIPS = ("graph", "batch", "none")
 
 
 class LapPEEncoder(nn.Module):
@@ -27,12 +27,14 @@ class LapPEEncoder(nn.Module):
 
     Eigenvector signs are arbitrary, so during training (``self.training``) every forward flips each
     eigenvector by a random sign: ``sign_flip="batch"`` draws one sign per eigenvector index for the
-    whole batch (GT and GraphGPS), ``"graph"`` one per graph (needs ``batch``). At eval no flip happens.
-    Padded entries (``lap_mask`` False) contribute nothing.
+    whole batch (GT and GraphGPS), ``"graph"`` one per graph (needs ``batch``), ``"none"`` never (GraphGPS's
+    and Exphormer's EquivStableLapPE: ``kind="linear"`` with ``sign_flip="none"`` is its
+    ``EquivStableLapPENodeEncoder``, ``nn.Linear(k, d)`` of the eigenvectors, padding read as 0). At eval no
+    flip happens. Padded entries (``lap_mask`` False) contribute nothing.
 
     Args:
         k: number of eigenpairs; out_dim: output width d; layers: DeepSet MLP depth (>= 1);
-        sign_flip: ``"batch"`` or ``"graph"``.
+        sign_flip: ``"batch"``, ``"graph"`` or ``"none"``.
     """
 
     def __init__(self, k: int, out_dim: int, kind: str = "linear", layers: int = 2,
@@ -81,7 +83,7 @@ class LapPEEncoder(nn.Module):
                              f"match lap_vec {tuple(lap_vec.shape)}")
         mask = lap_mask.to(lap_vec.dtype)
         vec = lap_vec * mask
-        if self.training:
+        if self.training and self.sign_flip != "none":
             vec = vec * self.random_signs(lap_vec, batch)
         if self.kind == "linear":
             return self.linear(vec)

@@ -33,6 +33,7 @@ LOCAL_KINDS = ("gine", "gatedgcn", "none")
 POOLINGS = ("mean", "sum", "virtual")
 NORM_KINDS = ("batch", "layer", "none")
 PE_COMBINE = ("concat", "add")
+LAPPE_COMBINE = PE_COMBINE + ("gate",)
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -59,13 +60,15 @@ class LapPEConfig:
         k: eigenpairs kept. dim: channels they are embedded to.
         kind: ``"linear"`` (GT: one Linear of the k eigenvectors) or ``"deepset"`` (GraphGPS's DeepSet
             over (eigenvector entry, eigenvalue) pairs).
-        combine: concatenate to the node features (GraphGPS) or add to them (GT).
+        combine: concatenate to the node features (GraphGPS) or add to them (GT); ``"gate"``: neither, the
+            ``dim``-wide encoding gates the GatedGCN messages of Exphormer layers by
+            ``sigmoid(MLP(||pe_i - pe_j||^2))`` (EquivStableLapPE; `sparsegt.nn.ExphormerLayer`).
         normalization: the Laplacian, ``"sym"`` (``I - D^-1/2 A D^-1/2``, GT) or ``"none"`` (``D - A``,
             GraphGPS's ``laplacian_norm: none``).
         skip_trivial: drop the eigenvalue-0 eigenvectors (GT: ``EigVec[:, 1:k+1]``) instead of counting
             them among the k (GraphGPS).
         sign_flip: random eigenvector signs in training, one per eigenvector for the whole batch
-            (``"batch"``: GT and GraphGPS) or per graph (``"graph"``).
+            (``"batch"``: GT and GraphGPS), per graph (``"graph"``), or none (``"none"``: EquivStableLapPE).
     """
 
     k: int = 8
@@ -79,7 +82,7 @@ class LapPEConfig:
     def __post_init__(self) -> None:
         if self.k < 1 or self.dim < 1:
             raise ValueError(f"lap_pe.k and lap_pe.dim must be >= 1, got k={self.k}, dim={self.dim}")
-        for name, allowed in (("kind", LAPPE_KINDS), ("combine", PE_COMBINE), ("normalization", LAP_NORMS),
+        for name, allowed in (("kind", LAPPE_KINDS), ("combine", LAPPE_COMBINE), ("normalization", LAP_NORMS),
                               ("sign_flip", SIGN_FLIPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"lap_pe.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -183,6 +186,10 @@ class ModelConfig:
             self.lap_pe = _from_dict(LapPEConfig, self.lap_pe, "model.lap_pe")
         if isinstance(self.rwse, dict):
             self.rwse = _from_dict(RWSEConfig, self.rwse, "model.rwse")
+        if self.lap_pe is not None and self.lap_pe.combine == "gate" and not (
+                self.layer == "exphormer" and self.local == "gatedgcn"):
+            raise ValueError("model.lap_pe.combine='gate' (EquivStableLapPE) gates GatedGCN messages: it needs "
+                             "layer='exphormer' with local='gatedgcn'")
         concat = sum(pe.dim for pe in (self.lap_pe, self.rwse) if pe is not None and pe.combine == "concat")
         if concat >= self.hidden:
             raise ValueError(f"concatenated encodings take {concat} of hidden={self.hidden} channels; "

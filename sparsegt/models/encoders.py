@@ -77,7 +77,10 @@ class FeatureEncoder(nn.Module):
 
 
 class RRWPEncoder(nn.Module):
-    """GRIT's RRWP embedding: ``x_i += W_n P_ii`` and ``pair_ij = W_p P_ij`` (+ graph edge features).
+    """GRIT's RRWP embedding: ``x_i += W_n P_ii`` and ``pair_e = W_p rrwp_e`` (+ graph edge features).
+
+    As GRIT's ``rrwp_linear`` node and edge encoders: no biases, xavier-uniform weights, so a pair that no
+    walk of fewer than K steps joins starts at exactly 0 (GRIT's zero padding of the full graph).
 
     Args:
         steps: K (RRWP columns). out_dim: C.
@@ -85,8 +88,13 @@ class RRWPEncoder(nn.Module):
 
     def __init__(self, steps: int, out_dim: int) -> None:
         super().__init__()
-        self.node_lin = nn.Linear(steps, out_dim)
-        self.pair_lin = nn.Linear(steps, out_dim)
+        self.node_lin = nn.Linear(steps, out_dim, bias=False)
+        self.pair_lin = nn.Linear(steps, out_dim, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.node_lin.weight)
+        nn.init.xavier_uniform_(self.pair_lin.weight)
 
     def forward(self, x: Tensor, pattern: Graph, rrwp: Tensor, edge_attr: Tensor | None = None,
                 edge_position: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..data.spec import FeatureSpec, TaskSpec
 from ..graph import Graph
 from ..nn import (
+    ExphormerEmbeddings,
     ExphormerLayer,
     GPSLayer,
     GRITLayer,
@@ -27,6 +28,7 @@ from ..nn import (
     MPNNVirtualNodeLayer,
     TopKAttentionLayer,
     exphormer_pattern,
+    rrwp_pairs,
 )
 from ..nn.segment import edge_positions
 from ..patterns import expander, full, union
@@ -68,7 +70,9 @@ def _make_layer(config: ModelConfig, edge_features: bool) -> nn.Module:
     if c.layer == "grit":
         return GRITLayer(c.hidden, c.num_heads, attn_dropout=c.attn_dropout, **common)
     if c.layer == "exphormer":
-        return ExphormerLayer(c.hidden, c.num_heads, c.local, attn_dropout=c.attn_dropout, **common)
+        pe_gate = c.lap_pe is not None and c.lap_pe.combine == "gate"
+        return ExphormerLayer(c.hidden, c.num_heads, c.local, attn_dropout=c.attn_dropout, pe_gate=pe_gate,
+                              **common)
     if c.layer == "mpnn_vn":
         local = c.local if c.local != "none" else "gine"
         return MPNNVirtualNodeLayer(c.hidden, local, **common)
@@ -99,7 +103,7 @@ class GraphTransformer(nn.Module):
         self.pe_encoders = nn.ModuleDict()
         for name, pe in pe_configs.items():
             if pe is not None:
-                width = pe.dim if pe.combine == "concat" else C
+                width = C if pe.combine == "add" else pe.dim
                 self.pe_encoders[name] = _positional_encoder(name, pe, width)
         self.edge_encoder = None
         if self.has_edge_features or config.dummy_edge:
@@ -107,12 +111,10 @@ class GraphTransformer(nn.Module):
             if not self.has_edge_features:  # DummyEdge, initialised as GraphGPS's nn.Embedding(1, C)
                 nn.init.normal_(self.edge_encoder.constant)
         self.rrwp_encoder = RRWPEncoder(config.rrwp_steps, C) if config.layer == "grit" else None
-        self.virtual_embedding = None
-        if config.layer == "mpnn_vn" or (config.layer == "exphormer" and config.num_virtual > 0):
-            count = 1 if config.layer == "mpnn_vn" else config.num_virtual
-            self.virtual_embedding = nn.Parameter(torch.zeros(count, C))
-            if config.layer == "exphormer":
-                nn.init.normal_(self.virtual_embedding, std=0.1)
+        self.virtual_embedding = nn.Parameter(torch.zeros(1, C)) if config.layer == "mpnn_vn" else None
+        # Exphormer: initial virtual tokens and the edge-type gate vectors, shared by all layers
+        self.exphormer_embeddings = (ExphormerEmbeddings(C, config.num_virtual) if config.layer == "exphormer"
+                                     else None)
         self.layers = nn.ModuleList(_make_layer(config, self.has_edge_features)
                                     for _ in range(config.num_layers))
         head = EdgeHead if task.level == "edge" else MLPHead
@@ -137,6 +139,8 @@ class GraphTransformer(nn.Module):
         parts, added = [x], None
         for name, encoder in self.pe_encoders.items():
             pe = getattr(self.config, name)
+            if pe.combine == "gate":  # EquivStableLapPE: kept apart, read by the layers (run_layers)
+                continue
             h = _encode_positions(name, encoder, batch)
             if pe.combine == "concat":
                 parts.append(h.to(x.dtype))
@@ -158,11 +162,9 @@ class GraphTransformer(nn.Module):
             for layer in self.layers:
                 x, edge_attr = layer(x, batch, edge_attr, attention_pattern=pattern)
         elif kind == "grit":
-            from ..encodings.relative import rrwp
-
             pattern = full(batch)
             with torch.no_grad():
-                probabilities = rrwp(batch, pattern, c.rrwp_steps)
+                probabilities = rrwp_pairs(batch, pattern, c.rrwp_steps)  # P^k[key, query], as GRIT's code
             position = edge_positions(pattern, batch.pattern()) if edge_attr is not None else None
             x, pair = self.rrwp_encoder(x, pattern, probabilities, edge_attr, position)
             log_degree = torch.log1p(batch.degree().to(x.dtype))
@@ -170,12 +172,20 @@ class GraphTransformer(nn.Module):
                 x, pair = layer(x, pattern, pair, log_degree)
         elif kind == "exphormer":
             structure = exphormer_pattern(batch, c.expander_degree, c.num_virtual, c.seed)
-            if self.virtual_embedding is not None:
-                virtual = self.virtual_embedding.repeat(batch.num_graphs, 1)
-            gate_features = edge_attr  # the encoded input features gate the attention in every layer
+            embeddings = self.exphormer_embeddings
+            virtual = embeddings.virtual_states(batch.num_graphs)
+            # the encoded input features gate the attention's graph edges in every layer; the DummyEdge
+            # vector is one gate for all of them (the typed-keys path of ExphormerAttention)
+            gate_features, graph_edge = edge_attr, None
+            if edge_attr is not None and not self.has_edge_features:
+                gate_features, graph_edge = None, self.edge_encoder.constant
+            edge_types = embeddings.edge_types(graph_edge)
+            pe = None
+            if c.lap_pe is not None and c.lap_pe.combine == "gate":
+                pe = _encode_positions("lap_pe", self.pe_encoders["lap_pe"], batch)
             for layer in self.layers:
-                x, edge_attr, virtual = layer(x, batch, structure, edge_attr, virtual,
-                                              attention_edge_attr=gate_features)
+                x, edge_attr, virtual = layer(x, batch, structure, edge_attr, virtual, edge_types=edge_types,
+                                              attention_edge_attr=gate_features, pe=pe)
         elif kind == "mpnn_vn":
             virtual = self.virtual_embedding.expand(batch.num_graphs, -1)
             for layer in self.layers:

@@ -15,16 +15,17 @@ Sources (read from the authors' public config files):
 - GRIT: LiamMa/GRIT ``configs/GRIT/{pattern,cluster}-GRIT-RRWP.yaml``: PATTERN 10 layers, 64 wide,
   8 heads, RRWP 21 steps, attention dropout 0.2, lr 5e-4, batch 32; CLUSTER 16 layers, 48 wide,
   8 heads, RRWP 32, dropout 0.01, attention dropout 0.5, lr 1e-3, batch 16; BatchNorm, clamp 5,
-  degree scaler; AdamW wd 1e-5, 100 epochs, 5 warm-up, cosine.
+  degree scaler; DummyEdge edge encoder; ``inductive_node`` head (GraphGym MLP, L2-normalised hidden
+  layers, no width halving); AdamW wd 1e-5, 100 epochs, 5 warm-up, cosine.
 - Exphormer: the ``configs/Exphormer/{pattern,cluster}.yaml`` of the Exphormer code (as redistributed
   in bowang-lab/Graph-Mamba): CustomGatedGCN+Exphormer; PATTERN 4 layers, 40 wide, 4 heads,
-  exp_deg 7 (degree 14), 4 virtual nodes, attention dropout 0.5, lr 2e-4, wd 2e-5, 120 epochs;
-  CLUSTER 20 layers, 32 wide, 8 heads, exp_deg 3 (degree 6), 3 virtual nodes, dropout 0.1,
-  attention dropout 0.5, lr 2e-4, wd 1e-5, 150 epochs. Its EquivStableLapPE (which gates GatedGCN
-  messages by PE distances) is replaced here by a DeepSet LapPE concatenated to the features.
+  exp_deg 7 (degree 14), 4 virtual nodes, lr 2e-4, wd 2e-5, 120 epochs; CLUSTER 20 layers, 32 wide,
+  8 heads, exp_deg 3 (degree 6), 3 virtual nodes, dropout 0.1, lr 2e-4, wd 1e-5, 150 epochs;
+  EquivStableLapPE (10 eigenvectors of L = D - A, one shared Linear to the hidden width, gating the
+  GatedGCN messages); DummyEdge; ``inductive_node`` head. The yamls list ``attn_dropout: 0.5``, but the
+  code never passes it to ``ExphormerAttention`` (multi_model_layer.py), which has no dropout: 0 here.
 
-Differences kept on purpose are listed in each layer's docstring (GT's clamp, Exphormer's virtual
-tokens carrying state).
+Differences kept on purpose are listed in each layer's docstring.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def _gt_lappe(k: int) -> LapPEConfig:
                        sign_flip="batch")
 
 
+def _equivstable_lappe(hidden: int) -> LapPEConfig:
+    """Exphormer ``posenc_EquivStableLapPE``: ``laplacian_norm: none`` (L = D - A), ``eigvec_norm: L2``,
+    ``max_freqs: 10`` (trivial eigenvector included), ``raw_norm_type: none``; one ``nn.Linear(10, hidden)``
+    shared by all layers, not added to the node features (its ``LinearNode`` is full width), gating each
+    GatedGCN message by ``sigmoid(MLP(||pe_i - pe_j||^2))``; no random sign flip."""
+    return LapPEConfig(k=10, dim=hidden, kind="linear", combine="gate", normalization="none", sign_flip="none")
+
+
 PRESETS: dict[str, ModelConfig] = {
     "gt-pattern": ModelConfig(layer="gt", num_layers=10, hidden=80, num_heads=8, norm="batch",
                               lap_pe=_gt_lappe(k=2),
@@ -83,19 +92,19 @@ PRESETS: dict[str, ModelConfig] = {
                                lap_pe=_graphgps_lappe(k=10), head_layers=3, head_l2norm=True,
                                dummy_edge=True),
     "grit-pattern": ModelConfig(layer="grit", num_layers=10, hidden=64, num_heads=8, dropout=0.0,
-                                attn_dropout=0.2, norm="batch", rrwp_steps=21, head_layers=3),
+                                attn_dropout=0.2, norm="batch", rrwp_steps=21, head_layers=3, head_l2norm=True,
+                                dummy_edge=True),
     "grit-cluster": ModelConfig(layer="grit", num_layers=16, hidden=48, num_heads=8, dropout=0.01,
-                                attn_dropout=0.5, norm="batch", rrwp_steps=32, head_layers=3),
+                                attn_dropout=0.5, norm="batch", rrwp_steps=32, head_layers=3, head_l2norm=True,
+                                dummy_edge=True),
     "exphormer-pattern": ModelConfig(layer="exphormer", local="gatedgcn", num_layers=4, hidden=40,
-                                     num_heads=4, dropout=0.0, attn_dropout=0.5, norm="batch",
-                                     expander_degree=14,
-                                     num_virtual=4, lap_pe=LapPEConfig(k=10, dim=8, kind="deepset"),
-                                     head_layers=3),
+                                     num_heads=4, dropout=0.0, attn_dropout=0.0, norm="batch",
+                                     expander_degree=14, num_virtual=4, lap_pe=_equivstable_lappe(40),
+                                     head_layers=3, head_l2norm=True, dummy_edge=True),
     "exphormer-cluster": ModelConfig(layer="exphormer", local="gatedgcn", num_layers=20, hidden=32,
-                                     num_heads=8, dropout=0.1, attn_dropout=0.5, norm="batch",
-                                     expander_degree=6,
-                                     num_virtual=3, lap_pe=LapPEConfig(k=10, dim=8, kind="deepset"),
-                                     head_layers=3),
+                                     num_heads=8, dropout=0.1, attn_dropout=0.0, norm="batch",
+                                     expander_degree=6, num_virtual=3, lap_pe=_equivstable_lappe(32),
+                                     head_layers=3, head_l2norm=True, dummy_edge=True),
 }
 
 TRAINING: dict[str, dict] = {
@@ -103,9 +112,9 @@ TRAINING: dict[str, dict] = {
     "gt-cluster": _plateau(5e-4, 32),
     "gps-pattern": _cosine(5e-4, 1e-5, 100, 32, two_classes=True),
     "gps-cluster": _cosine(5e-4, 1e-5, 100, 16),
-    "grit-pattern": _cosine(5e-4, 1e-5, 100, 32),
+    "grit-pattern": _cosine(5e-4, 1e-5, 100, 32, two_classes=True),
     "grit-cluster": _cosine(1e-3, 1e-5, 100, 16),
-    "exphormer-pattern": _cosine(2e-4, 2e-5, 120, 32),
+    "exphormer-pattern": _cosine(2e-4, 2e-5, 120, 32, two_classes=True),
     "exphormer-cluster": _cosine(2e-4, 1e-5, 150, 16),
 }
 

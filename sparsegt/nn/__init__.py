@@ -8,12 +8,18 @@
 
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
-from .exphormer import ExphormerAttention, ExphormerLayer, ExphormerPattern, exphormer_pattern
+from .exphormer import (
+    ExphormerAttention,
+    ExphormerEmbeddings,
+    ExphormerLayer,
+    ExphormerPattern,
+    exphormer_pattern,
+)
 from .gatedgcn import GatedGCNConv
 from .gcn import GCNConv
 from .gine import GINEConv
 from .gps import GPSLayer
-from .grit import GRITAttention, GRITLayer
+from .grit import GRITAttention, GRITLayer, rrwp_pairs
 from .gt import GTLayer
 from .mpnn import MPNNLayer
 from .mpnn_vn import MPNNVirtualNodeLayer
@@ -23,7 +29,7 @@ from .topk import TopKAttentionLayer
 __all__ = [
     "SparseMultiheadAttention", "FeedForward", "make_norm",
     "GINEConv", "GatedGCNConv", "GCNConv",
-    "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer",
-    "ExphormerAttention", "ExphormerLayer", "ExphormerPattern", "exphormer_pattern",
+    "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer", "rrwp_pairs",
+    "ExphormerAttention", "ExphormerEmbeddings", "ExphormerLayer", "ExphormerPattern", "exphormer_pattern",
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
 ]

@@ -21,17 +21,21 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 
 class FeedForward(nn.Module):
-    """``Dropout(W2 Dropout(ReLU(W1 x)))``: [*, C] -> [*, C] through a hidden width ``expansion * C``."""
+    """``Dropout(W2 Dropout(ReLU(W1 x)))``: [*, C] -> [*, C] through a hidden width ``expansion * C``.
 
-    def __init__(self, channels: int, expansion: int = 2, dropout: float = 0.0) -> None:
+    ``output_dropout=False`` leaves out the outer dropout (GRIT's FFN: ``W2 Dropout(ReLU(W1 x))``)."""
+
+    def __init__(self, channels: int, expansion: int = 2, dropout: float = 0.0, output_dropout: bool = True) -> None:
         super().__init__()
         self.lin1 = nn.Linear(channels, expansion * channels)
         self.lin2 = nn.Linear(expansion * channels, channels)
         self.dropout = nn.Dropout(dropout)
+        self.output_dropout = output_dropout
 
     def reset_parameters(self) -> None:
         self.lin1.reset_parameters()
         self.lin2.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.lin2(self.dropout(self.lin1(x).relu())))
+        out = self.lin2(self.dropout(self.lin1(x).relu()))
+        return self.dropout(out) if self.output_dropout else out

@@ -1,214 +1,290 @@
-"""Exphormer (Shirzad et al., "Exphormer: Sparse Transformers for Graphs", ICML 2023).
+"""Exphormer (Shirzad et al., "Exphormer: Sparse Transformers for Graphs", ICML 2023), as its code computes it.
 
-Attention runs over three kinds of pairs of a token set ``T = N + B * V`` (the N real nodes, then V
-virtual tokens per graph, graph-major: the layout of `sparsegt.patterns.virtual_nodes`):
+Tokens: ``T = N + B * V``, the N real nodes, then V virtual tokens per graph (graph-major: token
+``N + b * V + v`` is virtual token v of graph b). The attention pattern has one entry per (source, pair),
+each a term of its row's softmax, with an entry type ``t`` that picks its gate vector ``g``:
 
-- the graph's own edges, gated by the edge features (or a learned "graph edge" embedding);
-- a random ``degree``-regular expander per graph (`sparsegt.patterns.expander`);
-- real node <-> its graph's virtual tokens, virtual <-> virtual of the same graph.
+- graph edge (i <- j): type 0, ``g = e_ij``, the *encoded input* edge features, the same in every layer
+  (the reference's ``expander_edge_attr``, set once by its encoder; GraphGPS's DummyEdge vector when the
+  data has none), not the local MPNN's evolving edge states;
+- expander edge (i <- j): type 1, one learned vector;
+- virtual token (b, v) <- every real node of graph b: type ``2 + v`` (the reference's ``virt_edge_in_emb[v]``);
+- real node i <- every virtual token (b, v) of its graph: type ``2 + V + v`` (``virt_edge_out_emb[v]``).
 
-Each entry gets the sum of the embeddings of the kinds it belongs to; the attention is GT-style with
-that embedding as a gate, ``s_ij = <q_i, k_j ⊙ E e_ij> / sqrt(D)``, on `sparse_attention`. As in the
-reference code (its ``expander_edge_attr``, set once by the encoder), graph edges with features are
-gated by the *encoded input* features in every layer (``attention_edge_attr``), not by the local MPNN's
-evolving edge states.
+No virtual <-> virtual and no virtual self entries. A pair that is both a graph edge and an expander edge
+is two entries (two softmax terms with their own gates), as the reference concatenates its edge lists.
+The type vectors and the initial virtual states are shared by all layers (`ExphormerEmbeddings`, the
+reference's ``ExpanderEdgeFixer``), all N(0, 1) like its ``nn.Embedding`` s.
 
-Without edge features the gate takes one of at most 7 values (one per set of kinds), so it is folded
-into the keys instead of being gathered onto every entry: the keys are projected once per type,
-``k^(t)_j = k_j ⊙ E e_t`` ([U * T] keys, U types present), and entry (i, j) of type t reads key
-``t * T + j`` (`ExphormerPattern.typed`, built once per pattern). The kernel then runs without a gate:
-no [E, H, D] tensor is built, kept for the backward, or differentiated.
+Attention (reference ``ExphormerAttention``), per head h of width D, with no biases and no output projection::
 
-Virtual tokens carry a state through the layers (here: ``virtual`` [B*V, C], updated by their own
-attention rows with a residual). The reference code re-reads a fixed embedding at every layer and
-discards the virtual rows' outputs, so its virtual tokens cannot relay information between layers;
-ours can. The layer follows the published configs ("CustomGatedGCN+Exphormer"): a local MPNN in
-parallel with Exphormer attention, then an FFN, as in `GPSLayer`.
+    q = W_Q t,  k = W_K t,  v = W_V t,  g'_ij = W_E g_ij                (nn.Linear(bias=False), default init)
+    s_ij  = clamp(<q_i ⊙ k_j, g'_ij> / sqrt(D), -5, 5)
+    out_i = sum_j softmax_j(s_ij) v_j                                     (no attention dropout)
+
+Layer (reference ``MultiLayer`` with ``CustomGatedGCN+Exphormer``)::
+
+    h_L = BN(GatedGCN(x, e))            (the GatedGCN's residual, BN, ReLU and dropout inside; norm1_local)
+    h_A = BN(x + Dropout(out[:N]))
+    x'  = BN(h + FFN(h)),  h = h_L + h_A     FFN: C -> 2C -> C, ReLU, dropout after each linear
+    virtual' = out[N:]                  (the raw attention output of the virtual rows: no residual,
+                                         dropout or norm; the next layer's virtual tokens)
+
+EquivStableLapPE (Wang et al., ICLR 2022; reference ``GatedGCNLayer(equivstable_pe=True)``): with ``pe``
+[N, P] (one shared linear map of the Laplacian eigenvectors) each layer scales GatedGCN's gates by
+``r_ij = sigmoid(W_2 ReLU(W_1 ||pe_i - pe_j||^2 + b_1) + b_2)`` ([E, 1], widths 1 -> C -> 1) in both sums.
+
+Without per-edge gate features (graph edges gated by one vector) every gate is one of ``U = 2 + 2V``
+vectors, so it is folded into the keys instead of being gathered onto every entry: the keys are projected
+once per type, ``k^(t)_j = k_j ⊙ g'_t`` ([U * T] keys), and an entry (i, j) of type t reads key
+``t * T + j`` (`ExphormerPattern.typed`). The kernel then runs without a gate: no [E, H, D] tensor is
+built, kept for the backward, or differentiated.
+
+Remaining differences from the reference, on purpose: the softmax subtracts the row maximum and divides
+by the plain sum (the reference: ``exp(s) / (sum exp(s) + 1e-6)``, safe there because of the clamp); the
+expander comes from `sparsegt.patterns.expander` (drawn per batch as a function of the graph's size, not
+per dataset graph; no spectral-gap rejection; its self-loops and repeated pairs removed, which the
+reference keeps); ``norm="layer"`` is LayerNorm (the reference: GraphNorm).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import sparse_attention
 from ..graph import Graph
-from ..patterns import expander, union, virtual_nodes
-from .attention import SparseMultiheadAttention
+from ..patterns import expander
 from .blocks import FeedForward, make_norm
 from .gatedgcn import GatedGCNConv
 from .gine import GINEConv
 
-__all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerAttention", "ExphormerLayer"]
+__all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerEmbeddings", "ExphormerAttention",
+           "ExphormerLayer", "GRAPH_EDGE", "EXPANDER_EDGE"]
 
-EDGE_KINDS = ("graph", "expander", "virtual")
+GRAPH_EDGE, EXPANDER_EDGE = 0, 1  # entry types; 2 + v: virtual v <- real, 2 + V + v: real <- virtual v
 
 
 class ExphormerPattern:
-    """The token pattern and what each entry is.
+    """The token pattern and the type of each entry.
 
     Attributes:
-        pattern: `Graph` [T, T], T = N + B * num_virtual.
-        kinds: [E_T, 3] float, 1 where the entry is a graph edge / expander edge / virtual link.
-        graph_edge_position: [E_graph] position of each graph edge in ``pattern`` (CSR order).
-        num_nodes: N. num_virtual: V per graph.
+        pattern: `Graph` [T, T], T = N + B * num_virtual; rows sorted by (type, key); a pair that is a
+            graph edge and an expander edge appears twice.
+        entry_type: [E_T] int64 in ``[0, num_types)`` (module docstring).
+        graph_edge_position: [E_graph] position of each graph edge (the batch's CSR order) in ``pattern``.
+        num_nodes: N. num_virtual: V per graph. num_types: U = 2 + 2V.
     """
 
-    def __init__(self, pattern: Graph, kinds: Tensor, graph_edge_position: Tensor, num_nodes: int,
+    def __init__(self, pattern: Graph, entry_type: Tensor, graph_edge_position: Tensor, num_nodes: int,
                  num_virtual: int) -> None:
-        self.pattern, self.kinds, self.graph_edge_position = pattern, kinds, graph_edge_position
+        self.pattern, self.entry_type, self.graph_edge_position = pattern, entry_type, graph_edge_position
         self.num_nodes, self.num_virtual = num_nodes, num_virtual
-        self._typed: tuple[Graph, Tensor] | None = None
+        self.num_types = 2 + 2 * num_virtual
+        self._typed: Graph | None = None
 
-    def typed(self) -> tuple[Graph, Tensor]:
-        """The pattern with its keys split by entry type (the set of kinds an entry belongs to).
-
-        Returns ``(pattern [T, U * T], type_kinds [U, 3])``: entry (i, j) of type t becomes (i, t * T + j)
-        (rows sorted), and row t of ``type_kinds`` flags the kinds of type t. Built on first use and kept:
-        every layer of a forward shares it.
-        """
+    def typed(self) -> Graph:
+        """The pattern with its keys split by entry type: [T, U * T], entry (i, j) of type t becomes
+        (i, t * T + j), in the same entry order (rows are sorted by type, then key). Built once, kept."""
         if self._typed is None:
-            pattern, total = self.pattern, self.pattern.num_cols
-            bits = torch.tensor([1, 2, 4], device=self.kinds.device)
-            codes = (self.kinds.round().long() * bits).sum(1)                     # [E] in [0, 8)
-            present = torch.bincount(codes, minlength=8).nonzero().flatten()
-            if present.numel() == 0:  # no entries: one (unused) type keeps the shapes simple
-                present = present.new_zeros(1)
-            count = present.numel()
-            type_of = torch.full((8,), -1, dtype=torch.long, device=codes.device)
-            type_of[present] = torch.arange(count, device=codes.device)
-            type_of = type_of[codes]
-            # rows are sorted by key already: a stable sort by (row, type) keeps them sorted within a type
-            order = torch.sort(pattern.row_index() * count + type_of, stable=True).indices
-            columns = (type_of * total + pattern.indices)[order]
-            typed = Graph(pattern.indptr, columns, count * total, validate=False)
-            type_kinds = ((present[:, None] & bits) > 0).to(self.kinds.dtype)
-            self._typed = (typed, type_kinds)
+            pattern = self.pattern
+            columns = self.entry_type * pattern.num_cols + pattern.indices
+            self._typed = Graph(pattern.indptr, columns, self.num_types * pattern.num_cols, validate=False)
         return self._typed
 
 
-def _pad_rows(pattern: Graph, total: int) -> Graph:
-    """The same entries in a [total, total] pattern (the extra rows and columns are empty)."""
-    extra = total - pattern.num_nodes
-    indptr = torch.cat([pattern.indptr, pattern.indptr[-1:].expand(extra)])
-    return Graph(indptr, pattern.indices, total, validate=False)
-
-
 def exphormer_pattern(batch: Graph, degree: int = 6, num_virtual: int = 1, seed: int = 0) -> ExphormerPattern:
-    """Graph edges + expander (``degree`` keys per node, even; 0 for none) + ``num_virtual`` virtual
-    tokens per graph (0 for none), over ``T = N + B * num_virtual`` tokens."""
-    n = batch.num_nodes
-    total = n + batch.num_graphs * num_virtual
-    graph_part = _pad_rows(batch.pattern(), total)
-    parts = [graph_part]
-    parts.append(_pad_rows(expander(batch, degree, seed), total) if degree > 0 else Graph.empty(total))
-    parts.append(virtual_nodes(batch, num_virtual) if num_virtual > 0 else Graph.empty(total))
-    pattern, sources, positions = union(*parts, return_sources=True, return_positions=True)
-    kinds = torch.stack(sources, 1).to(torch.get_default_dtype())
-    return ExphormerPattern(pattern, kinds, positions[0], n, num_virtual)
+    """Graph edges + expander (``degree`` keys per node, even; 0 for none) + ``num_virtual`` virtual tokens
+    per graph (0 for none) over ``T = N + B * num_virtual`` tokens, each entry typed (module docstring).
+
+    Args:
+        batch: square `Graph` (a batch or one graph). degree: Exphormer's ``2 * exp_deg``. seed: expander seed.
+    """
+    n, num_graphs, nv = batch.num_nodes, batch.num_graphs, num_virtual
+    total, num_types, device = n + num_graphs * nv, 2 + 2 * nv, batch.device
+    graph = batch.pattern()
+    rows, cols = [graph.row_index()], [graph.indices]
+    types = [torch.full_like(graph.indices, GRAPH_EDGE)]
+    if degree > 0:
+        links = expander(batch, degree, seed)
+        rows.append(links.row_index())
+        cols.append(links.indices)
+        types.append(torch.full_like(links.indices, EXPANDER_EDGE))
+    if nv > 0:
+        real = torch.arange(n, device=device).repeat_interleave(nv)                       # [N * V]
+        index = torch.arange(nv, device=device).repeat(n)                                 # v of each pair
+        token = n + batch.batch_index.repeat_interleave(nv) * nv + index                  # its virtual token
+        rows += [real, token]
+        cols += [token, real]
+        types += [2 + nv + index, 2 + index]
+    row, col, kind = torch.cat(rows), torch.cat(cols), torch.cat(types)
+    order = torch.argsort((row * num_types + kind) * max(total, 1) + col, stable=True)
+    indptr = torch.zeros(total + 1, dtype=torch.long, device=device)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=total), 0)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel(), device=device)
+    pattern = Graph(indptr, col[order].contiguous(), total, validate=False)
+    return ExphormerPattern(pattern, kind[order].contiguous(), position[:graph.num_edges], n, nv)
+
+
+class ExphormerEmbeddings(nn.Module):
+    """The learned vectors all layers share (the reference's ``ExpanderEdgeFixer``), N(0, 1) each.
+
+    ``virtual`` [V, C]: initial virtual-token states; ``graph_edge`` [1, C]: gate of graph edges when they
+    have no features (the model passes the DummyEdge vector instead when it has one); ``expander_edge``
+    [1, C]; ``virtual_in`` [V, C] (virtual v <- real) and ``virtual_out`` [V, C] (real <- virtual v).
+    """
+
+    def __init__(self, channels: int, num_virtual: int) -> None:
+        super().__init__()
+        self.num_virtual = num_virtual
+        self.virtual = nn.Parameter(torch.empty(num_virtual, channels))
+        self.graph_edge = nn.Parameter(torch.empty(1, channels))
+        self.expander_edge = nn.Parameter(torch.empty(1, channels))
+        self.virtual_in = nn.Parameter(torch.empty(num_virtual, channels))
+        self.virtual_out = nn.Parameter(torch.empty(num_virtual, channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for parameter in self.parameters():
+            nn.init.normal_(parameter)
+
+    def edge_types(self, graph_edge: Tensor | None = None) -> Tensor:
+        """[U, C] one gate vector per entry type; ``graph_edge`` [1, C] replaces the own graph-edge vector."""
+        first = self.graph_edge if graph_edge is None else graph_edge.reshape(1, -1)
+        return torch.cat([first, self.expander_edge, self.virtual_in, self.virtual_out])
+
+    def virtual_states(self, num_graphs: int) -> Tensor | None:
+        """[B * V, C] initial virtual tokens (graph-major), None when V = 0."""
+        return self.virtual.repeat(num_graphs, 1) if self.num_virtual else None
 
 
 class ExphormerAttention(nn.Module):
-    """Softmax attention over an `ExphormerPattern`, gated by edge-kind embeddings.
+    """Softmax attention over an `ExphormerPattern`, gated by each entry's type vector or edge features.
 
     Args:
-        channels: C. num_heads: H. attn_dropout: on the attention weights.
+        channels: C. num_heads: H. score_clamp: the clamp of the scaled scores (reference: 5).
+        attn_dropout: on the attention weights (the reference has none; kept as an option).
     """
 
-    def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0) -> None:
+    def __init__(self, channels: int, num_heads: int, score_clamp: float | None = 5.0,
+                 attn_dropout: float = 0.0) -> None:
         super().__init__()
-        self.kind_embedding = nn.Parameter(torch.empty(len(EDGE_KINDS), channels))
-        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout,
-                                                  edge_dim=channels, edge_mode="gate")
-        nn.init.normal_(self.kind_embedding, std=1.0)
+        if channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
+        self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
+        self.score_clamp, self.attn_dropout = score_clamp, float(attn_dropout)
+        self.query = nn.Linear(channels, channels, bias=False)
+        self.key = nn.Linear(channels, channels, bias=False)
+        self.value = nn.Linear(channels, channels, bias=False)
+        self.edge = nn.Linear(channels, channels, bias=False)
 
-    def forward(self, tokens: Tensor, structure: ExphormerPattern, edge_attr: Tensor | None = None) -> Tensor:
-        """tokens [T, C]; edge_attr [E_graph, C] (graph edges, CSR order) or None -> [T, C]."""
+    def reset_parameters(self) -> None:
+        for linear in (self.query, self.key, self.value, self.edge):
+            linear.reset_parameters()
+
+    def forward(self, tokens: Tensor, structure: ExphormerPattern, edge_types: Tensor,
+                edge_attr: Tensor | None = None) -> Tensor:
+        """tokens [T, C]; edge_types [U, C] (`ExphormerEmbeddings.edge_types`); edge_attr [E_graph, C] gate
+        features of the graph edges (batch CSR order), or None (graph edges use ``edge_types[0]``) -> [T, C]."""
+        H, D, total = self.num_heads, self.head_dim, tokens.shape[0]
+        if edge_types.shape[0] != structure.num_types:
+            raise ValueError(f"edge_types has {edge_types.shape[0]} rows but the pattern has "
+                             f"{structure.num_types} entry types (2 + 2 * num_virtual)")
+        q, k, v = (lin(tokens).view(-1, H, D) for lin in (self.query, self.key, self.value))
+        gates = self.edge(edge_types.to(tokens.dtype))                                       # [U, C]
+        dropout = self.attn_dropout if self.training else 0.0
         if edge_attr is None:
-            return self._typed_keys(tokens, structure)
-        attention = self.attention
-        proj = attention.edge_proj
-        # gate = W (sum of the entry's kind embeddings) + b = kinds @ (W kind_embedding) + b: the linear
-        # map runs on the 3 embeddings, not on every entry.
-        kinds = structure.kinds.to(tokens.dtype)
-        if edge_attr is not None:  # graph edges carry their own features instead of the "graph" embedding
-            kinds = torch.cat([kinds[:, :1] * 0, kinds[:, 1:]], dim=1)
-        gate = kinds @ nn.functional.linear(self.kind_embedding, proj.weight) + proj.bias
-        if edge_attr is not None:
-            edge_term = nn.functional.linear(edge_attr, proj.weight)
-            gate = gate.index_add(0, structure.graph_edge_position, edge_term)
-        gate = gate.view(-1, attention.num_heads, attention.head_dim)
-        return attention(tokens, pattern=structure.pattern, edge_gate=gate)
-
-    def _typed_keys(self, tokens: Tensor, structure: ExphormerPattern) -> Tensor:
-        """The same attention when every gate is a sum of kind embeddings: one key set per entry type."""
-        attention = self.attention
-        H, D = attention.num_heads, attention.head_dim
-        pattern, type_kinds = structure.typed()
-        proj = attention.edge_proj
-        gate = type_kinds.to(tokens.dtype) @ F.linear(self.kind_embedding, proj.weight) + proj.bias  # [U, C]
-        count, total = gate.shape[0], tokens.shape[0]
-        q, k, v = attention.project(tokens)
-        keys = (k.unsqueeze(0) * gate.view(count, 1, H, D)).reshape(count * total, H, D)
-        values = v.unsqueeze(0).expand(count, total, H, D).reshape(count * total, H, D)
-        out = sparse_attention(q, keys, values, pattern, dropout_p=attention.dropout if self.training else 0.0,
-                               backend=attention.backend)
-        return attention.out_proj(out.reshape(total, attention.embed_dim))
+            count = gates.shape[0]
+            keys = (k.unsqueeze(0) * gates.view(count, 1, H, D)).reshape(count * total, H, D)
+            values = v.unsqueeze(0).expand(count, total, H, D).reshape(count * total, H, D)
+            out = sparse_attention(q, keys, values, structure.typed(), dropout_p=dropout,
+                                   score_clamp=self.score_clamp)
+        else:
+            gate = gates[structure.entry_type].index_copy(0, structure.graph_edge_position,
+                                                           self.edge(edge_attr.to(tokens.dtype)))
+            out = sparse_attention(q, k, v, structure.pattern, gate=gate.view(-1, H, D), dropout_p=dropout,
+                                   score_clamp=self.score_clamp)
+        return out.reshape(total, self.channels)
 
 
 class ExphormerLayer(nn.Module):
     """Local MPNN (``"gatedgcn"``, ``"gine"`` or ``"none"``) in parallel with Exphormer attention, then FFN.
 
     Args:
-        channels: C. num_heads: H. local: local MPNN. dropout, attn_dropout: as in `GPSLayer`.
-        norm: ``"batch"``, ``"layer"`` or ``"none"``.
+        channels: C. num_heads: H. local: local MPNN. dropout: in the GatedGCN, after the attention and in
+        the FFN. attn_dropout: on the attention weights (reference: none). norm: ``"batch"``, ``"layer"``
+        or ``"none"``. score_clamp: attention score clamp (reference: 5). pe_gate: EquivStableLapPE's gate
+        of the GatedGCN messages (needs ``local="gatedgcn"`` and ``pe`` in forward).
     """
 
     def __init__(self, channels: int, num_heads: int, local: str = "gatedgcn", dropout: float = 0.0,
-                 attn_dropout: float = 0.0, norm: str = "batch") -> None:
+                 attn_dropout: float = 0.0, norm: str = "batch", score_clamp: float | None = 5.0,
+                 pe_gate: bool = False) -> None:
         super().__init__()
         if local not in ("gatedgcn", "gine", "none"):
             raise ValueError(f"local must be 'gatedgcn', 'gine' or 'none', got {local!r}")
+        if pe_gate and local != "gatedgcn":
+            raise ValueError(f"pe_gate (EquivStableLapPE) gates GatedGCN messages: it needs local='gatedgcn', "
+                             f"got {local!r}")
         self.local_kind = local
         self.local_model: nn.Module | None = None
         self.norm_local: nn.Module = nn.Identity()
         if local == "gine":
             self.local_model = GINEConv(channels)
-            self.norm_local = make_norm(norm, channels)
         elif local == "gatedgcn":
             self.local_model = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
-        self.attention = ExphormerAttention(channels, num_heads, attn_dropout)
+        if self.local_model is not None:
+            self.norm_local = make_norm(norm, channels)
+        self.pe_gate = (nn.Sequential(nn.Linear(1, channels), nn.ReLU(), nn.Linear(channels, 1), nn.Sigmoid())
+                        if pe_gate else None)
+        self.attention = ExphormerAttention(channels, num_heads, score_clamp, attn_dropout)
         self.dropout = nn.Dropout(dropout)
         self.norm_attention = make_norm(norm, channels)
         self.feed_forward = FeedForward(channels, 2, dropout)
         self.norm_out = make_norm(norm, channels)
 
-    def forward(self, x: Tensor, graph: Graph, structure: ExphormerPattern, edge_attr: Tensor | None = None,
-                virtual: Tensor | None = None, *, attention_edge_attr: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """x [N, C], graph (local edges), structure from `exphormer_pattern`, edge_attr [E, C] (the local
-        MPNN's edge states) or None, virtual [B*V, C] (required when V > 0) -> (x, edge_attr, virtual).
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
-        attention_edge_attr: [E, C] features that gate the graph edges in the attention — the encoded
-        input edge features, the same in every layer (as the reference code) — or None for the learned
-        "graph edge" embedding."""
+    def forward(self, x: Tensor, graph: Graph, structure: ExphormerPattern, edge_attr: Tensor | None = None,
+                virtual: Tensor | None = None, *, edge_types: Tensor, attention_edge_attr: Tensor | None = None,
+                pe: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """One layer.
+
+        Args:
+            x: [N, C]. graph: the batch (local edges). structure: from `exphormer_pattern`.
+            edge_attr: [E, C] the local MPNN's edge states, or None. virtual: [B * V, C] (required when V > 0).
+            edge_types: [U, C] gate vectors of the entry types (`ExphormerEmbeddings.edge_types`).
+            attention_edge_attr: [E, C] features that gate the graph edges in the attention (the encoded
+                input features, the same in every layer), or None for ``edge_types[0]``.
+            pe: [N, P] EquivStableLapPE encodings (with ``pe_gate``).
+        Returns:
+            ``(x [N, C], edge_attr [E, C] or None, virtual [B * V, C] or None)``.
+        """
         n = x.shape[0]
         expected = structure.pattern.num_nodes - n
         if (virtual.shape[0] if virtual is not None else 0) != expected:
             raise ValueError(f"virtual must have B * num_virtual = {expected} rows, got "
                              f"{None if virtual is None else virtual.shape[0]}")
+        if (self.pe_gate is not None) != (pe is not None):
+            raise ValueError("pe (EquivStableLapPE) must be given exactly when the layer has pe_gate=True")
         tokens = x if virtual is None else torch.cat([x, virtual])
-        attended = self.attention(tokens, structure, attention_edge_attr)
+        attended = self.attention(tokens, structure, edge_types, attention_edge_attr)
         branches = []
         if self.local_model is not None:
             if self.local_kind == "gatedgcn":
-                h_local, edge_attr = self.local_model(x, graph, edge_attr)
+                scale = None
+                if self.pe_gate is not None:
+                    distance = (pe[graph.row_index()] - pe[graph.indices]).square().sum(-1, keepdim=True)
+                    scale = self.pe_gate(distance.to(x.dtype))                          # [E, 1]
+                h_local, edge_attr = self.local_model(x, graph, edge_attr, edge_scale=scale)
             else:
                 h_local = x + self.dropout(self.local_model(x, graph, edge_attr))
             branches.append(self.norm_local(h_local))
         branches.append(self.norm_attention(x + self.dropout(attended[:n])))
         h = branches[0] if len(branches) == 1 else branches[0] + branches[1]
-        if virtual is not None:
-            virtual = virtual + self.dropout(attended[n:])
+        virtual = attended[n:] if virtual is not None else None
         return self.norm_out(h + self.feed_forward(h)), edge_attr, virtual

@@ -7,6 +7,9 @@ For an edge e = (i <- j) (query i aggregates key j)::
     h_i'  = A h_i + (sum_j σ_ij ⊙ B h_j) / (sum_j σ_ij + 1e-6)
     h_out = h + Dropout(ReLU(BN(h')))          e_out = e + Dropout(ReLU(BN(ê)))
 
+With ``edge_scale`` r [E, 1] (EquivStableLapPE's gate, `sparsegt.nn.ExphormerLayer`), ``σ_ij`` becomes
+``r_ij σ_ij`` in both sums (ê, the new edge state, is not scaled); that case runs on the torch ops.
+
 Shapes: ``x`` [N, C], ``edge_attr`` [E, C] in CSR order (None: zeros, i.e. GraphGPS's constant
 "dummy" edge embedding absorbed into C's bias). The layer updates edge states, so it returns both.
 
@@ -101,10 +104,14 @@ def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) 
     return gated_aggregation_torch(graph, d, e, b, c)
 
 
-def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """`gated_aggregation` on torch gathers and segment sums (any device; the reference of the kernels)."""
+def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
+                            scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """`gated_aggregation` on torch gathers and segment sums (any device; the reference of the kernels).
+    ``scale``: [E, 1] or [E, C] factor on σ in both sums, or None."""
     edge_hat = gather_queries(graph, d) + gather_keys(graph, e) + c
     sigma = torch.sigmoid(edge_hat)
+    if scale is not None:
+        sigma = sigma * scale
     numerator = segment_sum(graph, sigma * gather_keys(graph, b))
     denominator = segment_sum(graph, sigma)
     return edge_hat, numerator / (denominator + kernels.EPS)
@@ -133,12 +140,17 @@ class GatedGCNConv(nn.Module):
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x [N, C], edge_attr [E, C] or None -> (x [N, C], edge_attr [E, C])."""
+    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None,
+                edge_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x [N, C], edge_attr [E, C] or None, edge_scale [E, 1] or None (a factor on the gates σ) ->
+        (x [N, C], edge_attr [E, C])."""
         a, b, d, e = self.node_lin(x).chunk(4, dim=-1)
         # no edge features: C e = C 0 = C's bias, one row for every edge
         c = self.edge_lin.bias.view(1, -1) if edge_attr is None else self.edge_lin(edge_attr)
-        edge_hat, aggregated = gated_aggregation(graph, d, e, b, c)
+        if edge_scale is None:
+            edge_hat, aggregated = gated_aggregation(graph, d, e, b, c)
+        else:
+            edge_hat, aggregated = gated_aggregation_torch(graph, d, e, b, c, edge_scale)
         x_new = self.dropout(torch.relu(self.norm_x(a + aggregated)))
         e_new = self.dropout(torch.relu(self.norm_e(edge_hat)))
         if self.residual:

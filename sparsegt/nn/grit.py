@@ -1,16 +1,26 @@
 """GRIT: graph inductive-bias transformer (Ma et al., "Graph Inductive Biases in Transformers without
 Message Passing", ICML 2023).
 
-Every pair (i, j) of a pattern (GRIT: all pairs of each graph, ``patterns.full``) carries a learned
-representation ``e_ij`` [C], initialised from RRWP (``[I, M, M^2, ..., M^(K-1)]_ij``, ``M = D^-1 A``)
-and updated in every layer. Attention reads and writes it. For head h (width D)::
+Every pair (query i, key j) of a pattern (GRIT: all pairs of each graph, self pairs included,
+``patterns.full``) carries a learned representation ``e_ij`` [C], initialised from RRWP and updated in
+every layer. Attention reads and writes it. The initial pair state (`sparsegt.models.RRWPEncoder`, GRIT's
+``rrwp_linear`` encoders) is ``e_ij = W_P [I, M, M^2, ..., M^(K-1)][j, i] (+ the edge's features)``,
+``M = D^-1 A``: the probability of a walk *from the key j to the query i* (`rrwp_pairs`; GRIT's code puts
+``P[r, c]`` on the edge ``r -> c`` of PyG's source -> target convention, and ``c`` is the query). For head
+h (width D), with the layer's ``Dropout`` of rate ``dropout``::
 
-    ê_ij  = ReLU( ρ((W_Q x_i + W_K x_j) ⊙ W_Ew e_ij) + W_Eb e_ij )       ρ(u) = sign(u) sqrt|u|
-    a_ij  = softmax_j clamp(w_A · ê_ij, -5, 5)
+    ê_ij  = ReLU( ρ((W_Q x_i + b_Q + W_K x_j) ⊙ (W_Ew e_ij + b_Ew)) + W_Eb e_ij + b_Eb )     ρ(u) = sign(u) sqrt|u|
+    a_ij  = AttnDropout(softmax_j clamp(w_A · ê_ij, -5, 5))
     x̂_i   = sum_j a_ij (W_V x_j + W_Ev ê_ij)
-    x̂_i   <- θ_1 ⊙ x̂_i + log(1 + d_i) θ_2 ⊙ x̂_i                  (degree scaler, d_i: graph degree)
-    x_out = Norm(x' + FFN(x')),  x' = Norm(x + Dropout(O_h x̂))
-    e_out = Norm(e + Dropout(O_e ê))
+    x̃_i   = θ_1 ⊙ Dropout(x̂_i) + log(1 + d_i) θ_2 ⊙ Dropout(x̂_i)          (degree scaler, d_i: graph degree)
+    x'    = Norm(x + O_h x̃)                 x_out = Norm(x' + W_2 Dropout(ReLU(W_1 x')))
+    e_out = Norm(e + O_e Dropout(ê))
+
+as GRIT's ``GritTransformerLayer`` / ``MultiHeadAttentionLayerGritSparse`` (grit/layer/grit_layer.py):
+W_K and W_V without bias, xavier-normal W_Q, W_K, W_V, W_E (biases: nn.Linear's default), θ xavier-normal
+as GRIT's [1, C, 2] tensor (std sqrt(1 / (C + 1))), no dropout after the FFN's second linear. Remaining
+differences, on purpose: ρ has ``1e-8`` inside its square roots (a finite slope at 0); the softmax
+divides by the plain sum (GRIT: ``+ 1e-16``).
 
 The values depend on the edge (``W_Ev ê_ij``), which the `sparse_attention` contract (values per key)
 does not cover, so the softmax runs on the shared CSR segment primitives. ``W_Ev`` is linear, so
@@ -33,12 +43,13 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..attention.cpu_primitives import DynamicSchedule, flat, row_chunks, use_threads
+from ..encodings.relative import rrwp
 from ..graph import Graph
 from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
 from .segment import gather_keys, gather_queries, segment_softmax, segment_sum
 
-__all__ = ["GRITAttention", "GRITLayer", "pair_hat_reference", "weighted_sums_reference"]
+__all__ = ["GRITAttention", "GRITLayer", "pair_hat_reference", "weighted_sums_reference", "rrwp_pairs"]
 
 EPS = 1e-8  # inside ρ's square roots: a finite slope at 0
 
@@ -46,6 +57,19 @@ EPS = 1e-8  # inside ρ's square roots: a finite slope at 0
 def signed_sqrt(u: Tensor) -> Tensor:
     """sign(u) sqrt(|u|) with a finite gradient at 0."""
     return torch.sqrt(torch.relu(u) + EPS) - torch.sqrt(torch.relu(-u) + EPS)
+
+
+def rrwp_pairs(graph: Graph, pattern: Graph, steps: int) -> Tensor:
+    """[E, steps] ``[I, M, ..., M^(steps-1)][j, i]`` for each entry (query i, key j) of ``pattern``, the
+    orientation of GRIT's code: the probability that a walk from the key reaches the query.
+
+    `sparsegt.encodings.rrwp` gives ``[i, j]`` (from the query); this evaluates it on the transposed
+    pattern and puts each value back on its entry. Example, the path 0 - 1 - 2: entry (query 1, key 0)
+    gets ``M[0, 1] = 1`` at step 1 (node 0's only neighbour is 1) and (query 0, key 1) gets ``M[1, 0] = 1/2``.
+    """
+    transposed = pattern.transpose()  # entry t is the pattern's entry csc()[2][t], reversed
+    values = rrwp(graph, transposed, steps)
+    return torch.empty_like(values).index_copy_(0, pattern.csc()[2], values)
 
 
 def pair_hat_reference(q: Tensor, k: Tensor, e_weight: Tensor, e_bias: Tensor, pattern: Graph) -> Tensor:
@@ -213,7 +237,9 @@ class GRITAttention(nn.Module):
             raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
         self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
         self.clamp, self.fused = clamp, fused
-        self.qkv = nn.Linear(channels, 3 * channels)
+        self.query = nn.Linear(channels, channels)
+        self.key = nn.Linear(channels, channels, bias=False)    # GRIT: use_bias = False for K and V
+        self.value = nn.Linear(channels, channels, bias=False)
         self.edge_lin = nn.Linear(channels, 2 * channels)  # W_Ew (first C outputs) and W_Eb
         self.score = nn.Parameter(torch.empty(num_heads, self.head_dim))                       # w_A
         self.edge_value = nn.Parameter(torch.empty(num_heads, self.head_dim, self.head_dim))  # W_Ev
@@ -221,14 +247,15 @@ class GRITAttention(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.qkv.reset_parameters()
-        self.edge_lin.reset_parameters()
+        for linear in (self.query, self.key, self.value, self.edge_lin):
+            linear.reset_parameters()  # the biases keep nn.Linear's default, as in GRIT
+            nn.init.xavier_normal_(linear.weight)
         nn.init.xavier_normal_(self.score)
         nn.init.xavier_normal_(self.edge_value)
 
     def forward(self, x: Tensor, pattern: Graph, pair: Tensor) -> tuple[Tensor, Tensor]:
         H, D, C = self.num_heads, self.head_dim, self.channels
-        q, k, v = self.qkv(x).view(-1, 3, H, D).unbind(1)
+        q, k, v = (linear(x).view(-1, H, D) for linear in (self.query, self.key, self.value))
         # W_Ew e and W_Eb e as two products, not one [E, 2C] output: neither is kept for the backward.
         weight, bias = self.edge_lin.weight, self.edge_lin.bias
         e_bias = F.linear(pair, weight[C:], bias[C:])                                # [E, C]
@@ -268,10 +295,18 @@ class GRITLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm_node = make_norm(norm, channels)
         self.norm_pair = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout)
+        self.feed_forward = FeedForward(channels, 2, dropout, output_dropout=False)
         self.norm_out = make_norm(norm, channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in (self.attention, self.node_out, self.pair_out, self.norm_node, self.norm_pair,
+                       self.feed_forward, self.norm_out):
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         if self.degree_scaler is not None:
-            nn.init.xavier_normal_(self.degree_scaler)
+            # GRIT's deg_coef [1, C, 2] under xavier_normal_: fan_in 2C, fan_out 2
+            nn.init.normal_(self.degree_scaler, std=(1.0 / (self.degree_scaler.shape[1] + 1)) ** 0.5)
 
     def forward(self, x: Tensor, pattern: Graph, pair: Tensor, log_degree: Tensor | None = None
                 ) -> tuple[Tensor, Tensor]:
@@ -279,10 +314,11 @@ class GRITLayer(nn.Module):
         if pair.shape[0] != pattern.num_edges:
             raise ValueError(f"pair has {pair.shape[0]} rows but the pattern has {pattern.num_edges} entries")
         h, pair_hat = self.attention(x, pattern, pair)
+        h = self.dropout(h)
         if self.degree_scaler is not None:
             if log_degree is None:
                 raise ValueError("GRITLayer(degree_scaler=True) needs log_degree [N] = log(1 + degree)")
             h = h * self.degree_scaler[0] + h * log_degree.to(h.dtype)[:, None] * self.degree_scaler[1]
-        h = self.norm_node(x + self.dropout(self.node_out(h)))
-        pair = self.norm_pair(pair + self.dropout(self.pair_out(pair_hat)))
+        h = self.norm_node(x + self.node_out(h))
+        pair = self.norm_pair(pair + self.pair_out(self.dropout(pair_hat)))
         return self.norm_out(h + self.feed_forward(h)), pair
