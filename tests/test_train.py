@@ -32,13 +32,7 @@ from sparsegt.train.schedule import warmup_cosine_lr
 from sparsegt.train.trainer import Trainer, TrainingDiverged, seed_everything
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a loaded 2-core machine: one thread avoids OpenMP spin-waits (20x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------- stand-ins
