@@ -31,7 +31,6 @@ from sparsegt.train.run import train_run
 from sparsegt.train.schedule import warmup_cosine_lr
 from sparsegt.train.trainer import Trainer, TrainingDiverged, seed_everything
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
