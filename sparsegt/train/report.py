@@ -36,6 +36,8 @@ def print_run_table(summaries: list[dict[str, Any]], console: Console) -> None:
         ("best epoch", "right"),
         (f"val {metric}", "right"),
         (f"test {metric}", "right"),
+        ("test per batch", "right"),
+        ("final test", "right"),
         ("time", "right"),
         ("params", "right"),
     ):
@@ -49,10 +51,15 @@ def print_run_table(summaries: list[dict[str, Any]], console: Console) -> None:
             str(s["best_epoch"] or "-"),
             format_metric(metric, s["val_metric"]),
             format_metric(metric, s["test_metric"]),
+            format_metric(metric, s.get("test_metric_per_batch")),
+            format_metric(metric, s.get("final_test_metric")),
             format_seconds(s["train_time_s"]),
             f"{s.get('num_parameters', 0):,}",
         )
     console.print(table)
+    console.print(f"test {metric}: the whole test split at the best validation epoch (GraphGPS); per batch: the "
+                  "mean over evaluation batches in split order (Benchmarking-GNNs, GT); final: the last epoch's "
+                  "model (GT)", highlight=False, style="dim")
     for s in summaries:
         if s.get("run_dir"):
             console.print(f"run directory: {s['run_dir']}", highlight=False)
