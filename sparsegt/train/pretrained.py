@@ -51,17 +51,23 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
     """
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir / checkpoint)
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    config = load_config(run_dir / "config.yaml")
+    # the record of the checkpoint's epoch in metrics.jsonl (a run still training has no summary.json yet)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    record = next((r for r in records if r["epoch"] == state.get("epoch")), {})
     folder = (Path(root) if root is not None else pretrained_root()) / name
     folder.mkdir(parents=True, exist_ok=True)
-    dump_config(load_config(run_dir / "config.yaml"), folder / "config.yaml")
+    dump_config(config, folder / "config.yaml")
     torch.save({k: v.detach().cpu() for k, v in state["model"].items()}, folder / "model.pt")
+    from ..data.catalog import get_card
+
     card = {
         "name": name,
         "status": status,
-        "metric": summary.get("metric"),
-        "test_metric": state.get("test_metric"),
-        "test_metric_per_batch": summary.get("test_metric_per_batch"),
+        "metric": get_card(config.data.name).metric,
+        "test_metric": record.get("test_metric", state.get("test_metric")),
+        "test_metric_per_batch": record.get("test_metric_per_batch"),
+        "val_metric": record.get("val_metric"),
         "epoch": None if state.get("epoch") is None else int(state["epoch"]) + 1,
         "published": published,
         "published_source": source,
