@@ -20,7 +20,7 @@ fast CSR attention kernel, offline datasets, and a trainer.
 
 EPILOG = """\
 examples:
-  sparsegt train                                   the built-in demo (GPS on CSL with and without attention/PE, ~2 min)
+  sparsegt train                                   the built-in demo: GPS with and without attention/PE, ~2-4 min
   sparsegt train --preset gps-pattern              GraphGPS on full PATTERN, published hyperparameters
   sparsegt train --preset gps-pattern train.epochs=10 data.batch_size=64
   sparsegt train --config my.yaml --seeds 0 1 2 3  four seeds, mean +- std

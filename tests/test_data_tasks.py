@@ -84,18 +84,56 @@ def test_relay_label_is_feature_k_steps_ahead(tmp_path):
         load_dataset("relay", root=tmp_path, num_nodes=10, k=10)
 
 
+def test_marker_labels_need_the_marker_and_the_own_value(tmp_path):
+    d = load_dataset("marker", root=tmp_path, num_train=12, num_val=3, num_test=4, min_nodes=6, max_nodes=15,
+                     num_classes=3)
+    assert (len(d.train), len(d.val), len(d.test)) == (12, 3, 4)
+    sizes = set()
+    for g in [*d.train, *d.val, *d.test]:
+        g.validate()
+        n = g.num_nodes
+        sizes.add(n)
+        assert 6 <= n <= 15 and g.num_edges == 2 * n and g.edge_attr is None
+        ring = nx.Graph(g.to_networkx().to_undirected())
+        assert nx.is_isomorphic(ring, nx.cycle_graph(n)), "one ring through every node"
+        marker_value, own = g.x[:, 0], g.x[:, 1]
+        [marker] = marker_value.nonzero().flatten().tolist()
+        assert 1 <= int(marker_value[marker]) <= 3 and 0 <= int(own.min()) and int(own.max()) < 3
+        hops = nx.single_source_shortest_path_length(ring, marker)
+        for node in range(n):
+            assert int(g.y[node]) == (int(own[node]) + int(marker_value[marker])) % 3
+            assert int(g.node_data["distance"][node]) == hops[node]
+    assert len(sizes) > 3, "the ring sizes vary"
+    assert (d.task.level, d.task.kind, d.task.num_outputs, d.task.metric) == ("node", "multiclass", 3, "accuracy")
+    assert d.node_features.cardinalities == (4, 3) and d.edge_features.kind == "none"
+    again = load_dataset("marker", root=tmp_path / "elsewhere", num_train=12, num_val=3, num_test=4, min_nodes=6,
+                         max_nodes=15, num_classes=3)
+    other = load_dataset("marker", root=tmp_path, num_train=12, num_val=3, num_test=4, min_nodes=6, max_nodes=15,
+                         num_classes=3, seed=1)
+    for a, b in zip(d.test, again.test, strict=True):
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert any(not torch.equal(a.x, b.x) for a, b in zip(d.test, other.test, strict=True)), "the seed matters"
+    default = load_dataset("marker", root=tmp_path)
+    assert (len(default.train), len(default.val), len(default.test)) == (1000, 200, 200)
+    assert min(g.num_nodes for g in default.train) >= 48 and max(g.num_nodes for g in default.train) <= 96
+    with pytest.raises(ValueError):
+        load_dataset("marker", root=tmp_path, min_nodes=10, max_nodes=5)
+    with pytest.raises(ValueError):
+        load_dataset("marker", root=tmp_path, num_classes=1)
+
+
 def test_catalog_names_and_cards():
     cards = list_datasets()
     names = {c.name for c in cards}
     assert {"pattern", "cluster", "csl", "qm9", "b3db", "solubility", "freesolv", "moses-plogp",
-            "reachability", "relay"} <= names
+            "reachability", "relay", "marker"} <= names
     assert len(names) == len(cards)
     for entry in DATASETS.values():
         assert entry.card.metric in HIGHER_IS_BETTER
         assert entry.card.licence and entry.card.source and entry.card.size
     for required in ("pattern", "cluster", "pattern-small", "cluster-small", "pattern-tiny", "cluster-tiny",
                      "csl", "qm9", "qm9-small", "b3db", "solubility", "freesolv", "moses-plogp",
-                     "moses-plogp-small", "reachability", "relay"):
+                     "moses-plogp-small", "reachability", "relay", "marker"):
         assert required in DATASETS
     assert get_card("Pattern_Small").name == "pattern"
     with pytest.raises(ValueError, match="'pattern'"):

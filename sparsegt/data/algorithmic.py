@@ -11,6 +11,15 @@ label, balanced 50/50. The query is marked in the node features (0 = other node,
 uniform in ``{0..num_classes-1}`` (``x[:, 0]``); node i must output the value of the node ``k`` steps
 ahead along the ring. Edges are stored both ways with ``edge_attr`` 0 = "ahead", 1 = "behind". A
 message-passing model needs >= k layers; global attention needs positions (any PE) instead.
+
+**marker** (marker readout on rings): a ring of ``min_nodes..max_nodes`` nodes in random order; one node
+carries a marker value ``m`` in ``{1..num_classes}`` (``x[:, 0]``, 0 on every other node) and every node its
+own value ``a`` in ``{0..num_classes-1}`` (``x[:, 1]``); node i must output ``(a_i + m) mod num_classes``.
+The label needs the far-away marker and the node's own value, so no graph-level answer solves it. An
+L-layer message-passing model sees the marker only from the ``2L + 1`` nodes within L hops (elsewhere it can
+do no better than chance, ``1 / num_classes``); one attention layer over the whole graph sees it from
+every node, and needs no positions to find it (the marker is in the features). ``node_data["distance"]``
+holds each node's hop distance to the marker. Undirected edges, no edge features.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from .dataset import Dataset, DatasetCard
 from .spec import FeatureSpec, TaskSpec
 
 __all__ = ["reachability_graph", "relay_graph", "load_reachability", "load_relay", "REACHABILITY_CARD",
-           "RELAY_CARD"]
+           "RELAY_CARD", "marker_graph", "load_marker", "MARKER_CARD"]
 
 GENERATOR_VERSION = 1
 
@@ -45,6 +54,16 @@ RELAY_CARD = DatasetCard(
     licence="MIT (generator); data generated locally",
     description="Long-range task: the answer of node i is the feature of node i+k; local message passing "
                 "needs k layers, global attention needs positional encodings.")
+
+MARKER_CARD = DatasetCard(
+    name="marker", task="node classification ((own value + value of the one marked node) mod C, on a ring)",
+    size="default 1,000 / 200 / 200 rings of 48-96 nodes, C = 4 (num_train, min_nodes, max_nodes, num_classes "
+         "options)",
+    metric="accuracy", source="generated: marker readout on rings, seeded",
+    licence="MIT (generator); data generated locally",
+    description="Long-range task: every node needs the value of one marked node, mostly far away; an L-layer "
+                "MPNN sees it from the 2L+1 nodes within L hops (chance elsewhere), attention over the graph "
+                "from every node in one layer.")
 
 
 def _directed_pair_graph(num_nodes: int, src: np.ndarray, dst: np.ndarray, x: np.ndarray,
@@ -171,3 +190,48 @@ def load_relay(*, num_train: int = 1000, num_val: int = 200, num_test: int = 200
                    edge_features=FeatureSpec("categorical", (2,)), card=RELAY_CARD,
                    info={"num_nodes": num_nodes, "k": k, "num_classes": num_classes, "seed": seed,
                          "cache_file": str(path)})
+
+
+def marker_graph(rng: np.random.Generator, num_nodes: int, num_classes: int) -> Graph:
+    """A ring of ``num_nodes`` nodes in random order, one marked; y[i] = (x[i, 1] + marker value) mod C."""
+    ring = rng.permutation(num_nodes)  # ring[p] = node at ring position p
+    marker = int(rng.integers(num_nodes))
+    value = int(rng.integers(1, num_classes + 1))
+    own = rng.integers(num_classes, size=num_nodes)
+    x = np.zeros((num_nodes, 2), dtype=np.int64)
+    x[marker, 0], x[:, 1] = value, own
+    position = np.empty(num_nodes, dtype=np.int64)
+    position[ring] = np.arange(num_nodes)
+    offset = np.abs(position - position[marker])
+    distance = np.minimum(offset, num_nodes - offset)
+    src, dst = ring, np.roll(ring, -1)
+    edge_index = torch.from_numpy(np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])]))
+    return Graph.from_edge_index(edge_index, num_nodes, x=torch.from_numpy(x),
+                                 node_data={"y": torch.from_numpy((own + value) % num_classes),
+                                            "distance": torch.from_numpy(distance)})
+
+
+def load_marker(*, num_train: int = 1000, num_val: int = 200, num_test: int = 200, min_nodes: int = 48,
+                max_nodes: int = 96, num_classes: int = 4, root=None, seed: int = 0,
+                progress: bool = False) -> Dataset:
+    """Marker readout on rings of ``min_nodes..max_nodes`` nodes with ``num_classes`` values."""
+    if not 3 <= min_nodes <= max_nodes:
+        raise ValueError(f"need 3 <= min_nodes <= max_nodes, got {min_nodes}, {max_nodes}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+
+    def build() -> dict[str, list[Graph]]:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x3A7CE5]))
+        return {split: [marker_graph(rng, int(rng.integers(min_nodes, max_nodes + 1)), num_classes)
+                        for _ in range(count)]
+                for split, count in (("train", num_train), ("val", num_val), ("test", num_test))}
+
+    params = {"generator": GENERATOR_VERSION, "seed": seed, "sizes": [num_train, num_val, num_test],
+              "nodes": [min_nodes, max_nodes], "num_classes": num_classes}
+    splits, path, _ = cached_splits("marker", params, build, root, progress)
+    return Dataset("marker", splits["train"], splits["val"], splits["test"],
+                   task=TaskSpec("node", "multiclass", num_classes, "accuracy", True),
+                   node_features=FeatureSpec("categorical", (num_classes + 1, num_classes)),
+                   edge_features=FeatureSpec(), card=MARKER_CARD,
+                   info={"min_nodes": min_nodes, "max_nodes": max_nodes, "num_classes": num_classes,
+                         "seed": seed, "cache_file": str(path)})

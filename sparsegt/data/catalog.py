@@ -36,6 +36,7 @@ DATASETS: dict[str, CatalogEntry] = {
     "csl": CatalogEntry(csl.CSL_CARD, csl.load_csl),
     "reachability": CatalogEntry(algorithmic.REACHABILITY_CARD, algorithmic.load_reachability),
     "relay": CatalogEntry(algorithmic.RELAY_CARD, algorithmic.load_relay),
+    "marker": CatalogEntry(algorithmic.MARKER_CARD, algorithmic.load_marker),
     "qm9": CatalogEntry(molecules.QM9_CARD, molecules.load_qm9, {"size": "full"}),
     "qm9-small": CatalogEntry(molecules.QM9_CARD, molecules.load_qm9, {"size": "small"}),
     "b3db": CatalogEntry(molecules.B3DB_CARD, molecules.load_b3db, {"size": "full"}),
