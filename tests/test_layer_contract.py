@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from sparsegt import Graph
 from sparsegt.data.spec import FeatureSpec, TaskSpec
 from sparsegt.encodings import add_encodings
 from sparsegt.models import PRESETS, GraphTransformer, ModelConfig, required_encodings
+from sparsegt.models.families import FAMILIES, Family
+from sparsegt.nn import LayerState
 
 FIXTURE = Path(__file__).parent / "fixtures" / "layer_contract.pt"
 DT = torch.float64
@@ -164,6 +168,67 @@ def test_state_dict_keys_initial_weights_and_outputs_are_unchanged(name, fixture
     got = record(config, level, edge_features)
     torch.testing.assert_close(got["eval"], expected["eval"], rtol=0, atol=1e-12)
     torch.testing.assert_close(got["train"], expected["train"], rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- a new family: one line in the table
+class ToyLayer(nn.Module):
+    """``x' = x + tanh(W x) * s``, ``s``: a scale shared by all layers (read from ``state.context``)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(hidden, hidden)
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, state: LayerState) -> LayerState:
+        return replace(state, x=state.x + torch.tanh(self.lin(state.x)) * state.context)
+
+
+class ToyFamily(Family):
+    @staticmethod
+    def make_layer(config, edge_features):
+        return ToyLayer(config.hidden)
+
+    @staticmethod
+    def make_shared(config):
+        return {"toy_scale": nn.Parameter(torch.full((1,), 0.5))}
+
+    @staticmethod
+    def prepare(model, state):
+        return replace(state, context=model.toy_scale)
+
+
+def test_a_new_family_is_a_layer_and_one_line_in_the_table(monkeypatch):
+    monkeypatch.setitem(FAMILIES, "toy", ToyFamily)  # the one line
+    config = ModelConfig(layer="toy", num_layers=3, hidden=8, num_heads=2, head_layers=1)
+    model = build(config, "node", True).eval()
+    assert all(isinstance(layer, ToyLayer) for layer in model.layers) and len(model.layers) == 3
+    assert "toy_scale" in model.state_dict()
+    batch = make_batch(config, True)
+    with torch.no_grad():
+        out = model(batch)
+        x = model.encode(batch).x
+        for layer in model.layers:
+            x = x + torch.tanh(layer.lin(x)) * model.toy_scale
+        torch.testing.assert_close(out, model.head(x))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="model.layer must be one of"):
+        ModelConfig(layer="toy")
+
+
+@pytest.mark.parametrize("name", ["gps-gine-full", "gt-edges", "grit-edges", "exphormer-gatedgcn", "mpnn_vn-gine",
+                                  "topk", "gcn", "gps-gatedgcn-performer"])
+def test_every_layer_resets_its_parameters(name):
+    config, level, edge_features = cases()[name]
+    model = build(config, level, edge_features)
+    for layer in model.layers:
+        before = {k: v.clone() for k, v in layer.state_dict().items()}
+        torch.manual_seed(5)
+        layer.reset_parameters()
+        changed = [k for k, v in layer.state_dict().items() if v.dtype.is_floating_point and v.numel() > 1
+                   and not torch.equal(v, before[k]) and k.endswith("weight") and v.dim() >= 2]
+        assert changed, f"{type(layer).__name__}.reset_parameters() drew no new weight"
 
 
 def regenerate() -> None:

@@ -125,6 +125,8 @@ class GatedGCNConv(nn.Module):
         residual: add the inputs to the outputs.
     """
 
+    accepts_edge_scale = True  # forward(..., edge_scale=): EquivStableLapPE's gate (ExphormerLayer)
+
     def __init__(self, channels: int, dropout: float = 0.0, batch_norm: bool = True,
                  residual: bool = True) -> None:
         super().__init__()

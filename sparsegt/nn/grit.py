@@ -31,10 +31,13 @@ each row, run in fused numba kernels (`sparsegt.nn.grit_kernels`) whose backward
 ê [E, C] (which the pair update keeps anyway) and a few [E, H] tensors for the backward. Elsewhere (GPU,
 other dtypes, ``fused=False``) the same equations run as torch ops (`pair_hat_reference`,
 `weighted_sums_reference`).
-Shapes: ``x`` [N, C]; ``pattern`` [N, N] with E entries; ``pair`` [E, C]; ``log_degree`` [N].
+Shapes (the fields of the `LayerState` a layer reads): ``x`` [N, C]; ``pattern`` [N, N] with E entries;
+``pair`` [E, C]; ``context``: the log degree ``log(1 + d)`` [N].
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -48,6 +51,7 @@ from ..graph import Graph
 from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
 from .segment import gather_keys, gather_queries, segment_softmax, segment_sum
+from .state import LayerState
 
 __all__ = ["GRITAttention", "GRITLayer", "pair_hat_reference", "weighted_sums_reference", "rrwp_pairs"]
 
@@ -308,17 +312,18 @@ class GRITLayer(nn.Module):
             # GRIT's deg_coef [1, C, 2] under xavier_normal_: fan_in 2C, fan_out 2
             nn.init.normal_(self.degree_scaler, std=(1.0 / (self.degree_scaler.shape[1] + 1)) ** 0.5)
 
-    def forward(self, x: Tensor, pattern: Graph, pair: Tensor, log_degree: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
-        """x [N, C], pattern [N, N] (E entries), pair [E, C], log_degree [N] = log(1 + graph degree)."""
+    def forward(self, state: LayerState) -> LayerState:
+        """``state.x`` [N, C], ``state.pattern`` [N, N] (E entries), ``state.pair`` [E, C],
+        ``state.context`` [N] = log(1 + graph degree) -> the state with new ``x`` and ``pair``."""
+        x, pattern, pair, log_degree = state.x, state.pattern, state.pair, state.context
         if pair.shape[0] != pattern.num_edges:
             raise ValueError(f"pair has {pair.shape[0]} rows but the pattern has {pattern.num_edges} entries")
         h, pair_hat = self.attention(x, pattern, pair)
         h = self.dropout(h)
         if self.degree_scaler is not None:
             if log_degree is None:
-                raise ValueError("GRITLayer(degree_scaler=True) needs log_degree [N] = log(1 + degree)")
+                raise ValueError("GRITLayer(degree_scaler=True) needs state.context = log(1 + degree) [N]")
             h = h * self.degree_scaler[0] + h * log_degree.to(h.dtype)[:, None] * self.degree_scaler[1]
         h = self.norm_node(x + self.node_out(h))
         pair = self.norm_pair(pair + self.pair_out(self.dropout(pair_hat)))
-        return self.norm_out(h + self.feed_forward(h)), pair
+        return replace(state, x=self.norm_out(h + self.feed_forward(h)), pair=pair)
