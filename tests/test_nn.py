@@ -279,8 +279,8 @@ def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
     signed = torch.sqrt(torch.relu(u) + 1e-8) - torch.sqrt(torch.relu(-u) + 1e-8)
     pair_hat = torch.relu(signed + e_bias)
     score = torch.einsum("ehd,hd->eh", pair_hat, attention.score).contiguous()  # dropout draws in memory order
-    if attention.clamp is not None:
-        score = score.clamp(-attention.clamp, attention.clamp)
+    if attention.score_clamp is not None:
+        score = score.clamp(-attention.score_clamp, attention.score_clamp)
     weight = attention.attn_dropout(segment_softmax(pattern, score))
     message = v[pattern.indices] + torch.einsum("ehd,hdc->ehc", pair_hat, attention.edge_value)
     h = layer.dropout(segment_sum(pattern, weight[..., None] * message).reshape(-1, Cc))
@@ -296,7 +296,7 @@ def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
 def test_grit_layer_equals_its_equations_forward_and_backward(fused, dtype, clamp):
     """The fused CPU kernels (and the torch-ops path) give GRIT's equations, clamp and dropout included."""
     torch.manual_seed(11)
-    layer = GRITLayer(C, H, dropout=0.1, attn_dropout=0.3, clamp=clamp).to(dtype).train()
+    layer = GRITLayer(C, H, dropout=0.1, attn_dropout=0.3, score_clamp=clamp).to(dtype).train()
     layer.attention.fused = fused
     batch = Graph.batch(awkward_graphs(11))
     pattern = full(batch)

@@ -37,7 +37,8 @@ class SparseMultiheadAttention(nn.Module):
 
     Args:
         embed_dim: C, the model width (input and output). num_heads: H; C must be divisible by H.
-        dropout: attention dropout on the normalised weights (training only).
+        dropout: attention dropout on the normalised weights (training only; ``torch.nn.MultiheadAttention``'s
+            name, kept as the attribute ``attn_dropout``).
         bias: add biases to the input/output projections. qkv_bias: biases on the q, k, v (and edge)
             projections only (default: ``bias``; GT has none there but one on its output projection).
         edge_dim: width of ``edge_attr`` to project, if ``edge_mode`` is set.
@@ -59,7 +60,7 @@ class SparseMultiheadAttention(nn.Module):
         if edge_mode is not None and not edge_dim:
             raise ValueError(f"edge_mode={edge_mode!r} needs edge_dim (the width of edge_attr)")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
-        self.dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
+        self.attn_dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
         self.score_clamp = score_clamp
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         qkv_bias = bias if qkv_bias is None else qkv_bias
@@ -151,7 +152,8 @@ class SparseMultiheadAttention(nn.Module):
         if return_edge_products:
             products = gather_queries(pattern, q) * gather_keys(pattern, k)
             products = (products if gate is None else products * gate) * self.head_dim ** -0.5
-        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate, dropout_p=self.dropout if self.training else 0.0,
+        dropout_p = self.attn_dropout if self.training else 0.0
+        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate, dropout_p=dropout_p,
                                score_clamp=self.score_clamp, backend=self.backend)
         out = self.out_proj(out.reshape(-1, self.embed_dim))
         return out if products is None else (out, products)

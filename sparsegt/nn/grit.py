@@ -229,18 +229,19 @@ class GRITAttention(nn.Module):
     """GRIT's attention over a pattern with pair representations. Returns ``(x̂ [N, C], ê [E, C])``.
 
     Args:
-        channels: C. num_heads: H. attn_dropout: on the attention weights. clamp: score clamp or None.
+        channels: C. num_heads: H. attn_dropout: on the attention weights. score_clamp: the scores are
+            clamped to [-c, c] before the softmax (GRIT: 5), or None.
         fused: use the fused CPU kernels when the inputs allow (float32/64 on the CPU); False forces
             the torch-ops path (the same equations).
     """
 
     def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0,
-                 clamp: float | None = 5.0, fused: bool = True) -> None:
+                 score_clamp: float | None = 5.0, fused: bool = True) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
         self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
-        self.clamp, self.fused = clamp, fused
+        self.score_clamp, self.fused = score_clamp, fused
         self.query = nn.Linear(channels, channels)
         self.key = nn.Linear(channels, channels, bias=False)    # GRIT: use_bias = False for K and V
         self.value = nn.Linear(channels, channels, bias=False)
@@ -271,7 +272,7 @@ class GRITAttention(nn.Module):
             pair_hat = pair_hat_reference(q, k, e_weight, e_bias, pattern)           # [E, C]
             # w_A · ê_ij per head as one [E, C] x [C, H] product (block-diagonal w_A)
             score = pair_hat @ torch.block_diag(*self.score[:, :, None])            # [E, H]
-        attn = self.attn_dropout(_ClampedSoftmax.apply(score, pattern, self.clamp))  # [E, H]
+        attn = self.attn_dropout(_ClampedSoftmax.apply(score, pattern, self.score_clamp))  # [E, H]
         if fused:
             value_sum, pair_sum = _WeightedSums.apply(attn, v, pair_hat, pattern)
         else:
@@ -286,13 +287,13 @@ class GRITLayer(nn.Module):
     Args:
         channels: C. num_heads: H. dropout: residual-branch dropout. attn_dropout: on the weights.
         norm: ``"batch"`` (GRIT default) or ``"layer"``. degree_scaler: apply the log-degree scaler.
-        clamp: score clamp (GRIT: 5), None for none.
+        score_clamp: score clamp (GRIT: 5), None for none.
     """
 
     def __init__(self, channels: int, num_heads: int, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 norm: str = "batch", degree_scaler: bool = True, clamp: float | None = 5.0) -> None:
+                 norm: str = "batch", degree_scaler: bool = True, score_clamp: float | None = 5.0) -> None:
         super().__init__()
-        self.attention = GRITAttention(channels, num_heads, attn_dropout, clamp)
+        self.attention = GRITAttention(channels, num_heads, attn_dropout, score_clamp)
         self.degree_scaler = nn.Parameter(torch.empty(2, channels)) if degree_scaler else None
         self.node_out = nn.Linear(channels, channels)
         self.pair_out = nn.Linear(channels, channels)

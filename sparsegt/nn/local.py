@@ -37,7 +37,7 @@ def make_local(local: str | nn.Module | None, hidden: int, dropout: float = 0.0,
     if local == "gine":
         return GINEConv(hidden)
     if local == "gatedgcn":
-        return GatedGCNConv(hidden, dropout=dropout, batch_norm=norm == "batch")
+        return GatedGCNConv(hidden, dropout=dropout, norm=norm)
     return None
 
 

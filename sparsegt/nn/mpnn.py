@@ -36,7 +36,7 @@ class MPNNLayer(nn.Module):
             raise ValueError(f"kind must be one of {MPNN_KINDS}, got {kind!r}")
         self.kind = kind
         if kind == "gatedgcn":
-            self.conv: nn.Module = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
+            self.conv: nn.Module = GatedGCNConv(channels, dropout=dropout, norm=norm)
         else:
             self.conv = GINEConv(channels) if kind == "gine" else GCNConv(channels, channels)
             self.norm = make_norm(norm, channels)
