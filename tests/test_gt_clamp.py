@@ -4,11 +4,12 @@ a change once they leave it, and the same through the CPU kernel and the torch r
 import torch
 
 from sparsegt import Graph
-from sparsegt.nn import GTLayer
+from sparsegt.nn import GTLayer, LayerState
 
 
 def outputs(layer, x, g, edge_attr):
-    out, edges = layer(x, g, edge_attr)
+    state = layer(LayerState(x, g, edge_attr))
+    out, edges = state.x, state.edge_attr
     return out if edges is None else torch.cat([out.flatten(), edges.flatten()])
 
 

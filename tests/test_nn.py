@@ -9,12 +9,14 @@ import torch
 from sparsegt import Graph
 from sparsegt.nn import (
     ExphormerEmbeddings,
+    ExphormerInputs,
     ExphormerLayer,
     GCNConv,
     GINEConv,
     GPSLayer,
     GRITLayer,
     GTLayer,
+    LayerState,
     MPNNLayer,
     MPNNVirtualNodeLayer,
     PerformerAttention,
@@ -70,25 +72,29 @@ def pair_features(x: torch.Tensor, pattern: Graph) -> torch.Tensor:
     return torch.tanh(x[pattern.row_index()] * x[pattern.indices] + x[pattern.indices])
 
 
+def grit_state(x: torch.Tensor, batch: Graph, pattern: Graph, pair: torch.Tensor) -> LayerState:
+    return LayerState(x, batch, pattern=pattern, pair=pair, context=torch.log1p(batch.degree().to(x.dtype)))
+
+
 def make_layer(name: str):
     torch.manual_seed(0)
     if name.startswith("gps"):
         _, local, attention = name.split("-")
         module = GPSLayer(C, H, local, attention, dropout=0.1, attn_dropout=0.1, topk=3,
                           performer_features=16)
-        return module, lambda x, b, e: module(x, b, e)[0]
+        return module, lambda x, b, e: module(LayerState(x, b, e)).x
     if name == "gt":
         module = GTLayer(C, H, dropout=0.1)
-        return module, lambda x, b, e: module(x, b)[0]
+        return module, lambda x, b, e: module(LayerState(x, b)).x
     if name == "gt-edge":
         module = GTLayer(C, H, dropout=0.1, edge_features=True, norm="layer")
-        return module, lambda x, b, e: module(x, b, e)[0]
+        return module, lambda x, b, e: module(LayerState(x, b, e)).x
     if name == "grit":
         module = GRITLayer(C, H, dropout=0.1, attn_dropout=0.1)
 
         def call(x, b, e):
             pattern = full(b)
-            return module(x, pattern, pair_features(x, pattern), torch.log1p(b.degree().to(x.dtype)))[0]
+            return module(grit_state(x, b, pattern, pair_features(x, pattern))).x
         return module, call
     if name.startswith("exphormer"):
         degree = 0 if name.endswith("noexp") else 4
@@ -97,19 +103,19 @@ def make_layer(name: str):
 
         def call(x, b, e):
             structure = exphormer_pattern(b, degree, 2)
-            return module(x, b, structure, e, embeddings.virtual_states(b.num_graphs),
-                          edge_types=embeddings.edge_types(), attention_edge_attr=e)[0]
+            return module(LayerState(x, b, e, pattern=structure, virtual=embeddings.virtual_states(b.num_graphs),
+                                     context=ExphormerInputs(embeddings.edge_types(), e))).x
         return module, call
     if name == "mpnn_vn":
         module = MPNNVirtualNodeLayer(C, "gine", dropout=0.1)
         vn = torch.randn(1, C, dtype=DT)
-        return module, lambda x, b, e: module(x, b, e, vn.expand(b.num_graphs, -1))[0]
+        return module, lambda x, b, e: module(LayerState(x, b, e, virtual=vn.expand(b.num_graphs, -1))).x
     if name == "topk":
         module = TopKAttentionLayer(C, H, k=3, dropout=0.1, attn_dropout=0.1)
-        return module, lambda x, b, e: module(x, b)
+        return module, lambda x, b, e: module(LayerState(x, b)).x
     if name.startswith("mpnn-"):
         module = MPNNLayer(name.split("-")[1], C, dropout=0.1)
-        return module, lambda x, b, e: module(x, b, e)[0]
+        return module, lambda x, b, e: module(LayerState(x, b, e)).x
     if name == "performer":
         module = PerformerAttention(C, H, num_features=16)
         return module, lambda x, b, e: module(x, b)
@@ -192,14 +198,14 @@ def test_gps_layer_full_attention_equals_dense_multihead_attention():
     # non-trivial BatchNorm statistics, then evaluation mode
     layer.train()
     warm_up = Graph.batch(awkward_graphs(9) * 3)
-    layer(torch.randn(warm_up.num_nodes, C, dtype=DT) * 3 + 1, warm_up)
+    layer(LayerState(torch.randn(warm_up.num_nodes, C, dtype=DT) * 3 + 1, warm_up))
     layer.eval()
     mha = torch.nn.MultiheadAttention(C, H, batch_first=True, dtype=DT).eval()
     mha.load_state_dict(layer.attention.state_dict())
     graphs = awkward_graphs(4)
     batch = Graph.batch(graphs)
     with torch.no_grad():
-        out, _ = layer(batch.x, batch)
+        out = layer(LayerState(batch.x, batch)).x
         for i, graph in enumerate(graphs):
             if graph.num_nodes == 0:
                 continue
@@ -219,16 +225,18 @@ def test_gine_and_gcn_match_dense_adjacency():
     gine = GINEConv(C).to(DT)
     torch.nn.init.normal_(gine.dummy_edge)
     expected = gine.mlp(x + adjacency @ torch.relu(x + gine.dummy_edge))
-    torch.testing.assert_close(gine(x, graph), expected)
+    torch.testing.assert_close(gine(x, graph)[0], expected)
     # with edge features: a dense [N, N, C] message tensor
     messages = torch.zeros(graph.num_nodes, graph.num_nodes, C, dtype=DT)
     messages[graph.row_index(), graph.indices] = torch.relu(x[graph.indices] + graph.edge_attr)
-    torch.testing.assert_close(gine(x, graph, graph.edge_attr), gine.mlp(x + messages.sum(1)))
+    out, edge_attr = gine(x, graph, graph.edge_attr)
+    torch.testing.assert_close(out, gine.mlp(x + messages.sum(1)))
+    assert edge_attr is graph.edge_attr  # GINE returns the edge features unchanged (one local convention)
     gcn = GCNConv(C, 5).to(DT)
     a_hat = adjacency + torch.eye(graph.num_nodes, dtype=DT)
     d = a_hat.sum(1).rsqrt()
     expected = (d[:, None] * a_hat * d[None]) @ (x @ gcn.lin.weight.t()) + gcn.lin.bias
-    torch.testing.assert_close(gcn(x, graph), expected)
+    torch.testing.assert_close(gcn(x, graph)[0], expected)
 
 
 def test_performer_approaches_softmax_attention_per_graph():
@@ -255,7 +263,8 @@ def test_grit_attention_rows_are_convex_combinations():
     row_sums = segment_sum(pattern, weights)
     nonempty = pattern.degree() > 0
     torch.testing.assert_close(row_sums[nonempty], torch.ones_like(row_sums[nonempty]))
-    out, pair = layer(batch.x, pattern, pair_features(batch.x, pattern), torch.log1p(batch.degree().to(DT)))
+    state = layer(grit_state(batch.x, batch, pattern, pair_features(batch.x, pattern)))
+    out, pair = state.x, state.pair
     assert out.shape == batch.x.shape and pair.shape == (pattern.num_edges, C)
 
 
@@ -270,8 +279,8 @@ def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
     signed = torch.sqrt(torch.relu(u) + 1e-8) - torch.sqrt(torch.relu(-u) + 1e-8)
     pair_hat = torch.relu(signed + e_bias)
     score = torch.einsum("ehd,hd->eh", pair_hat, attention.score).contiguous()  # dropout draws in memory order
-    if attention.clamp is not None:
-        score = score.clamp(-attention.clamp, attention.clamp)
+    if attention.score_clamp is not None:
+        score = score.clamp(-attention.score_clamp, attention.score_clamp)
     weight = attention.attn_dropout(segment_softmax(pattern, score))
     message = v[pattern.indices] + torch.einsum("ehd,hdc->ehc", pair_hat, attention.edge_value)
     h = layer.dropout(segment_sum(pattern, weight[..., None] * message).reshape(-1, Cc))
@@ -287,7 +296,7 @@ def grit_equations(layer: GRITLayer, x, pattern, pair, log_degree):
 def test_grit_layer_equals_its_equations_forward_and_backward(fused, dtype, clamp):
     """The fused CPU kernels (and the torch-ops path) give GRIT's equations, clamp and dropout included."""
     torch.manual_seed(11)
-    layer = GRITLayer(C, H, dropout=0.1, attn_dropout=0.3, clamp=clamp).to(dtype).train()
+    layer = GRITLayer(C, H, dropout=0.1, attn_dropout=0.3, score_clamp=clamp).to(dtype).train()
     layer.attention.fused = fused
     batch = Graph.batch(awkward_graphs(11))
     pattern = full(batch)
@@ -295,7 +304,11 @@ def test_grit_layer_equals_its_equations_forward_and_backward(fused, dtype, clam
     pair0 = pair_features(x0, pattern)
     log_degree = torch.log1p(batch.degree().to(dtype))
     results = []
-    for run in (layer, lambda *a: grit_equations(layer, *a)):
+    def run_layer(x, pattern, pair, log_degree):
+        state = layer(LayerState(x, batch, pattern=pattern, pair=pair, context=log_degree))
+        return state.x, state.pair
+
+    for run in (run_layer, lambda *a: grit_equations(layer, *a)):
         torch.manual_seed(12)  # the same dropout masks in both runs
         x, pair = x0.clone().requires_grad_(True), pair0.clone().requires_grad_(True)
         out, new_pair = run(x, pattern, pair, log_degree)
@@ -444,8 +457,9 @@ def test_exphormer_layer_equals_the_reference_code(per_edge_gate):
         x, edge_attr, virtual = (t.clone().requires_grad_(True) for t in (x0, edge0, virtual0))
         gate = None if gate0 is None else gate0.clone().requires_grad_(True)
         if run == "layer":
-            out, new_edge, new_virtual = layer(x, batch, structure, edge_attr, virtual, pe=pe,
-                                               edge_types=embeddings.edge_types(), attention_edge_attr=gate)
+            state = layer(LayerState(x, batch, edge_attr, pattern=structure, virtual=virtual, pe=pe,
+                                     context=ExphormerInputs(embeddings.edge_types(), gate)))
+            out, new_edge, new_virtual = state.x, state.edge_attr, state.virtual
         else:
             out, new_edge, new_virtual, raw = exphormer_reference(layer, embeddings, batch, x, edge_attr, gate,
                                                                   pe, virtual, 4)
@@ -519,9 +533,10 @@ def test_exphormer_attention_reads_the_given_gate_features_not_the_local_edge_st
     virtual, types = embeddings.virtual_states(batch.num_graphs), embeddings.edge_types()
     states = [torch.randn(batch.num_edges, C, dtype=DT) for _ in range(2)]
     with torch.no_grad():
-        plain = [layer(batch.x, batch, structure, s, virtual, edge_types=types)[0] for s in states]
-        gated = layer(batch.x, batch, structure, states[0], virtual, edge_types=types,
-                      attention_edge_attr=states[0])[0]
+        plain = [layer(LayerState(batch.x, batch, s, pattern=structure, virtual=virtual,
+                                  context=ExphormerInputs(types))).x for s in states]
+        gated = layer(LayerState(batch.x, batch, states[0], pattern=structure, virtual=virtual,
+                                 context=ExphormerInputs(types, states[0]))).x
     torch.testing.assert_close(plain[0], plain[1])  # the local edge states do not reach the attention
     assert (gated - plain[0]).abs().max() > 1e-6      # the gate features do
 
@@ -614,7 +629,7 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="edge_mode=None"):
         attention = SparseMultiheadAttention(C, H)
         attention(batch.x.float(), pattern=batch, edge_attr=torch.zeros(batch.num_edges, C))
-    with pytest.raises(ValueError, match="needs attention_pattern"):
-        GPSLayer(C, H, attention="pattern").to(DT)(batch.x, batch)
+    with pytest.raises(ValueError, match="needs state.pattern"):
+        GPSLayer(C, H, attention="pattern").to(DT)(LayerState(batch.x, batch))
     with pytest.raises(ValueError, match="rows but the batch has"):
-        MPNNVirtualNodeLayer(C).to(DT)(batch.x, batch, None, torch.zeros(2, C, dtype=DT))
+        MPNNVirtualNodeLayer(C).to(DT)(LayerState(batch.x, batch, virtual=torch.zeros(2, C, dtype=DT)))

@@ -24,10 +24,11 @@ from typing import Any
 
 from ..encodings.encoders import LAPPE_KINDS, SIGN_FLIPS
 from ..encodings.laplacian import NORMALIZATIONS as LAP_NORMS
+from .families import FAMILIES
 
 __all__ = ["ModelConfig", "LapPEConfig", "RWSEConfig", "LAYER_KINDS"]
 
-LAYER_KINDS = ("gps", "gt", "grit", "exphormer", "mpnn_vn", "topk", "gine", "gatedgcn", "gcn")
+LAYER_KINDS = tuple(FAMILIES)  # the families of `sparsegt.models.families` (read again at validation)
 GPS_ATTENTIONS = ("full", "expander", "topk", "performer", "none")
 LOCAL_KINDS = ("gine", "gatedgcn", "none")
 POOLINGS = ("mean", "sum", "virtual")
@@ -108,7 +109,7 @@ class ModelConfig:
     """Architecture of a `GraphTransformer` (see the module docstring for a YAML example).
 
     Attributes:
-        layer: layer family (``LAYER_KINDS``). num_layers, hidden (C), num_heads (H).
+        layer: layer family (a name of ``sparsegt.models.families.FAMILIES``). num_layers, hidden (C), num_heads (H).
         local: local MPNN of gps / exphormer / mpnn_vn layers.
         attention: global attention of gps layers (``"expander"``: graph edges + a random expander;
             for virtual tokens as well use ``layer="exphormer"``).
@@ -155,7 +156,7 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("layer", self.layer, LAYER_KINDS), ("local", self.local, LOCAL_KINDS),
+        for name, value, allowed in (("layer", self.layer, tuple(FAMILIES)), ("local", self.local, LOCAL_KINDS),
                                      ("attention", self.attention, GPS_ATTENTIONS),
                                      ("pooling", self.pooling, POOLINGS), ("norm", self.norm, NORM_KINDS)):
             if value not in allowed:

@@ -4,8 +4,10 @@
     out = model(batch)      # [N, num_outputs] node-level, [B, num_outputs] graph-level, [E, ...] edge-level
 
 Read top to bottom: `forward` embeds the features (`FeatureEncoder`, plus Laplacian / random-walk
-encodings when configured), builds the attention pattern the layer family needs **once per batch**
-(`full`, expander, Exphormer's token pattern, GRIT's RRWP pairs), runs the layers, and reads out.
+encodings when configured) into a `LayerState`, lets the layer family prepare what its layers need
+**once per batch** (`Family.prepare`: `full`, expander, Exphormer's token pattern, GRIT's RRWP pairs),
+runs ``state = layer(state)`` for every layer, and reads out. The families are one explicit table,
+`sparsegt.models.families.FAMILIES`.
 Nothing depends on which graphs share a batch: patterns never cross graphs, pooling runs per graph.
 """
 
@@ -18,22 +20,10 @@ from torch import Tensor, nn
 
 from ..data.spec import FeatureSpec, TaskSpec
 from ..graph import Graph
-from ..nn import (
-    ExphormerEmbeddings,
-    ExphormerLayer,
-    GPSLayer,
-    GRITLayer,
-    GTLayer,
-    MPNNLayer,
-    MPNNVirtualNodeLayer,
-    TopKAttentionLayer,
-    exphormer_pattern,
-    rrwp_pairs,
-)
-from ..nn.segment import edge_positions
-from ..patterns import expander, full, union
+from ..nn import LayerState
 from .config import ModelConfig
-from .encoders import FeatureEncoder, RRWPEncoder
+from .encoders import FeatureEncoder
+from .families import FAMILIES, Family
 from .heads import EdgeHead, MLPHead, graph_pool
 
 __all__ = ["GraphTransformer", "required_encodings"]
@@ -55,30 +45,6 @@ def required_encodings(config: ModelConfig) -> dict[str, Any]:
     if config.rwse is not None:
         needed["rwse"] = config.rwse.steps
     return needed
-
-
-def _make_layer(config: ModelConfig, edge_features: bool) -> nn.Module:
-    c = config
-    common = dict(dropout=c.dropout, norm=c.norm)
-    if c.layer == "gps":
-        attention = {"expander": "pattern"}.get(c.attention, c.attention)
-        return GPSLayer(c.hidden, c.num_heads, c.local, attention, attn_dropout=c.attn_dropout, topk=c.topk,
-                        performer_features=c.performer_features, **common)
-    if c.layer == "gt":
-        return GTLayer(c.hidden, c.num_heads, edge_features=edge_features, attn_dropout=c.attn_dropout,
-                       **common)
-    if c.layer == "grit":
-        return GRITLayer(c.hidden, c.num_heads, attn_dropout=c.attn_dropout, **common)
-    if c.layer == "exphormer":
-        pe_gate = c.lap_pe is not None and c.lap_pe.combine == "gate"
-        return ExphormerLayer(c.hidden, c.num_heads, c.local, attn_dropout=c.attn_dropout, pe_gate=pe_gate,
-                              **common)
-    if c.layer == "mpnn_vn":
-        local = c.local if c.local != "none" else "gine"
-        return MPNNVirtualNodeLayer(c.hidden, local, **common)
-    if c.layer == "topk":
-        return TopKAttentionLayer(c.hidden, c.num_heads, c.topk, attn_dropout=c.attn_dropout, **common)
-    return MPNNLayer(c.layer, c.hidden, **common)
 
 
 class GraphTransformer(nn.Module):
@@ -110,12 +76,12 @@ class GraphTransformer(nn.Module):
             self.edge_encoder = FeatureEncoder(edge_features, C, "edge")
             if not self.has_edge_features:  # DummyEdge, initialised as GraphGPS's nn.Embedding(1, C)
                 nn.init.normal_(self.edge_encoder.constant)
-        self.rrwp_encoder = RRWPEncoder(config.rrwp_steps, C) if config.layer == "grit" else None
-        self.virtual_embedding = nn.Parameter(torch.zeros(1, C)) if config.layer == "mpnn_vn" else None
-        # Exphormer: initial virtual tokens and the edge-type gate vectors, shared by all layers
-        self.exphormer_embeddings = (ExphormerEmbeddings(C, config.num_virtual) if config.layer == "exphormer"
-                                     else None)
-        self.layers = nn.ModuleList(_make_layer(config, self.has_edge_features)
+        self.family: type[Family] = FAMILIES[config.layer]
+        # what the family's layers share (GRIT's rrwp_encoder, mpnn_vn's virtual_embedding, Exphormer's
+        # exphormer_embeddings), owned by the model under those names (checkpoint keys)
+        for name, shared in self.family.make_shared(config).items():
+            setattr(self, name, shared)
+        self.layers = nn.ModuleList(self.family.make_layer(config, self.has_edge_features)
                                     for _ in range(config.num_layers))
         head = EdgeHead if task.level == "edge" else MLPHead
         self.head: nn.Module = head(C, task.num_outputs, config.head_layers, config.head_shrink, config.head_l2norm)
@@ -127,19 +93,28 @@ class GraphTransformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Graph) -> Tensor:
         """batch: a `Graph` (a `Graph.batch` of graphs, or one graph) -> task outputs."""
+        state = self.family.prepare(self, self.encode(batch))
+        for layer in self.layers:
+            state = layer(state)
+        return self.read_out(state.x, batch, state.virtual)
+
+    def encode(self, batch: Graph) -> LayerState:
+        """The first `LayerState`: encoded nodes, edges, and the encodings the layers read (``pe``)."""
         x = self.encode_nodes(batch)
         edge_attr = None
         if self.edge_encoder is not None:
             edge_attr = self.edge_encoder(batch.edge_attr, batch.num_edges)
-        x, virtual = self.run_layers(x, batch, edge_attr)
-        return self.read_out(x, batch, virtual)
+        pe = None
+        if self.config.lap_pe is not None and self.config.lap_pe.combine == "gate":
+            pe = _encode_positions("lap_pe", self.pe_encoders["lap_pe"], batch)
+        return LayerState(x, batch, edge_attr, pe=pe)
 
     def encode_nodes(self, batch: Graph) -> Tensor:
         x = self.node_encoder(batch.x, batch.num_nodes)
         parts, added = [x], None
         for name, encoder in self.pe_encoders.items():
             pe = getattr(self.config, name)
-            if pe.combine == "gate":  # EquivStableLapPE: kept apart, read by the layers (run_layers)
+            if pe.combine == "gate":  # EquivStableLapPE: kept apart, read by the layers (LayerState.pe)
                 continue
             h = _encode_positions(name, encoder, batch)
             if pe.combine == "concat":
@@ -148,56 +123,6 @@ class GraphTransformer(nn.Module):
                 added = h if added is None else added + h
         x = torch.cat(parts, dim=-1) if len(parts) > 1 else x
         return x if added is None else x + added.to(x.dtype)
-
-    def run_layers(self, x: Tensor, batch: Graph, edge_attr: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """The layer stack; returns node states [N, C] and virtual-token states (or None)."""
-        c, virtual = self.config, None
-        kind = c.layer
-        if kind == "gps":
-            pattern = None
-            if c.attention in ("full", "topk"):
-                pattern = full(batch)
-            elif c.attention == "expander":
-                pattern = union(batch.pattern(), expander(batch, c.expander_degree, c.seed))
-            for layer in self.layers:
-                x, edge_attr = layer(x, batch, edge_attr, attention_pattern=pattern)
-        elif kind == "grit":
-            pattern = full(batch)
-            with torch.no_grad():
-                probabilities = rrwp_pairs(batch, pattern, c.rrwp_steps)  # P^k[key, query], as GRIT's code
-            position = edge_positions(pattern, batch.pattern()) if edge_attr is not None else None
-            x, pair = self.rrwp_encoder(x, pattern, probabilities, edge_attr, position)
-            log_degree = torch.log1p(batch.degree().to(x.dtype))
-            for layer in self.layers:
-                x, pair = layer(x, pattern, pair, log_degree)
-        elif kind == "exphormer":
-            structure = exphormer_pattern(batch, c.expander_degree, c.num_virtual, c.seed)
-            embeddings = self.exphormer_embeddings
-            virtual = embeddings.virtual_states(batch.num_graphs)
-            # the encoded input features gate the attention's graph edges in every layer; the DummyEdge
-            # vector is one gate for all of them (the typed-keys path of ExphormerAttention)
-            gate_features, graph_edge = edge_attr, None
-            if edge_attr is not None and not self.has_edge_features:
-                gate_features, graph_edge = None, self.edge_encoder.constant
-            edge_types = embeddings.edge_types(graph_edge)
-            pe = None
-            if c.lap_pe is not None and c.lap_pe.combine == "gate":
-                pe = _encode_positions("lap_pe", self.pe_encoders["lap_pe"], batch)
-            for layer in self.layers:
-                x, edge_attr, virtual = layer(x, batch, structure, edge_attr, virtual, edge_types=edge_types,
-                                              attention_edge_attr=gate_features, pe=pe)
-        elif kind == "mpnn_vn":
-            virtual = self.virtual_embedding.expand(batch.num_graphs, -1)
-            for layer in self.layers:
-                x, edge_attr, virtual = layer(x, batch, edge_attr, virtual)
-        elif kind == "topk":
-            candidates = full(batch)
-            for layer in self.layers:
-                x = layer(x, batch, candidates)
-        else:  # gt and the plain MPNNs
-            for layer in self.layers:
-                x, edge_attr = layer(x, batch, edge_attr)
-        return x, virtual
 
     def read_out(self, x: Tensor, batch: Graph, virtual: Tensor | None) -> Tensor:
         level = self.task.level

@@ -1,7 +1,9 @@
 """Layers on the sparse kernel: attention, message passing, and the graph transformers of the literature.
 
 - `SparseMultiheadAttention`: ``torch.nn.MultiheadAttention`` over a pattern's edges (bias / gate inputs).
-- Message passing on CSR: `GINEConv`, `GatedGCNConv`, `GCNConv` (segment primitives in `segment`).
+- Message passing on CSR: `GINEConv`, `GatedGCNConv`, `GCNConv` (segment primitives in `segment`), all
+  returning ``(x, edge_attr)`` (`local`).
+- `LayerState`: what every layer takes and returns (``state = layer(state)``).
 - Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS), `GRITLayer`, `ExphormerLayer`,
   `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention` (per-graph FAVOR+).
 """
@@ -11,6 +13,7 @@ from .blocks import FeedForward, make_norm
 from .exphormer import (
     ExphormerAttention,
     ExphormerEmbeddings,
+    ExphormerInputs,
     ExphormerLayer,
     ExphormerPattern,
     exphormer_pattern,
@@ -21,15 +24,18 @@ from .gine import GINEConv
 from .gps import GPSLayer
 from .grit import GRITAttention, GRITLayer, rrwp_pairs
 from .gt import GTLayer
+from .local import local_update, make_local
 from .mpnn import MPNNLayer
 from .mpnn_vn import MPNNVirtualNodeLayer
 from .performer import PerformerAttention
+from .state import LayerState
 from .topk import TopKAttentionLayer
 
 __all__ = [
-    "SparseMultiheadAttention", "FeedForward", "make_norm",
+    "LayerState", "SparseMultiheadAttention", "FeedForward", "make_norm", "make_local", "local_update",
     "GINEConv", "GatedGCNConv", "GCNConv",
     "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer", "rrwp_pairs",
-    "ExphormerAttention", "ExphormerEmbeddings", "ExphormerLayer", "ExphormerPattern", "exphormer_pattern",
+    "ExphormerAttention", "ExphormerEmbeddings", "ExphormerInputs", "ExphormerLayer", "ExphormerPattern",
+    "exphormer_pattern",
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
 ]

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..attention import sparse_attention
 from ..graph import Graph
 from ..patterns import topk
+from .segment import gather_keys, gather_queries
 
 __all__ = ["SparseMultiheadAttention"]
 
@@ -36,7 +37,8 @@ class SparseMultiheadAttention(nn.Module):
 
     Args:
         embed_dim: C, the model width (input and output). num_heads: H; C must be divisible by H.
-        dropout: attention dropout on the normalised weights (training only).
+        dropout: attention dropout on the normalised weights (training only; ``torch.nn.MultiheadAttention``'s
+            name, kept as the attribute ``attn_dropout``).
         bias: add biases to the input/output projections. qkv_bias: biases on the q, k, v (and edge)
             projections only (default: ``bias``; GT has none there but one on its output projection).
         edge_dim: width of ``edge_attr`` to project, if ``edge_mode`` is set.
@@ -58,7 +60,7 @@ class SparseMultiheadAttention(nn.Module):
         if edge_mode is not None and not edge_dim:
             raise ValueError(f"edge_mode={edge_mode!r} needs edge_dim (the width of edge_attr)")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
-        self.dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
+        self.attn_dropout, self.edge_mode, self.backend = float(dropout), edge_mode, backend
         self.score_clamp = score_clamp
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         qkv_bias = bias if qkv_bias is None else qkv_bias
@@ -117,7 +119,7 @@ class SparseMultiheadAttention(nn.Module):
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 pattern: Graph | None = None, *, edge_attr: Tensor | None = None,
                 edge_bias: Tensor | None = None, edge_gate: Tensor | None = None,
-                keep_top: int | None = None) -> Tensor:
+                keep_top: int | None = None, return_edge_products: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Attention of each query over its pattern row: ``attn(q, k, v, pattern)`` as
         ``torch.nn.MultiheadAttention(q, k, v)``, or ``attn(x, pattern=p)`` for self-attention.
 
@@ -129,8 +131,12 @@ class SparseMultiheadAttention(nn.Module):
             keep_top: if set, ``pattern`` is the candidate set and each query keeps only its
                 ``keep_top`` highest-scoring candidates (`sparsegt.patterns.topk`, head-averaged
                 scores, no gradient through the selection); edge inputs are not allowed then.
+            return_edge_products: also return ``ŵ_ij = q_i ⊙ k_j ⊙ g_ij / sqrt(D)`` [E, H, D] (``g``: the
+                gate, 1 without one), the per-channel terms whose sum over D is the unclamped score (GT
+                updates its edge states from them). O(E*C): built only when asked for.
         Returns:
-            [Nq, C] (no attention weights: they would be an [E, H] tensor the kernel never builds).
+            [Nq, C] (no attention weights: they would be an [E, H] tensor the kernel never builds), and
+            with ``return_edge_products`` the [E, H, D] products.
         """
         if not isinstance(pattern, Graph):
             raise ValueError("SparseMultiheadAttention needs pattern=<Graph> (rows: queries, columns: keys), "
@@ -142,6 +148,12 @@ class SparseMultiheadAttention(nn.Module):
                                  "with the candidate pattern) cannot be used with it")
             pattern = topk(q.detach(), k.detach(), pattern, keep_top)
         bias, gate = self.edge_terms(pattern, edge_attr, edge_bias, edge_gate)
-        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate, dropout_p=self.dropout if self.training else 0.0,
+        products = None
+        if return_edge_products:
+            products = gather_queries(pattern, q) * gather_keys(pattern, k)
+            products = (products if gate is None else products * gate) * self.head_dim ** -0.5
+        dropout_p = self.attn_dropout if self.training else 0.0
+        out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate, dropout_p=dropout_p,
                                score_clamp=self.score_clamp, backend=self.backend)
-        return self.out_proj(out.reshape(-1, self.embed_dim))
+        out = self.out_proj(out.reshape(-1, self.embed_dim))
+        return out if products is None else (out, products)

@@ -49,6 +49,8 @@ reference keeps); ``norm="layer"`` is LayerNorm (the reference: GraphNorm).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 from torch import Tensor, nn
 
@@ -56,11 +58,11 @@ from ..attention import sparse_attention
 from ..graph import Graph
 from ..patterns import expander
 from .blocks import FeedForward, make_norm
-from .gatedgcn import GatedGCNConv
-from .gine import GINEConv
+from .local import local_update, make_local
+from .state import LayerState
 
 __all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerEmbeddings", "ExphormerAttention",
-           "ExphormerLayer", "GRAPH_EDGE", "EXPANDER_EDGE"]
+           "ExphormerInputs", "ExphormerLayer", "GRAPH_EDGE", "EXPANDER_EDGE"]
 
 GRAPH_EDGE, EXPANDER_EDGE = 0, 1  # entry types; 2 + v: virtual v <- real, 2 + V + v: real <- virtual v
 
@@ -208,32 +210,42 @@ class ExphormerAttention(nn.Module):
         return out.reshape(total, self.channels)
 
 
-class ExphormerLayer(nn.Module):
-    """Local MPNN (``"gatedgcn"``, ``"gine"`` or ``"none"``) in parallel with Exphormer attention, then FFN.
+@dataclass
+class ExphormerInputs:
+    """What every Exphormer layer of a batch reads and none changes (``LayerState.context``).
 
-    Args:
-        channels: C. num_heads: H. local: local MPNN. dropout: in the GatedGCN, after the attention and in
-        the FFN. attn_dropout: on the attention weights (reference: none). norm: ``"batch"``, ``"layer"``
-        or ``"none"``. score_clamp: attention score clamp (reference: 5). pe_gate: EquivStableLapPE's gate
-        of the GatedGCN messages (needs ``local="gatedgcn"`` and ``pe`` in forward).
+    Attributes:
+        edge_types: [U, C] gate vectors of the entry types (`ExphormerEmbeddings.edge_types`).
+        attention_edge_attr: [E, C] features that gate the graph edges in the attention (the encoded input
+            features, the same in every layer), or None for ``edge_types[0]``.
     """
 
-    def __init__(self, channels: int, num_heads: int, local: str = "gatedgcn", dropout: float = 0.0,
-                 attn_dropout: float = 0.0, norm: str = "batch", score_clamp: float | None = 5.0,
+    edge_types: Tensor
+    attention_edge_attr: Tensor | None = None
+
+
+class ExphormerLayer(nn.Module):
+    """Local MPNN (a module, or ``"gatedgcn"``, ``"gine"``, ``"none"``) in parallel with Exphormer attention,
+    then FFN.
+
+    Args:
+        channels: C. num_heads: H. local: local MPNN module or name (`sparsegt.nn.local`). dropout: in the
+        GatedGCN, after the attention and in the FFN. attn_dropout: on the attention weights (reference:
+        none). norm: ``"batch"``, ``"layer"`` or ``"none"``. score_clamp: attention score clamp (reference: 5).
+        pe_gate: EquivStableLapPE's gate of the GatedGCN messages (needs ``local="gatedgcn"`` and
+        ``state.pe``).
+    """
+
+    def __init__(self, channels: int, num_heads: int, local: str | nn.Module | None = "gatedgcn",
+                 dropout: float = 0.0, attn_dropout: float = 0.0, norm: str = "batch", score_clamp: float | None = 5.0,
                  pe_gate: bool = False) -> None:
         super().__init__()
-        if local not in ("gatedgcn", "gine", "none"):
-            raise ValueError(f"local must be 'gatedgcn', 'gine' or 'none', got {local!r}")
-        if pe_gate and local != "gatedgcn":
+        local_model = make_local(local, channels, dropout, norm, ("gatedgcn", "gine", "none"))
+        if pe_gate and not getattr(local_model, "accepts_edge_scale", False):
             raise ValueError(f"pe_gate (EquivStableLapPE) gates GatedGCN messages: it needs local='gatedgcn', "
                              f"got {local!r}")
-        self.local_kind = local
-        self.local_model: nn.Module | None = None
-        self.norm_local: nn.Module = nn.Identity()
-        if local == "gine":
-            self.local_model = GINEConv(channels)
-        elif local == "gatedgcn":
-            self.local_model = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
+        self.norm_local: nn.Module = nn.Identity()  # registered before local_model: the checkpoints' key order
+        self.local_model: nn.Module | None = local_model
         if self.local_model is not None:
             self.norm_local = make_norm(norm, channels)
         self.pe_gate = (nn.Sequential(nn.Linear(1, channels), nn.ReLU(), nn.Linear(channels, 1), nn.Sigmoid())
@@ -249,21 +261,17 @@ class ExphormerLayer(nn.Module):
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def forward(self, x: Tensor, graph: Graph, structure: ExphormerPattern, edge_attr: Tensor | None = None,
-                virtual: Tensor | None = None, *, edge_types: Tensor, attention_edge_attr: Tensor | None = None,
-                pe: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def forward(self, state: LayerState) -> LayerState:
         """One layer.
 
-        Args:
-            x: [N, C]. graph: the batch (local edges). structure: from `exphormer_pattern`.
-            edge_attr: [E, C] the local MPNN's edge states, or None. virtual: [B * V, C] (required when V > 0).
-            edge_types: [U, C] gate vectors of the entry types (`ExphormerEmbeddings.edge_types`).
-            attention_edge_attr: [E, C] features that gate the graph edges in the attention (the encoded
-                input features, the same in every layer), or None for ``edge_types[0]``.
-            pe: [N, P] EquivStableLapPE encodings (with ``pe_gate``).
-        Returns:
-            ``(x [N, C], edge_attr [E, C] or None, virtual [B * V, C] or None)``.
+        Reads from ``state``: ``x`` [N, C]; ``graph``: the batch (local edges); ``pattern``: the
+        `ExphormerPattern` (`exphormer_pattern`); ``edge_attr`` [E, C]: the local MPNN's edge states, or None;
+        ``virtual`` [B * V, C] (required when V > 0); ``context``: `ExphormerInputs`; ``pe`` [N, P]:
+        EquivStableLapPE encodings (with ``pe_gate``).
+        Returns the state with new ``x`` [N, C], ``edge_attr`` and ``virtual`` [B * V, C] (or None).
         """
+        x, graph, structure, virtual, inputs, pe = (state.x, state.graph, state.pattern, state.virtual,
+                                                    state.context, state.pe)
         n = x.shape[0]
         expected = structure.pattern.num_nodes - n
         if (virtual.shape[0] if virtual is not None else 0) != expected:
@@ -272,19 +280,16 @@ class ExphormerLayer(nn.Module):
         if (self.pe_gate is not None) != (pe is not None):
             raise ValueError("pe (EquivStableLapPE) must be given exactly when the layer has pe_gate=True")
         tokens = x if virtual is None else torch.cat([x, virtual])
-        attended = self.attention(tokens, structure, edge_types, attention_edge_attr)
-        branches = []
+        attended = self.attention(tokens, structure, inputs.edge_types, inputs.attention_edge_attr)
+        branches, edge_attr = [], state.edge_attr
         if self.local_model is not None:
-            if self.local_kind == "gatedgcn":
-                scale = None
-                if self.pe_gate is not None:
-                    distance = (pe[graph.row_index()] - pe[graph.indices]).square().sum(-1, keepdim=True)
-                    scale = self.pe_gate(distance.to(x.dtype))                          # [E, 1]
-                h_local, edge_attr = self.local_model(x, graph, edge_attr, edge_scale=scale)
-            else:
-                h_local = x + self.dropout(self.local_model(x, graph, edge_attr))
+            scale = {}
+            if self.pe_gate is not None:
+                distance = (pe[graph.row_index()] - pe[graph.indices]).square().sum(-1, keepdim=True)
+                scale["edge_scale"] = self.pe_gate(distance.to(x.dtype))                   # [E, 1]
+            h_local, edge_attr = local_update(self.local_model, x, graph, edge_attr, self.dropout, **scale)
             branches.append(self.norm_local(h_local))
         branches.append(self.norm_attention(x + self.dropout(attended[:n])))
         h = branches[0] if len(branches) == 1 else branches[0] + branches[1]
         virtual = attended[n:] if virtual is not None else None
-        return self.norm_out(h + self.feed_forward(h)), edge_attr, virtual
+        return replace(state, x=self.norm_out(h + self.feed_forward(h)), edge_attr=edge_attr, virtual=virtual)

@@ -121,18 +121,21 @@ class GatedGCNConv(nn.Module):
     """GatedGCN layer (residual, BatchNorm, ReLU and dropout inside, as in GraphGPS).
 
     Args:
-        channels: C (nodes and edges). dropout: on both outputs. batch_norm: BN (else identity).
+        channels: C (nodes and edges). dropout: on both outputs. norm: ``"batch"``: BatchNorm on both
+            outputs (GraphGPS); anything else: none inside (the layer around it normalises).
         residual: add the inputs to the outputs.
     """
 
-    def __init__(self, channels: int, dropout: float = 0.0, batch_norm: bool = True,
+    accepts_edge_scale = True  # forward(..., edge_scale=): EquivStableLapPE's gate (ExphormerLayer)
+
+    def __init__(self, channels: int, dropout: float = 0.0, norm: str = "batch",
                  residual: bool = True) -> None:
         super().__init__()
         self.channels, self.residual = channels, residual
         self.node_lin = nn.Linear(channels, 4 * channels)  # A, B, D, E stacked
         self.edge_lin = nn.Linear(channels, channels)      # C
-        self.norm_x = nn.BatchNorm1d(channels) if batch_norm else nn.Identity()
-        self.norm_e = nn.BatchNorm1d(channels) if batch_norm else nn.Identity()
+        self.norm_x = nn.BatchNorm1d(channels) if norm == "batch" else nn.Identity()
+        self.norm_e = nn.BatchNorm1d(channels) if norm == "batch" else nn.Identity()
         self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:

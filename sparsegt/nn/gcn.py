@@ -18,7 +18,9 @@ __all__ = ["GCNConv"]
 
 
 class GCNConv(nn.Module):
-    """GCN convolution: ``in_channels`` -> ``out_channels``."""
+    """GCN convolution: ``in_channels`` -> ``out_channels``; ``residual = False`` (`sparsegt.nn.local`)."""
+
+    residual = False
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__()
@@ -27,8 +29,9 @@ class GCNConv(nn.Module):
     def reset_parameters(self) -> None:
         self.lin.reset_parameters()
 
-    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None) -> Tensor:
-        """x [N, C_in] -> [N, C_out]; ``edge_attr`` is ignored (GCN has no edge features)."""
+    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x [N, C_in] -> (x [N, C_out], edge_attr): ``edge_attr`` is returned unchanged (GCN does not read it;
+        the local-MPNN convention of `sparsegt.nn.local`)."""
         if graph.num_cols != graph.num_nodes:
             raise ValueError(f"GCNConv needs a square graph, got {graph.num_nodes} rows and "
                              f"{graph.num_cols} columns")
@@ -37,4 +40,4 @@ class GCNConv(nn.Module):
         inv_sqrt = degree.rsqrt()
         edge_weight = inv_sqrt.index_select(0, graph.row_index()) * inv_sqrt.index_select(0, graph.indices)
         out = neighbour_sum(graph, h, edge_weight) + h / degree[:, None]
-        return out if self.lin.bias is None else out + self.lin.bias
+        return (out if self.lin.bias is None else out + self.lin.bias), edge_attr

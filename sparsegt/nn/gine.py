@@ -5,7 +5,8 @@
 ``MLP`` is Linear(C, C) -> ReLU -> Linear(C, C) as in GraphGPS. Shapes: ``x`` [N, C], ``edge_attr``
 [E, C] in the graph's CSR order (or None: graphs without edge features, where GraphGPS embeds one
 constant "dummy" edge vector; then ``ReLU(h_j + c)`` is a per-node quantity and the neighbour sum is
-one sparse-matrix product with no per-edge tensor at all).
+one sparse-matrix product with no per-edge tensor at all). Returns ``(x [N, C], edge_attr)`` with
+``edge_attr`` unchanged: the one convention of local MPNN modules (`sparsegt.nn.local`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ __all__ = ["GINEConv"]
 class GINEConv(nn.Module):
     """GINE convolution on the rows of a CSR graph (rows aggregate their keys).
 
+    ``residual = False``: the layer around it adds the input (`sparsegt.nn.local.local_update`).
+
     Args:
         channels: C (input = output width). train_eps: learn ``eps`` (initialised at 0).
         edge_dim: width of ``edge_attr`` if it differs from C (a linear map brings it to C).
     """
+
+    residual = False
 
     def __init__(self, channels: int, train_eps: bool = False, edge_dim: int | None = None) -> None:
         super().__init__()
@@ -45,12 +50,13 @@ class GINEConv(nn.Module):
         if self.edge_lin is not None:
             self.edge_lin.reset_parameters()
 
-    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None) -> Tensor:
-        """x [N, C], edge_attr [E, C or edge_dim] or None -> [N, C]."""
+    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x [N, C], edge_attr [E, C or edge_dim] or None -> (x [N, C], edge_attr unchanged)."""
+        messages = edge_attr
         if edge_attr is None:
             aggregated = neighbour_sum(graph, torch.relu(x + self.dummy_edge))
         else:
             if self.edge_lin is not None:
-                edge_attr = self.edge_lin(edge_attr)
-            aggregated = segment_sum(graph, torch.relu(gather_keys(graph, x) + edge_attr))
-        return self.mlp((1 + self.eps) * x + aggregated)
+                messages = self.edge_lin(edge_attr)
+            aggregated = segment_sum(graph, torch.relu(gather_keys(graph, x) + messages))
+        return self.mlp((1 + self.eps) * x + aggregated), edge_attr

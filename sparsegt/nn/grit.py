@@ -31,10 +31,13 @@ each row, run in fused numba kernels (`sparsegt.nn.grit_kernels`) whose backward
 ê [E, C] (which the pair update keeps anyway) and a few [E, H] tensors for the backward. Elsewhere (GPU,
 other dtypes, ``fused=False``) the same equations run as torch ops (`pair_hat_reference`,
 `weighted_sums_reference`).
-Shapes: ``x`` [N, C]; ``pattern`` [N, N] with E entries; ``pair`` [E, C]; ``log_degree`` [N].
+Shapes (the fields of the `LayerState` a layer reads): ``x`` [N, C]; ``pattern`` [N, N] with E entries;
+``pair`` [E, C]; ``context``: the log degree ``log(1 + d)`` [N].
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -48,6 +51,7 @@ from ..graph import Graph
 from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
 from .segment import gather_keys, gather_queries, segment_softmax, segment_sum
+from .state import LayerState
 
 __all__ = ["GRITAttention", "GRITLayer", "pair_hat_reference", "weighted_sums_reference", "rrwp_pairs"]
 
@@ -225,18 +229,19 @@ class GRITAttention(nn.Module):
     """GRIT's attention over a pattern with pair representations. Returns ``(x̂ [N, C], ê [E, C])``.
 
     Args:
-        channels: C. num_heads: H. attn_dropout: on the attention weights. clamp: score clamp or None.
+        channels: C. num_heads: H. attn_dropout: on the attention weights. score_clamp: the scores are
+            clamped to [-c, c] before the softmax (GRIT: 5), or None.
         fused: use the fused CPU kernels when the inputs allow (float32/64 on the CPU); False forces
             the torch-ops path (the same equations).
     """
 
     def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0,
-                 clamp: float | None = 5.0, fused: bool = True) -> None:
+                 score_clamp: float | None = 5.0, fused: bool = True) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
         self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
-        self.clamp, self.fused = clamp, fused
+        self.score_clamp, self.fused = score_clamp, fused
         self.query = nn.Linear(channels, channels)
         self.key = nn.Linear(channels, channels, bias=False)    # GRIT: use_bias = False for K and V
         self.value = nn.Linear(channels, channels, bias=False)
@@ -267,7 +272,7 @@ class GRITAttention(nn.Module):
             pair_hat = pair_hat_reference(q, k, e_weight, e_bias, pattern)           # [E, C]
             # w_A · ê_ij per head as one [E, C] x [C, H] product (block-diagonal w_A)
             score = pair_hat @ torch.block_diag(*self.score[:, :, None])            # [E, H]
-        attn = self.attn_dropout(_ClampedSoftmax.apply(score, pattern, self.clamp))  # [E, H]
+        attn = self.attn_dropout(_ClampedSoftmax.apply(score, pattern, self.score_clamp))  # [E, H]
         if fused:
             value_sum, pair_sum = _WeightedSums.apply(attn, v, pair_hat, pattern)
         else:
@@ -282,13 +287,13 @@ class GRITLayer(nn.Module):
     Args:
         channels: C. num_heads: H. dropout: residual-branch dropout. attn_dropout: on the weights.
         norm: ``"batch"`` (GRIT default) or ``"layer"``. degree_scaler: apply the log-degree scaler.
-        clamp: score clamp (GRIT: 5), None for none.
+        score_clamp: score clamp (GRIT: 5), None for none.
     """
 
     def __init__(self, channels: int, num_heads: int, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 norm: str = "batch", degree_scaler: bool = True, clamp: float | None = 5.0) -> None:
+                 norm: str = "batch", degree_scaler: bool = True, score_clamp: float | None = 5.0) -> None:
         super().__init__()
-        self.attention = GRITAttention(channels, num_heads, attn_dropout, clamp)
+        self.attention = GRITAttention(channels, num_heads, attn_dropout, score_clamp)
         self.degree_scaler = nn.Parameter(torch.empty(2, channels)) if degree_scaler else None
         self.node_out = nn.Linear(channels, channels)
         self.pair_out = nn.Linear(channels, channels)
@@ -308,17 +313,18 @@ class GRITLayer(nn.Module):
             # GRIT's deg_coef [1, C, 2] under xavier_normal_: fan_in 2C, fan_out 2
             nn.init.normal_(self.degree_scaler, std=(1.0 / (self.degree_scaler.shape[1] + 1)) ** 0.5)
 
-    def forward(self, x: Tensor, pattern: Graph, pair: Tensor, log_degree: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
-        """x [N, C], pattern [N, N] (E entries), pair [E, C], log_degree [N] = log(1 + graph degree)."""
+    def forward(self, state: LayerState) -> LayerState:
+        """``state.x`` [N, C], ``state.pattern`` [N, N] (E entries), ``state.pair`` [E, C],
+        ``state.context`` [N] = log(1 + graph degree) -> the state with new ``x`` and ``pair``."""
+        x, pattern, pair, log_degree = state.x, state.pattern, state.pair, state.context
         if pair.shape[0] != pattern.num_edges:
             raise ValueError(f"pair has {pair.shape[0]} rows but the pattern has {pattern.num_edges} entries")
         h, pair_hat = self.attention(x, pattern, pair)
         h = self.dropout(h)
         if self.degree_scaler is not None:
             if log_degree is None:
-                raise ValueError("GRITLayer(degree_scaler=True) needs log_degree [N] = log(1 + degree)")
+                raise ValueError("GRITLayer(degree_scaler=True) needs state.context = log(1 + degree) [N]")
             h = h * self.degree_scaler[0] + h * log_degree.to(h.dtype)[:, None] * self.degree_scaler[1]
         h = self.norm_node(x + self.node_out(h))
         pair = self.norm_pair(pair + self.pair_out(self.dropout(pair_hat)))
-        return self.norm_out(h + self.feed_forward(h)), pair
+        return replace(state, x=self.norm_out(h + self.feed_forward(h)), pair=pair)

@@ -8,24 +8,24 @@ For head h and an edge (i <- j) of the graph::
     h_i' = Norm(h_i + Dropout(O_h concat_h sum_j a_ij V h_j));  h_out = Norm(h' + FFN(h'))
     e_ij' = Norm(e_ij + Dropout(O_e concat_h ŵ_ij));            e_out = Norm(e' + FFN_e(e'))
 
-The node update is one `sparse_attention` call with ``gate = E e`` [E, H, D]; the edge update needs
-ŵ itself, so with edge features the layer also materialises it (O(E*C), the size of the edge states
-it updates anyway). The paper's clamp of the scores to [-5, 5] is applied (``score_clamp``; None turns
-it off): it bounds the logits, and no gradient flows through a clamped score.
+The node update is one `SparseMultiheadAttention` call with ``gate = E e`` [E, H, D]; the edge update
+needs ŵ itself, so with edge features the layer asks the attention for it (``return_edge_products``;
+O(E*C), the size of the edge states it updates anyway). The paper's clamp of the scores to [-5, 5] is
+applied (``score_clamp``; None turns it off): it bounds the logits, and no gradient flows through a
+clamped score.
 Norm is BatchNorm (the paper's best on PATTERN/CLUSTER/ZINC) or LayerNorm.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from torch import Tensor, nn
+from torch import nn
 
-from ..attention import sparse_attention
-from ..graph import Graph
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
-from .segment import gather_keys, gather_queries
+from .state import LayerState
 
 __all__ = ["GTLayer"]
 
@@ -70,24 +70,18 @@ class GTLayer(nn.Module):
             nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
         self.attention.out_proj.reset_parameters()
 
-    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        """x [N, C], edge_attr [E, C] (required iff ``edge_features``) -> (x [N, C], edge_attr)."""
+    def forward(self, state: LayerState) -> LayerState:
+        """``state.x`` [N, C] over ``state.graph``'s edges, ``state.edge_attr`` [E, C] (required iff
+        ``edge_features``) -> the state with new ``x`` and ``edge_attr``."""
+        x, graph, edge_attr = state.x, state.graph, state.edge_attr
         if self.edge_features != (edge_attr is not None):
             raise ValueError(f"GTLayer(edge_features={self.edge_features}) got edge_attr="
                              f"{'None' if edge_attr is None else list(edge_attr.shape)}")
-        attention = self.attention
         if edge_attr is None:
-            h = attention(x, pattern=graph)
+            h = self.attention(x, pattern=graph)
         else:
-            q, k, v = attention.project(x)
-            _, gate = attention.edge_terms(graph, edge_attr, None, None)
-            weighted = gather_queries(graph, q) * gather_keys(graph, k) * gate * attention.head_dim ** -0.5
-            dropout_p = attention.dropout if self.training else 0.0
-            h = sparse_attention(q, k, v, graph, gate=gate, dropout_p=dropout_p, score_clamp=attention.score_clamp,
-                                 backend=attention.backend)
-            h = attention.out_proj(h.reshape(x.shape[0], attention.embed_dim))
+            h, weighted = self.attention(x, pattern=graph, edge_attr=edge_attr, return_edge_products=True)
             e = self.norm_edge_attention(edge_attr + self.dropout(self.edge_out(weighted.flatten(1))))
             edge_attr = self.norm_edge_out(e + self.edge_feed_forward(e))
         h = self.norm_attention(x + self.dropout(h))
-        return self.norm_out(h + self.feed_forward(h)), edge_attr
+        return replace(state, x=self.norm_out(h + self.feed_forward(h)), edge_attr=edge_attr)

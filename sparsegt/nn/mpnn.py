@@ -4,19 +4,23 @@ dropout, the Benchmarking-GNNs recipe; the baselines of the published tables are
     GINE / GCN:  h = x + Dropout(ReLU(Norm(Conv(x, e))))
     GatedGCN:    its own residual / BatchNorm / ReLU / dropout, updating edge states (`GatedGCNConv`)
 
-Shapes: ``x`` [N, C], ``edge_attr`` [E, C] or None -> ``(x [N, C], edge_attr)``.
+Reads and returns a `LayerState`: ``x`` [N, C], ``edge_attr`` [E, C] or None (updated by GatedGCN only).
+The convolution is a local MPNN module (`sparsegt.nn.local`): its ``residual`` attribute says whether it
+brings its own residual and norm (GatedGCN) or takes the recipe above (GINE, GCN).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from dataclasses import replace
 
-from ..graph import Graph
+import torch
+from torch import nn
+
 from .blocks import make_norm
 from .gatedgcn import GatedGCNConv
 from .gcn import GCNConv
 from .gine import GINEConv
+from .state import LayerState
 
 __all__ = ["MPNNLayer", "MPNN_KINDS"]
 
@@ -32,14 +36,20 @@ class MPNNLayer(nn.Module):
             raise ValueError(f"kind must be one of {MPNN_KINDS}, got {kind!r}")
         self.kind = kind
         if kind == "gatedgcn":
-            self.conv: nn.Module = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
+            self.conv: nn.Module = GatedGCNConv(channels, dropout=dropout, norm=norm)
         else:
             self.conv = GINEConv(channels) if kind == "gine" else GCNConv(channels, channels)
             self.norm = make_norm(norm, channels)
             self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        if self.kind == "gatedgcn":
-            return self.conv(x, graph, edge_attr)
-        return x + self.dropout(torch.relu(self.norm(self.conv(x, graph, edge_attr)))), edge_attr
+    def reset_parameters(self) -> None:
+        for module in self.children():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, state: LayerState) -> LayerState:
+        """``state.x`` [N, C], ``state.edge_attr`` -> the state with new ``x`` and ``edge_attr``."""
+        x, edge_attr = self.conv(state.x, state.graph, state.edge_attr)
+        if not self.conv.residual:
+            x = state.x + self.dropout(torch.relu(self.norm(x)))
+        return replace(state, x=x, edge_attr=edge_attr)

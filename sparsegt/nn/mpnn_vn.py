@@ -6,19 +6,21 @@ read by every node, as OGB's GNN-VN.
     x', e' = MPNN(x_in, e)                                   (residual and norm as in `GPSLayer`)
     vn'   = vn + Dropout(MLP(vn + sum_{i in graph} x_in_i))
 
-Shapes: ``x`` [N, C], ``edge_attr`` [E, C] or None, ``virtual`` [B, C] (one token per graph).
+Reads and returns a `LayerState`: ``x`` [N, C], ``edge_attr`` [E, C] or None, ``virtual`` [B, C] (one
+token per graph). The local MPNN is a module (`sparsegt.nn.local`) or its name.
 The sums run per graph over the batch's ``ptr``, so graphs never see each other. The MLP uses
 LayerNorm (BatchNorm over B virtual tokens breaks on single-graph batches).
 """
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from dataclasses import replace
 
-from ..graph import Graph
+from torch import nn
+
 from .blocks import make_norm
-from .gatedgcn import GatedGCNConv
-from .gine import GINEConv
+from .local import local_update, make_local
+from .state import LayerState
 
 __all__ = ["MPNNVirtualNodeLayer"]
 
@@ -31,34 +33,32 @@ class MPNNVirtualNodeLayer(nn.Module):
         norm: ``"batch"``, ``"layer"`` or ``"none"`` for the node update.
     """
 
-    def __init__(self, channels: int, local: str = "gine", dropout: float = 0.0, norm: str = "batch") -> None:
+    def __init__(self, channels: int, local: str | nn.Module = "gine", dropout: float = 0.0,
+                 norm: str = "batch") -> None:
         super().__init__()
-        if local not in ("gine", "gatedgcn"):
-            raise ValueError(f"local must be 'gine' or 'gatedgcn', got {local!r}")
-        self.local_kind = local
-        if local == "gine":
-            self.local_model: nn.Module = GINEConv(channels)
-            self.norm = make_norm(norm, channels)
-        else:
-            self.local_model = GatedGCNConv(channels, dropout=dropout, batch_norm=norm == "batch")
-            self.norm = nn.Identity()
+        self.local_model: nn.Module = make_local(local, channels, dropout, norm, ("gine", "gatedgcn"))
+        # a module with its own residual brings its own norm (GatedGCN)
+        self.norm = nn.Identity() if getattr(self.local_model, "residual", False) else make_norm(norm, channels)
         self.virtual_mlp = nn.Sequential(
             nn.Linear(channels, 2 * channels), nn.LayerNorm(2 * channels), nn.ReLU(),
             nn.Linear(2 * channels, channels), nn.LayerNorm(channels), nn.ReLU())
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None, virtual: Tensor
-                ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """-> (x [N, C], edge_attr, virtual [B, C])."""
-        if virtual.shape[0] != graph.num_graphs:
-            raise ValueError(f"virtual has {virtual.shape[0]} rows but the batch has "
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, state: LayerState) -> LayerState:
+        """``state.x`` [N, C], ``state.edge_attr``, ``state.virtual`` [B, C] -> the state with new ``x``,
+        ``edge_attr`` and ``virtual``."""
+        x, graph, virtual = state.x, state.graph, state.virtual
+        if virtual is None or virtual.shape[0] != graph.num_graphs:
+            raise ValueError(f"virtual has {None if virtual is None else virtual.shape[0]} rows but the batch has "
                              f"{graph.num_graphs} graphs")
         graph_index = graph.batch_index
         x_in = x + virtual.index_select(0, graph_index)
-        if self.local_kind == "gatedgcn":
-            h, edge_attr = self.local_model(x_in, graph, edge_attr)
-        else:
-            h = x_in + self.dropout(self.local_model(x_in, graph, edge_attr))
+        h, edge_attr = local_update(self.local_model, x_in, graph, state.edge_attr, self.dropout)
         pooled = virtual.new_zeros(virtual.shape).index_add(0, graph_index, x_in)
         virtual = virtual + self.dropout(self.virtual_mlp(virtual + pooled))
-        return self.norm(h), edge_attr, virtual
+        return replace(state, x=self.norm(h), edge_attr=edge_attr, virtual=virtual)

@@ -49,6 +49,11 @@ class PerformerAttention(nn.Module):
         self.register_buffer("projection", torch.empty(num_heads, num_features, self.head_dim))
         self.redraw(torch.Generator().manual_seed(seed))
 
+    def reset_parameters(self) -> None:
+        """Fresh projections (``nn.Linear``'s default); the random features are kept (`redraw` draws them)."""
+        self.qkv.reset_parameters()
+        self.out_proj.reset_parameters()
+
     @torch.no_grad()
     def redraw(self, generator: torch.Generator | None = None) -> None:
         """Draw a new Gaussian projection [H, m, D] (kept on the module's device and dtype)."""

@@ -9,20 +9,23 @@ highest against its query, and separately aggregates its graph neighbours; the t
     h_N = W_N mean_{j in N(i)} x_j
     h   = Norm(x + Dropout(W_C [h_T || h_N]));   out = Norm(h + FFN(h))
 
-Shapes: ``x`` [N, C] -> [N, C]. The kept pattern is O(N k), independent of the candidates' size after
-scoring (scoring the full candidate set costs O(sum n_b^2 H D) without gradients).
+Reads and returns a `LayerState`: ``x`` [N, C] -> [N, C]; the candidates are ``state.pattern``. The kept
+pattern is O(N k), independent of the candidates' size after scoring (scoring the full candidate set costs
+O(sum n_b^2 H D) without gradients).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from dataclasses import replace
 
-from ..graph import Graph
+import torch
+from torch import nn
+
 from ..patterns import full
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
 from .segment import neighbour_sum
+from .state import LayerState
 
 __all__ = ["TopKAttentionLayer"]
 
@@ -46,11 +49,18 @@ class TopKAttentionLayer(nn.Module):
         self.feed_forward = FeedForward(channels, 2, dropout)
         self.norm_out = make_norm(norm, channels)
 
-    def forward(self, x: Tensor, graph: Graph, candidates: Graph | None = None) -> Tensor:
-        """x [N, C]; graph: the batch (neighbours); candidates: [N, N] pattern (default ``full(graph)``)."""
-        candidates = full(graph) if candidates is None else candidates
+    def reset_parameters(self) -> None:
+        for module in self.children():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, state: LayerState) -> LayerState:
+        """``state.x`` [N, C]; ``state.graph``: the batch (neighbours); ``state.pattern``: the [N, N]
+        candidates (default ``full(graph)``) -> the state with new ``x``."""
+        x, graph = state.x, state.graph
+        candidates = full(graph) if state.pattern is None else state.pattern
         h_top = self.attention(x, pattern=candidates, keep_top=self.k)
         mean = neighbour_sum(graph, x) / graph.degree().clamp_min(1).to(x.dtype)[:, None]
         h = torch.cat([h_top, self.neighbour_lin(mean)], dim=-1)
         h = self.norm(x + self.dropout(self.combine(h)))
-        return self.norm_out(h + self.feed_forward(h))
+        return replace(state, x=self.norm_out(h + self.feed_forward(h)))
