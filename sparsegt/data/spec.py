@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 
 TASK_LEVELS = ("node", "graph", "edge")
 TASK_KINDS = ("multiclass", "binary", "regression")
+# the metrics a task may name (computed by sparsegt.train.metrics), and whether higher is better
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "weighted_accuracy": True,
+    "accuracy": True,
+    "mae": False,
+    "roc_auc": True,
+    "average_precision": True,
+}
 
 
 @dataclass(frozen=True)

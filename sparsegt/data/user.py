@@ -37,7 +37,7 @@ import torch
 
 from ..graph import Graph
 from .dataset import Dataset, DatasetCard
-from .spec import FeatureSpec, TaskSpec
+from .spec import HIGHER_IS_BETTER, FeatureSpec, TaskSpec
 
 __all__ = ["load_folder", "save_folder", "from_graphs", "from_pyg", "from_networkx"]
 
@@ -69,8 +69,6 @@ def _infer_task(graphs: Sequence[Graph], meta: dict) -> TaskSpec:
         metric = "accuracy"
     kind = meta.get("task_kind", kind)
     metric = meta.get("metric", metric)
-    from ..train.metrics import HIGHER_IS_BETTER
-
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"meta.json: metric {metric!r} is unknown; choose from {sorted(HIGHER_IS_BETTER)}")
     return TaskSpec(level, kind, int(meta.get("num_outputs", outputs)), metric, HIGHER_IS_BETTER[metric])

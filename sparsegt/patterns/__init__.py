@@ -4,7 +4,7 @@ sparse + low-rank merging, composition, and pictures. See docs/patterns.md.
 """
 
 from .blocks import antidiagonal_block_mass, block_select, select_blocks
-from .compose import add_self_loops, causal, intersect, subsample, union
+from .compose import add_self_loops, bigbird, causal, intersect, subsample, union
 from .content import edge_scores, threshold_topk, topk
 from .draw import draw_pattern, pattern_defaults, show_pattern
 from .graph import expander, full, khop, virtual_nodes, virtual_token_graph
@@ -17,7 +17,6 @@ from .lowrank import (
 )
 from .routes import RoutingPattern, bilevel_routing, grid_regions, routing, spherical_kmeans
 from .static import (
-    bigbird,
     block_diagonal,
     causal_sequence,
     dilated,

@@ -1,4 +1,4 @@
-"""Composing patterns: `union`, `intersect`, `add_self_loops`, `causal`, `subsample`.
+"""Composing patterns: `union`, `intersect`, `add_self_loops`, `causal`, `subsample`, and `bigbird` (a union).
 
 Patterns are values: compose them, then run `sparse_attention` once on the result (the
 FlexAttention model: building a pattern and running attention are two steps).
@@ -12,8 +12,9 @@ from torch import Tensor
 
 from ..graph import Graph
 from ._csr import csr_from_pairs, filter_edges, finish, graph_offsets
+from .static import Lengths, causal_sequence, global_tokens, random, window
 
-__all__ = ["union", "intersect", "add_self_loops", "causal", "subsample"]
+__all__ = ["union", "intersect", "add_self_loops", "causal", "subsample", "bigbird"]
 
 MERGE_MIN_ENTRIES = 1 << 14   # CPU inputs with at least this many entries in all take the O(E) merge
 
@@ -240,8 +241,6 @@ def causal(pattern: Graph | int | list[int] | Tensor) -> Graph:
     For causal windows use ``window(n, w, causal=True)``.
     """
     if isinstance(pattern, int | list | tuple) or (isinstance(pattern, Tensor) and pattern.dim() <= 1):
-        from .static import causal_sequence
-
         return causal_sequence(pattern)
     if not isinstance(pattern, Graph):
         raise ValueError(f"causal: expected a sparsegt.Graph, got {type(pattern).__name__}")
@@ -274,3 +273,12 @@ def subsample(pattern: Graph, p: float, seed: int | None = None, generator: torc
     if keep_self_loops:
         keep |= pattern.row_index() == pattern.indices
     return filter_edges(pattern, keep)
+
+
+def bigbird(n: Lengths, w: int, g: int, r: int, seed: int = 0, *, device=None) -> Graph:
+    """BigBird at token granularity: ``union(window(n, w), global_tokens(n, g), random(n, r, seed))``.
+
+    (BigBird proper works on blocks of 64 tokens; `block_diagonal` + this per-token version cover
+    the same idea on a kernel that does not need blocks.)"""
+    return union(window(n, w, device=device), global_tokens(n, g, device=device),
+                 random(n, r, seed, device=device))

@@ -128,7 +128,7 @@ _PATTERNS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "causal": (lambda n: static.causal_sequence(n), {"n": 64}),
     "global_tokens": (lambda n, g: static.global_tokens(n, g), {"n": 64, "g": 2}),
     "random": (lambda n, r, seed: static.random(n, r, seed), {"n": 64, "r": 3, "seed": 0}),
-    "bigbird": (lambda n, w, g, r, seed: static.bigbird(n, w, g, r, seed),
+    "bigbird": (lambda n, w, g, r, seed: compose.bigbird(n, w, g, r, seed),
                 {"n": 64, "w": 3, "g": 2, "r": 3, "seed": 0}),
     "block_diagonal": (lambda n, b: static.block_diagonal(n, b), {"n": 64, "b": 8}),
     "grid2d": (lambda h, w, radius, kind, svga_k: static.grid2d(h, w, radius, kind, svga_k),

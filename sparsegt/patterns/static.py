@@ -22,7 +22,7 @@ from ..attention.dropout import MASK32, hash32_torch
 from ..graph import Graph
 from ._csr import check_int, csr_from_pairs, finish, segment_arange
 
-__all__ = ["window", "dilated", "strided", "global_tokens", "random", "bigbird", "block_diagonal",
+__all__ = ["window", "dilated", "strided", "global_tokens", "random", "block_diagonal",
            "causal_sequence", "grid2d"]
 
 Lengths = int | Sequence[int] | Tensor
@@ -151,17 +151,6 @@ def random(n: Lengths, r: int, seed: int = 0, *, causal: bool = False, device=No
     local_col = torch.div(h * span, MASK32 + 1, rounding_mode="floor")   # uniform in [0, span)
     token_row = torch.arange(t.total, device=t.local.device).repeat_interleave(r)
     return t.pairs(token_row, local_col.reshape(-1))
-
-
-def bigbird(n: Lengths, w: int, g: int, r: int, seed: int = 0, *, device=None) -> Graph:
-    """BigBird at token granularity: ``union(window(n, w), global_tokens(n, g), random(n, r, seed))``.
-
-    (BigBird proper works on blocks of 64 tokens; `block_diagonal` + this per-token version cover
-    the same idea on a kernel that does not need blocks.)"""
-    from .compose import union
-
-    return union(window(n, w, device=device), global_tokens(n, g, device=device),
-                 random(n, r, seed, device=device))
 
 
 def grid2d(h: int, w: int, radius: int = 1, kind: str = "square", svga_k: int = 2, *,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..data.spec import HIGHER_IS_BETTER
+
 __all__ = [
     "compute_metric",
     "HIGHER_IS_BETTER",
@@ -166,13 +168,7 @@ METRICS = {
     "average_precision": average_precision,
 }
 
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "weighted_accuracy": True,
-    "accuracy": True,
-    "mae": False,
-    "roc_auc": True,
-    "average_precision": True,
-}
+assert set(METRICS) == set(HIGHER_IS_BETTER), "every metric needs its direction in sparsegt.data.spec"
 
 
 def compute_metric(name: str, prediction: Tensor, target: Tensor) -> float:
