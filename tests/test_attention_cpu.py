@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsegt import Graph, sparse_attention
-from sparsegt.attention import cpu_primitives
+from sparsegt.attention import cpu_primitives, numba_runtime
 from sparsegt.attention.cpu import cpu_attention
 from sparsegt.attention.dropout import keep_mask
 
@@ -167,7 +167,7 @@ def test_gradient_of_queries_only_skips_the_key_pass():
 @pytest.mark.parametrize("seed", [0, 7, 2**40 + 12345, 2**62 - 1, -5])
 def test_dropout_mask_is_bit_identical_to_keep_mask(seed):
     threshold = int(0.3 * 4294967296.0)
-    ours = cpu_primitives.keep_table(5000, 3, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, threshold)
+    ours = numba_runtime.keep_table(5000, 3, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, threshold)
     assert np.array_equal(ours.T.astype(bool), keep_mask(seed, 5000, 3, 0.3, torch.device("cpu")).numpy())
 
 

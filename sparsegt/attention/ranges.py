@@ -22,7 +22,7 @@ from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
 from ..graph import Graph
-from . import cpu_primitives as prim
+from . import numba_runtime as rt
 from . import range_kernels as kern
 from .cpu import _dropout_args, check_cpu_tensors
 
@@ -68,16 +68,16 @@ class _RangesAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, pattern, scale, dropout_p, dropout_seed):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
-        np_dtype = prim.numpy_float(q.dtype)
-        prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
+        np_dtype = rt.numpy_float(q.dtype)
+        rt.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
-        q2, kt, vt = prim.flat(q), _keys_first(k), _keys_first(v)
+        q2, kt, vt = rt.flat(q), _keys_first(k), _keys_first(v)
         bias_t = torch.zeros((1, 1), dtype=q.dtype) if bias is None else bias.detach().t().contiguous()
         use_dropout, keep_t, keep_scale = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads,
                                                         np_dtype)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
         lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
-        with prim.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
+        with rt.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
             kern.runs_forward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                               bias_t.numpy(), bias is not None, np_dtype(scale), np_dtype(0.0), use_dropout, keep_t,
                               keep_scale, chunk_ptr, max_len, out.numpy(), lse.numpy())
@@ -94,11 +94,11 @@ class _RangesAttention(torch.autograd.Function):
         q_shape, k_shape, v_shape = ctx.shapes
         num_rows, num_heads = lse.shape
         dtype = q2.dtype
-        np_dtype = prim.numpy_float(dtype)
-        prim.use_threads(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
+        np_dtype = rt.numpy_float(dtype)
+        rt.use_threads(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
         need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
-        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else prim.flat(dout).numpy()
+        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else rt.flat(dout).numpy()
         dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
                  else dlse.detach().contiguous().numpy())
         dq = torch.empty(tuple(q2.shape), dtype=dtype)
@@ -106,7 +106,7 @@ class _RangesAttention(torch.autograd.Function):
         part_k = np.empty((kt.shape[0], width), np_dtype)
         part_v = np.empty((vt.shape[0], width), np_dtype)
         dbias_t = torch.empty((num_heads, pattern.num_edges) if need_dbias else (1, 1), dtype=dtype)
-        with prim.DynamicSchedule(), record_function("sparsegt.ranges.backward"):
+        with rt.DynamicSchedule(), record_function("sparsegt.ranges.backward"):
             kern.runs_backward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                                bias_t.numpy(),
                                ctx.has_bias, need_dbias, np_dtype(ctx.scale), np_dtype(0.0), *ctx.dropout,

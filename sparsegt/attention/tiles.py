@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..graph import Graph
-from . import cpu_primitives as prim
+from . import numba_runtime as rt
 from .dropout import keep_mask
 from .tile_plan import TileChunk, TilePlan, tile_plan
 
@@ -126,7 +126,7 @@ class _Dropout:
     def __init__(self, p: float, seed: int, num_edges: int, num_heads: int, dtype, device) -> None:
         self.scale = 1.0 / (1.0 - p)
         if device.type == "cpu":  # numba: the [H, E] keep bits, then the factors in place, per chunk
-            self.keep = prim.keep_table(num_edges, num_heads, seed & prim.MASK32, (seed >> 32) & prim.MASK32,
+            self.keep = rt.keep_table(num_edges, num_heads, seed & rt.MASK32, (seed >> 32) & rt.MASK32,
                                         int(p * 4294967296.0))
         else:  # elsewhere: a [H, E] table of factors, gathered per chunk
             self.table = keep_mask(seed, num_edges, num_heads, p, device).t().to(dtype) * self.scale
@@ -134,8 +134,8 @@ class _Dropout:
     def factors(self, chunk: TileChunk, out: Tensor) -> Tensor:
         if out.device.type != "cpu":
             return out.copy_(self.table[:, chunk.edge_map])
-        np_dtype = prim.numpy_float(out.dtype)
-        prim.dense_keep_factors(chunk.edge_map.numpy(), self.keep, np_dtype(self.scale), out.numpy())
+        np_dtype = rt.numpy_float(out.dtype)
+        rt.dense_keep_factors(chunk.edge_map.numpy(), self.keep, np_dtype(self.scale), out.numpy())
         return out
 
 

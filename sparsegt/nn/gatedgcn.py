@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.cpu_primitives import DynamicSchedule, flat, numpy_float, row_chunks, use_threads
+from ..attention.numba_runtime import DynamicSchedule, flat, numpy_float, row_chunks, use_threads
 from ..graph import Graph
 from . import gatedgcn_kernels as kernels
 from .segment import gather_keys, gather_queries, segment_sum

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.cpu_primitives import DynamicSchedule, flat, row_chunks, use_threads
+from ..attention.numba_runtime import DynamicSchedule, flat, row_chunks, use_threads
 from ..encodings.relative import rrwp
 from ..graph import Graph
 from . import grit_kernels as kernels
