@@ -45,13 +45,13 @@ def _piece_size(indptr: Tensor, threads: int) -> int:
     return int(min(MAX_PIECE, max(MIN_PIECE, -(-total // (threads * CHUNKS_PER_THREAD)))))
 
 
-def _plan(pattern: Graph, kind: str, piece: int) -> tuple[np.ndarray, ...]:
-    """Segments and chunks of the row (CSR) or column (CSC) pattern, cached on the pattern."""
-    key = f"cpu_plan_{kind}_{piece}"
-    if key not in pattern._cache:
-        indptr = pattern.indptr if kind == "rows" else pattern.csc()[0]
-        pattern._cache[key] = prim.plan_segments(indptr.contiguous().numpy(), piece)
-    return pattern._cache[key]
+def _plan(pattern: Graph, side: str, piece: int) -> prim.SegmentPlan:
+    """Segments and chunks of the row (CSR) or column (CSC) pattern: the pattern's plan ``"segments"``."""
+    def build() -> prim.SegmentPlan:
+        indptr = pattern.indptr if side == "rows" else pattern.csc()[0]
+        return prim.SegmentPlan(*prim.plan_segments(indptr.contiguous().numpy(), piece))
+
+    return pattern.plan("segments", build, key=(side, piece))
 
 
 def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, num_heads: int,

@@ -12,6 +12,8 @@ lives in `numba_runtime`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -47,6 +49,18 @@ def prefetch_row(typingctx, array, row):
 
 
 # ---------------------------------------------------------------------------------------------- plan
+class SegmentPlan(NamedTuple):
+    """`plan_segments` of a pattern's rows (or columns), kept on the pattern as plan ``"segments"``."""
+
+    seg_row: np.ndarray
+    seg_start: np.ndarray
+    seg_end: np.ndarray
+    seg_slot: np.ndarray
+    chunk_ptr: np.ndarray
+    split_row: np.ndarray
+    split_ptr: np.ndarray
+
+
 @njit(cache=True)
 def plan_segments(indptr, piece):
     """Cut rows into segments of at most ``piece`` edges and group them into chunks of ~``piece`` cost.

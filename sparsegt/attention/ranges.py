@@ -15,6 +15,8 @@ checks `is_runs` and sends such calls to the CPU kernel).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -32,12 +34,24 @@ CHUNK_WORK = 1 << 14  # entries per chunk of rows (before the per-row cost): ~20
 PARALLEL_MIN_WORK = 1 << 19  # E * H * (D + Dv) below which one thread is faster than two
 
 
+class RunPlan(NamedTuple):
+    """The work plan of the ranges kernels for a pattern of runs (the pattern's plan ``"run_plan"``):
+    ``lo`` [N] (first key of each row), chunks of rows ``chunk_ptr`` with their column spans
+    ``span_lo``/``span_hi`` and scratch offsets ``part_ptr`` (`range_kernels.plan_runs`), and the
+    longest row ``max_len`` (at least 1)."""
+
+    lo: np.ndarray
+    chunk_ptr: np.ndarray
+    span_lo: np.ndarray
+    span_hi: np.ndarray
+    part_ptr: np.ndarray
+    max_len: int
+
+
 def _runs(pattern: Graph) -> np.ndarray:
-    """``lo`` [N] of `range_kernels.row_runs` (empty if the pattern is not runs), cached on the pattern."""
-    if "runs_lo" not in pattern._cache:
-        pattern._cache["runs_lo"] = kern.row_runs(pattern.indptr.contiguous().numpy(),
-                                                  pattern.indices.contiguous().numpy())
-    return pattern._cache["runs_lo"]
+    """``lo`` [N] of `range_kernels.row_runs` (empty if the pattern is not runs): the pattern's plan ``"runs"``."""
+    return pattern.plan("runs", lambda: kern.row_runs(pattern.indptr.contiguous().numpy(),
+                                                      pattern.indices.contiguous().numpy()))
 
 
 def is_runs(pattern: Graph) -> bool:
@@ -45,9 +59,9 @@ def is_runs(pattern: Graph) -> bool:
     return pattern.device.type == "cpu" and (pattern.num_nodes == 0 or _runs(pattern).shape[0] > 0)
 
 
-def _plan(pattern: Graph) -> tuple[np.ndarray, ...]:
-    """(lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len), cached on the pattern."""
-    if "runs_plan" not in pattern._cache:
+def _plan(pattern: Graph) -> RunPlan:
+    """The pattern's plan ``"run_plan"``."""
+    def build() -> RunPlan:
         indptr = pattern.indptr.contiguous().numpy()
         lo = _runs(pattern)
         mean_len = pattern.num_edges / max(1, pattern.num_nodes)
@@ -55,8 +69,9 @@ def _plan(pattern: Graph) -> tuple[np.ndarray, ...]:
         chunk_work = max(CHUNK_WORK, int(4 * mean_len * mean_len))
         plan = kern.plan_runs(indptr, lo, chunk_work)
         max_len = int(np.max(np.diff(indptr), initial=0))
-        pattern._cache["runs_plan"] = (lo, *plan, max(1, max_len))
-    return pattern._cache["runs_plan"]
+        return RunPlan(lo, *plan, max(1, max_len))
+
+    return pattern.plan("run_plan", build)
 
 
 def _keys_first(t: Tensor) -> Tensor:

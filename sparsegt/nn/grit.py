@@ -140,10 +140,8 @@ def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     chunks = threads
     if threads > 1:
         chunks = max(threads, min(4 * threads, pattern.num_edges // (2 * max(pattern.num_cols, 1))))
-    key = f"grit_chunks_{chunks}"
-    if key not in pattern._cache:
-        pattern._cache[key] = row_chunks(pattern.indptr.contiguous().numpy(), chunks)
-    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), pattern._cache[key]
+    bounds = pattern.plan("row_chunks", lambda: row_chunks(pattern.indptr.contiguous().numpy(), chunks), key=chunks)
+    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), bounds
 
 
 class _PairHat(torch.autograd.Function):
