@@ -30,10 +30,9 @@ from ..graph import Graph
 from . import cpu_kernels as kern
 from . import cpu_primitives as prim
 from . import numba_runtime as rt
+from .backend import AttentionInputs, Backend, Support, unsupported_error
 
-__all__ = ["cpu_attention"]
-
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
+__all__ = ["cpu_attention", "CPU"]
 CHUNKS_PER_THREAD = 16  # chunks are handed out dynamically: slack to absorb a slow or shared core
 MIN_PIECE = 256  # bounds of the edges per chunk (and of the longest row left uncut)
 MAX_PIECE = 16384
@@ -161,17 +160,18 @@ class _CpuAttention(torch.autograd.Function):
                 None if dv is None else dv.view(v_shape), dbias, dgate_out, None, None, None, None, None, None)
 
 
-def check_cpu_tensors(backend: str, **tensors: Tensor | None) -> None:
-    """ValueError unless every given tensor is a float32/float64 CPU tensor (the numba backends' inputs)."""
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        if t.device.type != "cpu":
-            raise ValueError(f"backend={backend!r} needs CPU tensors, but {name} is on {t.device}; "
-                             "move it with .cpu() or use backend='auto'")
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"backend={backend!r} supports float32 and float64, but {name} is {t.dtype}; "
-                             "cast with .float() or use backend='torch'")
+class CpuBackend(Backend):
+    """``backend="cpu"``: the fused per-edge kernel; float32/float64 CPU tensors, every option, any pattern."""
+
+    name = "cpu"
+    supports = Support(devices=("cpu",), dtypes=rt.NUMBA_DTYPES)
+
+    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
+        return _CpuAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.gate, inputs.pattern,
+                                   float(scale), float(inputs.dropout_p), dropout_seed, None, inputs.score_clamp)
+
+
+CPU = CpuBackend()
 
 
 def cpu_attention(
@@ -184,7 +184,9 @@ def cpu_attention(
     ``piece`` (edges per work chunk, and the longest row left uncut) is for tests; by default it
     follows the edge count and the thread count. ``score_clamp``: as in `sparse_attention` (GT's clamp).
     """
-    check_cpu_tensors("cpu", q=q, k=k, v=v, bias=bias, gate=gate)
+    reasons = CPU.unsupported_reasons(AttentionInputs(q, k, v, pattern, bias, gate, dropout_p, score_clamp))
+    if reasons:
+        raise unsupported_error("cpu", reasons)
     if piece is not None and piece < 1:
         raise ValueError(f"piece must be a positive number of edges, got {piece}")
     return _CpuAttention.apply(q, k, v, bias, gate, pattern, float(scale), float(dropout_p), dropout_seed,

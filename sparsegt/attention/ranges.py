@@ -26,12 +26,17 @@ from torch.profiler import record_function
 from ..graph import Graph
 from . import numba_runtime as rt
 from . import range_kernels as kern
-from .cpu import _dropout_args, check_cpu_tensors
+from .backend import AttentionInputs, Backend, Support, unsupported_error
+from .cpu import _dropout_args
 
-__all__ = ["ranges_attention", "is_runs"]
+__all__ = ["ranges_attention", "is_runs", "RANGES"]
 
 CHUNK_WORK = 1 << 14  # entries per chunk of rows (before the per-row cost): ~20 chunks for 32 PATTERN graphs
 PARALLEL_MIN_WORK = 1 << 19  # E * H * (D + Dv) below which one thread is faster than two
+# auto uses this kernel (keys in SIMD lanes) when heads are narrow and runs long enough to fill the lanes;
+# with wider heads the per-edge kernel's loops over D already fill them
+AUTO_MAX_HEAD_DIM = 32
+AUTO_MIN_MEAN_DEGREE = 32
 
 
 class RunPlan(NamedTuple):
@@ -135,17 +140,45 @@ class _RangesAttention(torch.autograd.Function):
         return dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, None, None, None, None
 
 
+class RangesBackend(Backend):
+    """``backend="ranges"``: float32/float64 CPU tensors, patterns of runs, no gate, no score clamp. Auto
+    takes it for runs of at least ``AUTO_MIN_MEAN_DEGREE`` keys on average and heads of at most
+    ``AUTO_MAX_HEAD_DIM`` channels."""
+
+    name = "ranges"
+    supports = Support(devices=("cpu",), dtypes=rt.NUMBA_DTYPES, gate=False, score_clamp=False, pattern="runs")
+
+    def auto_reasons(self, inputs: AttentionInputs) -> list[str]:
+        reasons = []
+        if inputs.head_dim > AUTO_MAX_HEAD_DIM:
+            reasons.append(f"auto takes it for heads of at most {AUTO_MAX_HEAD_DIM} channels, got {inputs.head_dim}")
+        if inputs.mean_degree < AUTO_MIN_MEAN_DEGREE:
+            reasons.append(f"auto takes it for at least {AUTO_MIN_MEAN_DEGREE} keys per row on average, got "
+                           f"{inputs.mean_degree:.3g}")
+        return reasons
+
+    def data_reasons(self, inputs: AttentionInputs) -> list[str]:
+        if is_runs(inputs.pattern):
+            return []
+        return ["needs a pattern whose every row's keys are consecutive and increasing (full per graph, "
+                "windows, blocks)"]
+
+    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
+        return _RangesAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, float(scale),
+                                      float(inputs.dropout_p), dropout_seed)
+
+
+RANGES = RangesBackend()
+
+
 def ranges_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None,
                      scale: float, dropout_p: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
     """Attention over a pattern of runs. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], bias [E, H].
 
     Returns ``out`` [Nq, H, Dv] (zeros on rows without edges) and ``lse`` [Nq, H] (``-inf`` there).
     """
-    if gate is not None:
-        raise ValueError("backend='ranges' does not take a gate (a per-edge factor inside q.k); "
-                         "use backend='cpu' or 'auto'")
-    check_cpu_tensors("ranges", q=q, k=k, v=v, bias=bias)
-    if not is_runs(pattern):
-        raise ValueError("backend='ranges' needs a pattern whose every row's keys are consecutive and "
-                         "increasing (full per graph, windows, blocks); use backend='cpu' or 'auto'")
-    return _RangesAttention.apply(q, k, v, bias, pattern, float(scale), float(dropout_p), dropout_seed)
+    inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p)
+    reasons = RANGES.unsupported_reasons(inputs)
+    if reasons:
+        raise unsupported_error("ranges", reasons)
+    return RANGES.run(inputs, scale, dropout_seed)
