@@ -89,7 +89,8 @@ def test_backends_state_what_they_support():
     by_name = {b.name: b for b in BACKENDS}
     assert [b.name for b in BACKENDS] == ["ranges", "tiles", "cpu", "torch"]
     assert by_name["ranges"].supports.pattern == "runs" and not by_name["ranges"].supports.gate
-    assert by_name["tiles"].supports.pattern == "no duplicate edges" and by_name["tiles"].supports.finite_keys_and_values
+    tiles = by_name["tiles"].supports
+    assert tiles.pattern == "no duplicate edges" and tiles.finite_keys_and_values
     assert not by_name["tiles"].supports.score_clamp and by_name["cpu"].supports.score_clamp
     assert by_name["torch"].supports.devices is None and by_name["torch"].supports.dtypes is None
 
@@ -106,3 +107,20 @@ def test_a_backend_that_cannot_run_lists_every_backends_reasons():
     assert "\n  cpu: can run it" in message and "\n  torch: can run it" in message
     with pytest.raises(ValueError, match="backend must be one of"):
         sparse_attention(q, q, q, g, backend="triton")
+
+
+def test_fused_layers_choose_their_path_through_the_same_interface():
+    from sparsegt.attention.backend import first_runnable
+    from sparsegt.nn import gatedgcn, grit
+
+    g = window(10, 2)
+    d = torch.randn(10, 4)
+    c = torch.randn(g.num_edges, 4)
+    assert first_runnable(gatedgcn.PATHS, g, d, d, d, c).name == "numba"
+    assert first_runnable(gatedgcn.PATHS, g, d, d, d, c.double()).name == "torch"  # two dtypes
+    half = d.bfloat16()
+    assert gatedgcn.PATHS[0].unsupported_reasons(g, half, half, half, c.bfloat16()) == [
+        "supports float32 and float64, but d, e, b, c are torch.bfloat16; cast with .float()"]
+    q = torch.randn(10, 2, 2)
+    assert first_runnable(grit.PATHS, q, c).name == "numba"
+    assert first_runnable(grit.PATHS, q.bfloat16(), c.bfloat16()).name == "torch"

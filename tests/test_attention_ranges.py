@@ -13,8 +13,7 @@ from sparsegt.attention import ranges
 from sparsegt.attention.ranges import is_runs, ranges_attention
 from sparsegt.patterns import full, window
 
-from .attention_checks import (assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend,
-                               outputs_and_grads)
+from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend, outputs_and_grads
 from .strategies import random_qkv, run_patterns
 
 

@@ -13,8 +13,7 @@ from sparsegt.attention.tile_plan import tile_fill, tile_plan
 from sparsegt.attention.tiles import tiles_attention
 from sparsegt.patterns import full, window
 
-from .attention_checks import (assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend,
-                               outputs_and_grads)
+from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend, outputs_and_grads
 from .strategies import patterns, random_qkv
 
 # (rows per tile, columns per block): the default, small tiles (many tiles of several widths), 1 x 1

@@ -8,6 +8,10 @@ empty when it can) and `Backend.run`. `api.BACKENDS` lists them in one ordered t
 ``auto=True``, are empty. With ``auto=True`` a backend adds the speed rules under which auto leaves a call
 to the next one (`Backend.auto_reasons`: ranges wants long runs of narrow heads, tiles long dense rows).
 
+The fused layer kernels (`nn.gatedgcn`, `nn.grit`) choose their device path the same way: each layer
+holds an ordered tuple of paths (the numba kernels, then torch ops), each with a ``name``, an
+``unsupported_reasons(...)`` and a ``run``, and takes the first without reasons (`first_runnable`).
+
 Checks run cheapest first and stop at the first group that finds a reason: what the backend supports
 (`Support`, from the call alone), then auto's speed rules, then the checks that read the pattern or the
 data (`Backend.data_reasons`: runs, duplicate edges, non-finite keys), which may build and keep a plan
@@ -23,7 +27,7 @@ from torch import Tensor
 
 from ..graph import Graph
 
-__all__ = ["AttentionInputs", "Support", "Backend", "unsupported_error"]
+__all__ = ["AttentionInputs", "Support", "Backend", "unsupported_error", "first_runnable"]
 
 
 @dataclass(frozen=True)
@@ -152,3 +156,12 @@ def unsupported_error(name: str, reasons: list[str], others: dict[str, list[str]
         lines = [f"  {other}: {'; '.join(why) if why else 'can run it'}" for other, why in others.items()]
         message += "\nwhat each backend says (backend='auto' takes the first that can run it):\n" + "\n".join(lines)
     return ValueError(message)
+
+
+def first_runnable(paths, *args):
+    """The first of ``paths`` (objects with ``unsupported_reasons(*args) -> list[str]``) without reasons."""
+    for path in paths:
+        if not path.unsupported_reasons(*args):
+            return path
+    raise ValueError("no path runs this call: " + "; ".join(
+        f"{path.name}: {', '.join(path.unsupported_reasons(*args))}" for path in paths))

@@ -91,9 +91,9 @@ def numba_cpu_reasons(**tensors: torch.Tensor | None) -> list[str]:
     dtypes = sorted({str(t.dtype) for t in given.values()})
     other = [name for name, t in given.items() if t.dtype not in NUMBA_DTYPES]
     if other:
-        reasons.append(f"supports float32 and float64, but {', '.join(other)} "
-                       f"{'is' if len(other) == 1 else 'are'} {', '.join(sorted({str(given[n].dtype) for n in other}))}; "
-                       "cast with .float()")
+        kinds = ", ".join(sorted({str(given[name].dtype) for name in other}))
+        reasons.append(f"supports float32 and float64, but {', '.join(other)} {'is' if len(other) == 1 else 'are'} "
+                       f"{kinds}; cast with .float()")
     elif len(dtypes) > 1:
         reasons.append(f"needs one dtype, got {', '.join(dtypes)}")
     return reasons
