@@ -29,7 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sparsegt import Graph, sparse_attention  # noqa: E402
-from sparsegt.attention.api import _auto_backend  # noqa: E402
+from sparsegt.attention.api import choose_backend  # noqa: E402
+from sparsegt.attention.backend import AttentionInputs  # noqa: E402
 from sparsegt.patterns import (  # noqa: E402
     bigbird,
     bilevel_routing,
@@ -120,7 +121,7 @@ def run_speed(args) -> list[dict]:
                 continue
             pattern = build()
             start = time.perf_counter()  # choosing the backend plans it (tiles), once per pattern
-            backend = args.backend if args.backend != "auto" else _auto_backend(q, pattern, None)
+            backend = args.backend if args.backend != "auto" else choose_backend(AttentionInputs(q, k, v, pattern)).name
             row = {"L": L, "pattern": name, "edges": pattern.num_edges,
                    "build_ms": timed(build, args.repeats), "backend": backend,
                    "plan_ms": 1e3 * (time.perf_counter() - start)}

@@ -18,18 +18,46 @@ Tensors carried along:
 
 A batch (`Graph.batch`) is a disjoint union without padding; ``ptr`` [B+1], ``col_ptr`` [B+1] and
 ``edge_ptr`` [B+1] hold the node, key and edge offsets of each graph.
+
+Plans: what code precomputes from a pattern (its transpose, a backend's work plan) is kept on the
+`Graph` through one call, `Graph.plan`, under a kind named in `PLAN_KINDS`, and lives as long as the
+`Graph` (see `Graph.plan` for the lifetime).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "PLAN_KINDS"]
+
+T = TypeVar("T")
+
+# Every kind of plan kept on a Graph (`Graph.plan`), what it holds and who builds it. A new kind is one line here.
+PLAN_KINDS: Mapping[str, str] = MappingProxyType({
+    "row_index": "Graph.row_index: [E] the query of every edge",
+    "batch_index": "Graph.batch_index: [N] the graph of every node",
+    "csc": "Graph.csc: the transposed pattern (col_indptr, row_indices, edge_id)",
+    "segments": "attention.cpu, key (side 'rows' or 'cols', piece): cpu_primitives.SegmentPlan, the rows "
+                "(or columns) cut into segments and chunks",
+    "runs": "attention.ranges: lo [N], the first key of every row's run (empty when the rows are not runs)",
+    "run_plan": "attention.ranges: ranges.RunPlan, the chunks of rows and their column spans",
+    "tile_counts": "attention.tile_plan, key (tile_rows, block_cols): [T] column blocks per row tile",
+    "tile_plan": "attention.tile_plan, key (tile_rows, block_cols): tile_plan.TilePlan",
+    "row_chunks": "nn.grit, key (chunks): numba_runtime.row_chunks bounds of the fused layer kernels",
+})
+
+
+class _Offered:
+    """A builder a pattern function left for a plan it knows more cheaply (`Graph.offer_plan`)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
 
 
 def _first_bad(mask: Tensor) -> int:
@@ -103,7 +131,7 @@ class Graph:
         self.ptr = ptr
         self.col_ptr = col_ptr if col_ptr is not None else (ptr if num_cols is None else None)
         self.edge_ptr = edge_ptr
-        self._cache: dict[str, Any] = {}
+        self._plans: dict[tuple[str, Hashable], Any] = {}  # (kind, key) -> plan, or an _Offered builder
         if validate:
             self.validate()
 
@@ -135,13 +163,12 @@ class Graph:
     @property
     def batch_index(self) -> Tensor:
         """[N] index of the graph each node (row) belongs to (PyG's ``batch`` vector)."""
-        if "batch" not in self._cache:
+        def build() -> Tensor:
             ptr = self._ptr_or_single()
             counts = ptr[1:] - ptr[:-1]
-            self._cache["batch"] = torch.repeat_interleave(
-                torch.arange(len(counts), device=self.device), counts
-            )
-        return self._cache["batch"]
+            return torch.repeat_interleave(torch.arange(len(counts), device=self.device), counts)
+
+        return self.plan("batch_index", build)
 
     def _ptr_or_single(self) -> Tensor:
         if self.ptr is not None:
@@ -160,11 +187,8 @@ class Graph:
 
     def row_index(self) -> Tensor:
         """[E] the query (row) of every edge, in CSR order."""
-        if "row" not in self._cache:
-            self._cache["row"] = torch.repeat_interleave(
-                torch.arange(self.num_nodes, device=self.device), self.indptr.diff()
-            )
-        return self._cache["row"]
+        return self.plan("row_index", lambda: torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=self.device), self.indptr.diff()))
 
     def degree(self, kind: str = "row") -> Tensor:
         """[N] number of keys per query (``kind="row"``) or [num_cols] queries per key (``"col"``)."""
@@ -399,19 +423,51 @@ class Graph:
 
         ``edge_id[t]`` is the CSR position of the t-th CSC entry; entries are sorted by key, then by
         query, so backward passes can walk keys without atomics. A pattern builder that knows the
-        transpose without a sort leaves a function computing it in ``_cache["csc_builder"]``.
+        transpose without a sort offers it (``offer_plan("csc", build)``, as `patterns.full` does).
         """
-        if "csc" in self._cache:
-            return self._cache["csc"]
-        builder = self._cache.pop("csc_builder", None)
-        if builder is not None:
-            self._cache["csc"] = builder()
-        else:
+        def build() -> tuple[Tensor, Tensor, Tensor]:
             order = torch.sort(self.indices, stable=True).indices
             col_indptr = torch.zeros(self.num_cols + 1, dtype=torch.long, device=self.device)
             col_indptr[1:] = torch.cumsum(torch.bincount(self.indices, minlength=self.num_cols), 0)
-            self._cache["csc"] = (col_indptr, self.row_index()[order].contiguous(), order)
-        return self._cache["csc"]
+            return col_indptr, self.row_index()[order].contiguous(), order
+
+        return self.plan("csc", build)
+
+    # ------------------------------------------------------------------ plans
+    def plan(self, kind: str, build: Callable[[], T], key: Hashable = None) -> T:
+        """The plan ``kind`` (at ``key``) of this pattern: ``build()`` on the first request, kept after.
+
+        A plan is anything precomputed from the pattern alone (``indptr``, ``indices``, ``num_cols``,
+        ``ptr``/``col_ptr``) that later calls reuse: the transpose, a backend's tile or run plan, the row
+        chunks of a fused kernel. ``kind`` is one of `PLAN_KINDS` (which says what each holds and who
+        builds it); ``key`` tells plans of one kind apart (a tile shape, a chunk count).
+
+        Lifetime: a plan lives as long as this `Graph`. `pattern` shares the plans (both see what either
+        builds), `with_data` copies those built so far, `to` and every other new `Graph` start without.
+        Plans assume the pattern tensors are never changed in place (no sparsegt code does): build a new
+        `Graph` for a new pattern. If a pattern function offered a builder (`offer_plan`), the first
+        request runs that one instead of ``build``.
+        """
+        if kind not in PLAN_KINDS:
+            raise ValueError(f"unknown plan kind {kind!r}; the kinds are {sorted(PLAN_KINDS)} (graph.PLAN_KINDS)")
+        slot = (kind, key)
+        value = self._plans.get(slot)
+        if value is None or isinstance(value, _Offered):
+            value = (build if value is None else value.build)()
+            self._plans[slot] = value
+        return value
+
+    def offer_plan(self, kind: str, build: Callable[[], Any], key: Hashable = None) -> None:
+        """Leave ``build`` to make the plan ``kind`` (at ``key``) when it is first asked for: for a pattern
+        function that knows a plan more cheaply than its general builder (`patterns.full` knows its
+        transpose without a sort). ``build`` should hold no reference to the `Graph` (no cycle)."""
+        if kind not in PLAN_KINDS:
+            raise ValueError(f"unknown plan kind {kind!r}; the kinds are {sorted(PLAN_KINDS)} (graph.PLAN_KINDS)")
+        self._plans.setdefault((kind, key), _Offered(build))
+
+    def plans(self) -> dict[tuple[str, Hashable], Any]:
+        """The plans built so far, ``{(kind, key): plan}`` (a snapshot; for inspection and tests)."""
+        return {slot: value for slot, value in self._plans.items() if not isinstance(value, _Offered)}
 
     def transpose(self) -> Graph:
         """The key -> query pattern (``num_cols`` rows); edge tensors follow their edges."""
@@ -429,20 +485,21 @@ class Graph:
 
     def with_data(self, *, node_data: Mapping[str, Tensor] | None = None,
                   edge_data: Mapping[str, Tensor] | None = None,
-                  graph_data: Mapping[str, Tensor] | None = None) -> Graph:
-        """A copy sharing the pattern with extra (or replaced) named tensors."""
+                  graph_data: Mapping[str, Tensor] | None = None, validate: bool = True) -> Graph:
+        """A copy sharing the pattern with extra (or replaced) named tensors, and a copy of the plans built
+        so far (`plan`). ``validate=False`` skips checking the new tensors (the caller made them right)."""
         out = Graph(self.indptr, self.indices, self.num_cols, node_data={**self.node_data, **(node_data or {})},
                     edge_data={**self.edge_data, **(edge_data or {})},
                     graph_data={**self.graph_data, **(graph_data or {})}, ptr=self.ptr, col_ptr=self.col_ptr,
-                    edge_ptr=self.edge_ptr)
-        out._cache = dict(self._cache)
+                    edge_ptr=self.edge_ptr, validate=validate)
+        out._plans = dict(self._plans)
         return out
 
     def pattern(self) -> Graph:
-        """The bare pattern (no tensors), sharing indptr/indices, ptr and the cache."""
+        """The bare pattern (no tensors), sharing indptr/indices, ptr and the plans (`plan`)."""
         out = Graph(self.indptr, self.indices, self.num_cols, ptr=self.ptr, col_ptr=self.col_ptr,
                     edge_ptr=self.edge_ptr, validate=False)
-        out._cache = self._cache
+        out._plans = self._plans
         return out
 
     def to(self, device: torch.device | str) -> Graph:

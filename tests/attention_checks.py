@@ -55,3 +55,13 @@ def assert_gradcheck(attention, inputs):
         return out, finite_lse(lse)
 
     assert torch.autograd.gradcheck(f, tuple(inputs))
+
+
+def auto_backend(q, pattern, gate=None, score_clamp=None, k=None, v=None):
+    """The name of the backend ``backend="auto"`` takes for a call (q's device, dtype and head width)."""
+    from sparsegt.attention.api import choose_backend
+    from sparsegt.attention.backend import AttentionInputs
+
+    k = q if k is None else k
+    return choose_backend(AttentionInputs(q, k, k if v is None else v, pattern, gate=gate,
+                                          score_clamp=score_clamp)).name

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsegt import Graph, sparse_attention
-from sparsegt.attention import cpu_primitives
+from sparsegt.attention import cpu_primitives, numba_runtime
 from sparsegt.attention.cpu import cpu_attention
 from sparsegt.attention.dropout import keep_mask
 
-from .attention_checks import TOL, assert_equals_dense_oracle, assert_gradcheck, assert_same
+from .attention_checks import TOL, assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend
 from .strategies import patterns, random_qkv
 
 
@@ -103,12 +103,11 @@ def test_score_clamp_is_refused_where_unsupported_and_routed_by_auto():
     for bad in (0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="positive finite"):
             sparse_attention(q, q, q, g, score_clamp=bad)
-    from sparsegt.attention.api import _auto_backend
     from sparsegt.patterns import full
 
     batch = full(Graph.batch([Graph.empty(100)] * 4))
-    assert _auto_backend(torch.zeros(1, 4, 16), batch, None) == "ranges"
-    assert _auto_backend(torch.zeros(1, 4, 16), batch, None, 5.0) == "cpu"
+    assert auto_backend(torch.zeros(1, 4, 16), batch, None) == "ranges"
+    assert auto_backend(torch.zeros(1, 4, 16), batch, None, 5.0) == "cpu"
 
 
 @given(patterns(max_rows=10, max_cols=10, max_edges=60), st.sampled_from([None, 2]))
@@ -167,7 +166,7 @@ def test_gradient_of_queries_only_skips_the_key_pass():
 @pytest.mark.parametrize("seed", [0, 7, 2**40 + 12345, 2**62 - 1, -5])
 def test_dropout_mask_is_bit_identical_to_keep_mask(seed):
     threshold = int(0.3 * 4294967296.0)
-    ours = cpu_primitives.keep_table(5000, 3, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, threshold)
+    ours = numba_runtime.keep_table(5000, 3, seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, threshold)
     assert np.array_equal(ours.T.astype(bool), keep_mask(seed, 5000, 3, 0.3, torch.device("cpu")).numpy())
 
 
@@ -278,11 +277,9 @@ def test_duplicate_edges_count_twice():
 
 # ---------------------------------------------------------------------------------------------- api
 def test_auto_picks_cpu_and_bad_dtypes_raise():
-    from sparsegt.attention.api import _auto_backend
-
     g = Graph.from_edge_index(torch.tensor([[0], [1]]), 2)
-    assert _auto_backend(torch.zeros(2, 1, 1), g, torch.zeros(1, 1, 1)) == "cpu"  # a gate: not tiles
-    assert _auto_backend(torch.zeros(2, 1, 1, dtype=torch.bfloat16), g, None) == "torch"
+    assert auto_backend(torch.zeros(2, 1, 1), g, torch.zeros(1, 1, 1)) == "cpu"  # a gate: not tiles
+    assert auto_backend(torch.zeros(2, 1, 1, dtype=torch.bfloat16), g, None) == "torch"
     q = torch.zeros(2, 1, 4, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="supports float32 and float64.*bfloat16"):
         sparse_attention(q, q, q, g, backend="cpu")

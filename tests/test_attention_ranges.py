@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 
 from sparsegt import Graph, sparse_attention
 from sparsegt.attention import ranges
-from sparsegt.attention.api import _auto_backend
 from sparsegt.attention.ranges import is_runs, ranges_attention
 from sparsegt.patterns import full, window
 
-from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, outputs_and_grads
+from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend, outputs_and_grads
 from .strategies import random_qkv, run_patterns
 
 
@@ -129,9 +128,9 @@ def test_runs_are_detected_and_other_patterns_refused_with_a_message():
 
 def test_auto_takes_ranges_for_long_runs_of_narrow_heads():
     batch = full(Graph.batch([Graph.empty(100)] * 8))
-    assert _auto_backend(torch.zeros(1, 4, 16), batch, None) == "ranges"
-    assert _auto_backend(torch.zeros(1, 4, 64), batch, None) == "cpu"  # wide heads: the per-edge kernel
-    assert _auto_backend(torch.zeros(1, 4, 16), batch, torch.ones(1)) == "cpu"  # a gate
-    assert _auto_backend(torch.zeros(1, 4, 16), window(500, 4), None) == "cpu"  # runs of 9 keys
+    assert auto_backend(torch.zeros(1, 4, 16), batch, None) == "ranges"
+    assert auto_backend(torch.zeros(1, 4, 64), batch, None) == "cpu"  # wide heads: the per-edge kernel
+    assert auto_backend(torch.zeros(1, 4, 16), batch, torch.ones(1)) == "cpu"  # a gate
+    assert auto_backend(torch.zeros(1, 4, 16), window(500, 4), None) == "cpu"  # runs of 9 keys
     gap = Graph(torch.tensor([0, 40]), torch.arange(0, 80, 2), num_cols=80)
-    assert _auto_backend(torch.zeros(1, 4, 16), gap, None) == "cpu"
+    assert auto_backend(torch.zeros(1, 4, 16), gap, None) == "cpu"

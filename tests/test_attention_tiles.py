@@ -9,12 +9,11 @@ from hypothesis import strategies as st
 from sparsegt import Graph, sparse_attention
 from sparsegt.attention import tile_plan as tile_plan_module
 from sparsegt.attention import tiles
-from sparsegt.attention.api import _auto_backend
 from sparsegt.attention.tile_plan import tile_fill, tile_plan
 from sparsegt.attention.tiles import tiles_attention
 from sparsegt.patterns import full, window
 
-from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, outputs_and_grads
+from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, assert_same, auto_backend, outputs_and_grads
 from .strategies import patterns, random_qkv
 
 # (rows per tile, columns per block): the default, small tiles (many tiles of several widths), 1 x 1
@@ -108,7 +107,7 @@ def test_duplicates_and_gate_are_refused_with_a_message_and_auto_avoids_them():
     q = torch.randn(2, 1, 4)
     with pytest.raises(ValueError, match="1 duplicate"):
         sparse_attention(q, q, q, dup, backend="tiles")
-    assert _auto_backend(q, dup, None) == "cpu"
+    assert auto_backend(q, dup, None) == "cpu"
     g = window(300, 100)
     q = torch.randn(300, 1, 4)
     gate = torch.ones(g.num_edges, 1, 4)
@@ -116,18 +115,18 @@ def test_duplicates_and_gate_are_refused_with_a_message_and_auto_avoids_them():
         sparse_attention(q, q, q, g, gate=gate, backend="tiles")
     with pytest.raises(ValueError, match="float32 and float64.*bfloat16"):
         sparse_attention(q.bfloat16(), q.bfloat16(), q.bfloat16(), g, backend="tiles")
-    assert _auto_backend(q, g, gate) == "cpu"
+    assert auto_backend(q, g, gate) == "cpu"
 
 
 def test_auto_takes_tiles_for_long_dense_rows_and_the_kernel_otherwise():
     wide = torch.zeros(1, 1, 64)  # heads too wide for the ranges kernel
-    assert _auto_backend(wide, window(2048, 100), None) == "tiles"
-    assert _auto_backend(wide, full(Graph.batch([Graph.empty(300)] * 4)), None) == "tiles"
-    assert _auto_backend(wide, full(Graph.batch([Graph.empty(100)] * 8)), None) == "cpu"
+    assert auto_backend(wide, window(2048, 100), None) == "tiles"
+    assert auto_backend(wide, full(Graph.batch([Graph.empty(300)] * 4)), None) == "tiles"
+    assert auto_backend(wide, full(Graph.batch([Graph.empty(100)] * 8)), None) == "cpu"
     scattered = Graph.from_edge_index(torch.randint(0, 4096, (2, 40000), generator=torch.Generator().manual_seed(0)),
                                       4096, remove_duplicates=True)
     assert tile_fill(scattered) < 0.05
-    assert _auto_backend(wide, scattered, None) == "cpu"
+    assert auto_backend(wide, scattered, None) == "cpu"
 
 
 def test_fused_flash_path_runs_and_matches_reference(monkeypatch):

@@ -383,7 +383,7 @@ def test_grit_fused_attention_split_over_threads_equals_the_torch_path():
     import numba
 
     if numba.config.NUMBA_NUM_THREADS >= 2:
-        assert len(pattern._cache.get("grit_chunks_8", ())) == 9  # eight chunks were used
+        assert len(pattern.plans().get(("row_chunks", 8), ())) == 9  # eight chunks were used
     for fused_value, reference in zip(*results, strict=True):
         torch.testing.assert_close(fused_value, reference)
 

@@ -1,4 +1,8 @@
-"""`sparse_attention`: softmax attention over the edges of a CSR pattern, one call for every backend."""
+"""`sparse_attention`: softmax attention over the edges of a CSR pattern, one call for every backend.
+
+The backends, in the order ``backend="auto"`` tries them, are `BACKENDS`; `choose_backend` is auto's
+whole rule (the first backend without reasons, `backend.Backend.unsupported_reasons`).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,25 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
+from .backend import AttentionInputs, Backend, unsupported_error
+from .cpu import CPU
 from .dropout import draw_seed
-from .reference import reference_attention
+from .ranges import RANGES
+from .reference import TORCH
+from .tiles import TILES
 
-BACKENDS = ("auto", "torch", "cpu", "tiles", "ranges")
-# auto uses dense tiles when at least this fraction of their entries are edges and rows are long: on short
-# rows (small graphs) the fused kernel's keys stay in cache and it beats the tiles' many passes over memory
-TILES_MIN_FILL = 0.25
-TILES_MIN_MEAN_DEGREE = 128
-# auto uses the ranges kernel (keys in SIMD lanes) on patterns of runs when heads are narrow and runs long
-# enough to fill the lanes; with wider heads the per-edge kernel's loops over D already fill them
-RANGES_MAX_HEAD_DIM = 32
-RANGES_MIN_MEAN_DEGREE = 32
+__all__ = ["sparse_attention", "choose_backend", "BACKENDS", "BACKEND_NAMES"]
+
+# The order auto tries them in: the specialised kernels where their speed rules hold, then the per-edge
+# kernel, then the reference, which runs everything.
+BACKENDS: tuple[Backend, ...] = (RANGES, TILES, CPU, TORCH)
+BACKEND_NAMES = ("auto", *(backend.name for backend in BACKENDS))
+
+
+def choose_backend(inputs: AttentionInputs) -> Backend:
+    """The backend ``backend="auto"`` runs a call on: the first of `BACKENDS` without reasons (speed rules
+    included). The last, ``torch``, has none."""
+    return next(backend for backend in BACKENDS if not backend.unsupported_reasons(inputs, auto=True))
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None,
@@ -96,60 +107,29 @@ def sparse_attention(
             heads of at most 32 channels, else ``"tiles"`` when rows are long (128 keys on average), the
             pattern fills at least a quarter of its tiles and k and v are finite, else ``"cpu"``. A NaN in
             an input makes exactly the rows that see it NaN, on every backend (tiles refuses a non-finite
-            k or v, whose products would reach other rows).
+            k or v, whose products would reach other rows). Auto's rule is `choose_backend` over
+            `BACKENDS`; a named backend that cannot run the call raises ValueError with its reasons and
+            every other backend's.
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
     """
     _check_inputs(q, k, v, pattern, bias, gate, dropout_p)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if dropout_p > 0.0 and dropout_seed is None:
         dropout_seed = draw_seed(generator)
-    if score_clamp is not None:
-        if not 0.0 < float(score_clamp) < float("inf"):
-            raise ValueError(f"score_clamp must be a positive finite number, got {score_clamp}")
-        if backend in ("tiles", "ranges"):
-            raise ValueError(f"backend={backend!r} does not take a score_clamp; use backend='cpu' or 'auto'")
+    if score_clamp is not None and not 0.0 < float(score_clamp) < float("inf"):
+        raise ValueError(f"score_clamp must be a positive finite number, got {score_clamp}")
+    inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p, score_clamp)
     if backend == "auto":
-        backend = _auto_backend(q, pattern, gate, score_clamp)
-        if backend == "tiles":
-            from .tiles import finite_keys_and_values
-
-            backend = "tiles" if finite_keys_and_values(k, v) else "cpu"  # NaN must reach exactly its rows
-    if backend == "tiles":
-        from .tiles import tiles_attention
-
-        out, lse = tiles_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
-    elif backend == "ranges":
-        from .ranges import ranges_attention
-
-        out, lse = ranges_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed)
-    elif backend == "cpu":
-        from .cpu import cpu_attention
-
-        out, lse = cpu_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed,
-                                 score_clamp=score_clamp)
+        chosen = choose_backend(inputs)
     else:
-        out, lse = reference_attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed, score_clamp)
+        chosen = next(b for b in BACKENDS if b.name == backend)
+        reasons = chosen.unsupported_reasons(inputs)
+        if reasons:
+            others = {b.name: (reasons if b is chosen else b.unsupported_reasons(inputs)) for b in BACKENDS}
+            raise unsupported_error(backend, reasons, others)
+    out, lse = chosen.run(inputs, scale, dropout_seed)
     return (out, lse) if return_lse else out
-
-
-def _auto_backend(q: Tensor, pattern: Graph, gate: Tensor | None, score_clamp: float | None = None) -> str:
-    if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
-        return "torch"
-    try:
-        from .ranges import is_runs
-        from .tile_plan import tile_fill, tile_plan
-    except ImportError:
-        return "torch"
-    if gate is not None or score_clamp is not None:  # only the per-edge kernel takes these
-        return "cpu"
-    mean_degree = pattern.num_edges / max(1, pattern.num_nodes)
-    if q.shape[2] <= RANGES_MAX_HEAD_DIM and mean_degree >= RANGES_MIN_MEAN_DEGREE and is_runs(pattern):
-        return "ranges"
-    long_rows = mean_degree >= TILES_MIN_MEAN_DEGREE and pattern.num_edges < 2**31  # int32 edge map
-    if long_rows and tile_fill(pattern) >= TILES_MIN_FILL and not tile_plan(pattern).duplicates:
-        return "tiles"
-    return "cpu"

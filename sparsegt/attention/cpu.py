@@ -29,10 +29,10 @@ from torch.profiler import record_function
 from ..graph import Graph
 from . import cpu_kernels as kern
 from . import cpu_primitives as prim
+from . import numba_runtime as rt
+from .backend import AttentionInputs, Backend, Support, unsupported_error
 
-__all__ = ["cpu_attention"]
-
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
+__all__ = ["cpu_attention", "CPU"]
 CHUNKS_PER_THREAD = 16  # chunks are handed out dynamically: slack to absorb a slow or shared core
 MIN_PIECE = 256  # bounds of the edges per chunk (and of the longest row left uncut)
 MAX_PIECE = 16384
@@ -44,13 +44,13 @@ def _piece_size(indptr: Tensor, threads: int) -> int:
     return int(min(MAX_PIECE, max(MIN_PIECE, -(-total // (threads * CHUNKS_PER_THREAD)))))
 
 
-def _plan(pattern: Graph, kind: str, piece: int) -> tuple[np.ndarray, ...]:
-    """Segments and chunks of the row (CSR) or column (CSC) pattern, cached on the pattern."""
-    key = f"cpu_plan_{kind}_{piece}"
-    if key not in pattern._cache:
-        indptr = pattern.indptr if kind == "rows" else pattern.csc()[0]
-        pattern._cache[key] = prim.plan_segments(indptr.contiguous().numpy(), piece)
-    return pattern._cache[key]
+def _plan(pattern: Graph, side: str, piece: int) -> prim.SegmentPlan:
+    """Segments and chunks of the row (CSR) or column (CSC) pattern: the pattern's plan ``"segments"``."""
+    def build() -> prim.SegmentPlan:
+        indptr = pattern.indptr if side == "rows" else pattern.csc()[0]
+        return prim.SegmentPlan(*prim.plan_segments(indptr.contiguous().numpy(), piece))
+
+    return pattern.plan("segments", build, key=(side, piece))
 
 
 def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, num_heads: int,
@@ -59,7 +59,7 @@ def _dropout_args(dropout_p: float, dropout_seed: int | None, num_edges: int, nu
     if dropout_p <= 0.0:
         return False, np.zeros((1, 1), np.uint8), np_dtype(1.0)
     seed = int(dropout_seed)
-    keep = prim.keep_table(num_edges, num_heads, seed & prim.MASK32, (seed >> 32) & prim.MASK32,
+    keep = rt.keep_table(num_edges, num_heads, seed & rt.MASK32, (seed >> 32) & rt.MASK32,
                            int(dropout_p * 4294967296.0))
     return True, keep, np_dtype(1.0 / (1.0 - dropout_p))
 
@@ -68,21 +68,21 @@ class _CpuAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece, score_clamp):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
-        np_dtype = prim.numpy_float(q.dtype)
-        threads = prim.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
+        np_dtype = rt.numpy_float(q.dtype)
+        threads = rt.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         piece = piece or _piece_size(pattern.indptr, threads)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
-        q2, k2, v2 = prim.flat(q), prim.flat(k), prim.flat(v)
+        q2, k2, v2 = rt.flat(q), rt.flat(k), rt.flat(v)
         dummy = torch.zeros((1, 1), dtype=q.dtype)
-        bias2 = dummy if bias is None else prim.flat(bias)
-        gate2 = dummy if gate is None else prim.flat(gate)
+        bias2 = dummy if bias is None else rt.flat(bias)
+        gate2 = dummy if gate is None else rt.flat(gate)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
         lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
         num_slots = int(split_ptr[-1])
         part_out = np.empty((num_slots, num_heads * vdim), np_dtype)
         part_lse = np.empty((num_slots, num_heads), np_dtype)
         dropout = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads, np_dtype)
-        with prim.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
+        with rt.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
             kern.attention_forward(
                 q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
                 gate2.numpy(), bias is not None, gate is not None, score_clamp is not None,
@@ -107,10 +107,10 @@ class _CpuAttention(torch.autograd.Function):
         num_rows, num_heads = lse.shape
         num_edges = pattern.num_edges
         dtype = q2.dtype
-        np_dtype = prim.numpy_float(dtype)
-        prim.use_threads(num_edges * (q2.shape[1] + v2.shape[1]), PARALLEL_MIN_WORK)
+        np_dtype = rt.numpy_float(dtype)
+        rt.use_threads(num_edges * (q2.shape[1] + v2.shape[1]), PARALLEL_MIN_WORK)
         need_dgate = ctx.has_gate and ctx.needs_input_grad[4]
-        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else prim.flat(dout).numpy()
+        dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else rt.flat(dout).numpy()
         dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
                  else dlse.detach().contiguous().numpy())
         dq = torch.empty(tuple(q2.shape), dtype=dtype)
@@ -124,7 +124,7 @@ class _CpuAttention(torch.autograd.Function):
         dbias_clamped = torch.empty((num_edges, num_heads) if separate_dbias else (1, 1), dtype=dtype)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
         part_dq = np.empty((int(split_ptr[-1]), q2.shape[1]), np_dtype)
-        with prim.DynamicSchedule():
+        with rt.DynamicSchedule():
             with record_function("sparsegt.cpu.backward_queries"):
                 kern.attention_backward_rows(
                     q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
@@ -160,17 +160,18 @@ class _CpuAttention(torch.autograd.Function):
                 None if dv is None else dv.view(v_shape), dbias, dgate_out, None, None, None, None, None, None)
 
 
-def check_cpu_tensors(backend: str, **tensors: Tensor | None) -> None:
-    """ValueError unless every given tensor is a float32/float64 CPU tensor (the numba backends' inputs)."""
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        if t.device.type != "cpu":
-            raise ValueError(f"backend={backend!r} needs CPU tensors, but {name} is on {t.device}; "
-                             "move it with .cpu() or use backend='auto'")
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"backend={backend!r} supports float32 and float64, but {name} is {t.dtype}; "
-                             "cast with .float() or use backend='torch'")
+class CpuBackend(Backend):
+    """``backend="cpu"``: the fused per-edge kernel; float32/float64 CPU tensors, every option, any pattern."""
+
+    name = "cpu"
+    supports = Support(devices=("cpu",), dtypes=rt.NUMBA_DTYPES)
+
+    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
+        return _CpuAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.gate, inputs.pattern,
+                                   float(scale), float(inputs.dropout_p), dropout_seed, None, inputs.score_clamp)
+
+
+CPU = CpuBackend()
 
 
 def cpu_attention(
@@ -183,7 +184,9 @@ def cpu_attention(
     ``piece`` (edges per work chunk, and the longest row left uncut) is for tests; by default it
     follows the edge count and the thread count. ``score_clamp``: as in `sparse_attention` (GT's clamp).
     """
-    check_cpu_tensors("cpu", q=q, k=k, v=v, bias=bias, gate=gate)
+    reasons = CPU.unsupported_reasons(AttentionInputs(q, k, v, pattern, bias, gate, dropout_p, score_clamp))
+    if reasons:
+        raise unsupported_error("cpu", reasons)
     if piece is not None and piece < 1:
         raise ValueError(f"piece must be a positive number of edges, got {piece}")
     return _CpuAttention.apply(q, k, v, bias, gate, pattern, float(scale), float(dropout_p), dropout_seed,

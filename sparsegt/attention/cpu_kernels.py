@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .cpu_primitives import exp, prefetch_row
+from .cpu_primitives import prefetch_row
+from .numba_runtime import exp
 
 # Reassociation lets LLVM vectorise the sums over D; no "ninf"/"nnan": -inf is meaningful here (empty
 # rows, scores masked by a -inf bias).

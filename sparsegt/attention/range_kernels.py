@@ -18,7 +18,8 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu_kernels import FASTMATH
-from .cpu_primitives import ROW_COST, exp
+from .cpu_primitives import ROW_COST
+from .numba_runtime import exp
 
 
 @njit(cache=True)

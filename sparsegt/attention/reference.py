@@ -10,7 +10,10 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
+from .backend import AttentionInputs, Backend, Support
 from .dropout import keep_mask
+
+__all__ = ["reference_attention", "TORCH"]
 
 
 def reference_attention(
@@ -45,3 +48,17 @@ def reference_attention(
     out = torch.zeros((num_rows, num_heads, v.shape[2]), dtype=v.dtype, device=v.device)
     out = out.index_add(0, row, prob[..., None] * v[col])
     return out, lse
+
+
+class TorchBackend(Backend):
+    """``backend="torch"``: any device, any floating dtype, every option, any pattern; O(E*H*D) memory."""
+
+    name = "torch"
+    supports = Support()
+
+    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
+        return reference_attention(inputs.q, inputs.k, inputs.v, inputs.pattern, inputs.bias, inputs.gate, scale,
+                                   inputs.dropout_p, dropout_seed, inputs.score_clamp)
+
+
+TORCH = TorchBackend()

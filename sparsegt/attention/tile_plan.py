@@ -170,28 +170,35 @@ def _tiles_per_task(num_tiles: int) -> int:
     return max(1, -(-num_tiles // (8 * numba.get_num_threads())))
 
 
-def tile_fill(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOCK_COLS) -> float:
-    """Fraction of the covering tiles' entries that are edges (1.0 for an empty pattern). Cached."""
-    key = f"tile_counts_{tile_rows}_{block_cols}"
-    if key not in pattern._cache:
-        indptr = pattern.indptr.cpu().numpy()
-        indices = pattern.indices.cpu().numpy()
+def _tile_counts(pattern: Graph, tile_rows: int, block_cols: int) -> np.ndarray:
+    """[T] column blocks of each row tile: the pattern's plan ``"tile_counts"``."""
+    def build() -> np.ndarray:
         num_tiles = -(-pattern.num_nodes // tile_rows)
         num_blocks = max(1, -(-pattern.num_cols // block_cols))
-        pattern._cache[key] = _count_blocks(indptr, indices, tile_rows, block_cols, num_blocks,
-                                            _tiles_per_task(num_tiles))
-    counts = pattern._cache[key]
+        return _count_blocks(pattern.indptr.cpu().numpy(), pattern.indices.cpu().numpy(), tile_rows, block_cols,
+                             num_blocks, _tiles_per_task(num_tiles))
+
+    return pattern.plan("tile_counts", build, key=(tile_rows, block_cols))
+
+
+def tile_fill(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOCK_COLS) -> float:
+    """Fraction of the covering tiles' entries that are edges (1.0 for an empty pattern). Counted once per
+    pattern (its plan ``"tile_counts"``)."""
+    counts = _tile_counts(pattern, tile_rows, block_cols)
     entries = int(counts.sum()) * tile_rows * block_cols
     return pattern.num_edges / entries if entries else 1.0
 
 
 def tile_plan(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOCK_COLS) -> TilePlan:
-    """The dense tiles covering ``pattern`` (cached on it). Tensors live on the pattern's device."""
-    key = f"tile_plan_{tile_rows}_{block_cols}"
-    if key in pattern._cache:
-        return pattern._cache[key]
+    """The dense tiles covering ``pattern``, built once per pattern (its plan ``"tile_plan"``, which lives as
+    long as the pattern: `Graph.plan`). Tensors live on the pattern's device."""
+    return pattern.plan("tile_plan", lambda: _build_tile_plan(pattern, tile_rows, block_cols),
+                        key=(tile_rows, block_cols))
+
+
+def _build_tile_plan(pattern: Graph, tile_rows: int, block_cols: int) -> TilePlan:
     fill = tile_fill(pattern, tile_rows, block_cols)
-    counts = pattern._cache[f"tile_counts_{tile_rows}_{block_cols}"]
+    counts = _tile_counts(pattern, tile_rows, block_cols)
     if pattern.num_edges >= 2**31:
         raise ValueError(f"the tiles backend addresses edges with int32; this pattern has {pattern.num_edges}")
     order = np.argsort(counts, kind="stable")
@@ -210,5 +217,4 @@ def tile_plan(pattern: Graph, tile_rows: int = TILE_ROWS, block_cols: int = BLOC
     plan = TilePlan(tile_rows, block_cols, torch.from_numpy(order).to(device), groups,
                     torch.from_numpy(block_ptr).to(device), torch.from_numpy(tile_blocks).to(device),
                     torch.from_numpy(edge_map).to(device), int(duplicates), fill)
-    pattern._cache[key] = plan
     return plan

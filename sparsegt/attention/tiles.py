@@ -31,9 +31,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..graph import Graph
-from . import cpu_primitives as prim
+from . import numba_runtime as rt
+from .backend import AttentionInputs, Backend, Support, unsupported_error
 from .dropout import keep_mask
-from .tile_plan import TileChunk, TilePlan, tile_plan
+from .tile_plan import TileChunk, TilePlan, tile_fill, tile_plan
 
 EXP_FLOOR = -80.0
 # torch's fused CPU flash-attention kernels (the ones dense SDPA runs), with an additive mask: used per
@@ -41,7 +42,13 @@ EXP_FLOOR = -80.0
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
-__all__ = ["tiles_attention"]
+__all__ = ["tiles_attention", "TILES"]
+
+# auto uses dense tiles when at least this fraction of their entries are edges and rows are long: on short
+# rows (small graphs) the fused kernel's keys stay in cache and it beats the tiles' many passes over memory
+AUTO_MIN_FILL = 0.25
+AUTO_MIN_MEAN_DEGREE = 128
+MAX_EDGES = 2**31  # the edge map is int32
 
 
 def _heads_first(t: Tensor, multiple: int) -> Tensor:
@@ -126,7 +133,7 @@ class _Dropout:
     def __init__(self, p: float, seed: int, num_edges: int, num_heads: int, dtype, device) -> None:
         self.scale = 1.0 / (1.0 - p)
         if device.type == "cpu":  # numba: the [H, E] keep bits, then the factors in place, per chunk
-            self.keep = prim.keep_table(num_edges, num_heads, seed & prim.MASK32, (seed >> 32) & prim.MASK32,
+            self.keep = rt.keep_table(num_edges, num_heads, seed & rt.MASK32, (seed >> 32) & rt.MASK32,
                                         int(p * 4294967296.0))
         else:  # elsewhere: a [H, E] table of factors, gathered per chunk
             self.table = keep_mask(seed, num_edges, num_heads, p, device).t().to(dtype) * self.scale
@@ -134,8 +141,8 @@ class _Dropout:
     def factors(self, chunk: TileChunk, out: Tensor) -> Tensor:
         if out.device.type != "cpu":
             return out.copy_(self.table[:, chunk.edge_map])
-        np_dtype = prim.numpy_float(out.dtype)
-        prim.dense_keep_factors(chunk.edge_map.numpy(), self.keep, np_dtype(self.scale), out.numpy())
+        np_dtype = rt.numpy_float(out.dtype)
+        rt.dense_keep_factors(chunk.edge_map.numpy(), self.keep, np_dtype(self.scale), out.numpy())
         return out
 
 
@@ -247,6 +254,59 @@ def finite_keys_and_values(k: Tensor, v: Tensor) -> bool:
     return bool(torch.isfinite(k).all()) and bool(torch.isfinite(v).all())
 
 
+class TilesBackend(Backend):
+    """``backend="tiles"``: float32/float64 tensors (torch ops; the plan is built with numba), no gate, no
+    score clamp, no duplicate edges, k and v finite, fewer than 2**31 edges. Auto takes it on CPU (the only
+    device it is tested on) for rows of at least ``AUTO_MIN_MEAN_DEGREE`` keys on average whose tiles are at
+    least ``AUTO_MIN_FILL`` edges."""
+
+    name = "tiles"
+    supports = Support(dtypes=rt.NUMBA_DTYPES, gate=False, score_clamp=False, pattern="no duplicate edges",
+                       finite_keys_and_values=True)
+
+    def unsupported_reasons(self, inputs: AttentionInputs, *, auto: bool = False,
+                            plan: TilePlan | None = None) -> list[str]:
+        """As `Backend.unsupported_reasons`; ``plan``: the tile plan to check (default `tile_plan(pattern)`)."""
+        reasons = self.supports.reasons(inputs)
+        if inputs.pattern.num_edges >= MAX_EDGES:
+            reasons.append(f"addresses edges with int32; this pattern has {inputs.pattern.num_edges}")
+        if not reasons and auto:
+            reasons = self.auto_reasons(inputs)
+        if not reasons:
+            reasons = self.data_reasons(inputs, plan)
+        return reasons
+
+    def auto_reasons(self, inputs: AttentionInputs) -> list[str]:
+        if inputs.device.type != "cpu":
+            return [f"auto takes it on CPU only (where it is tested), not on {inputs.device}"]
+        if inputs.mean_degree < AUTO_MIN_MEAN_DEGREE:
+            return [f"auto takes it for at least {AUTO_MIN_MEAN_DEGREE} keys per row on average, got "
+                    f"{inputs.mean_degree:.3g}"]
+        fill = tile_fill(inputs.pattern)
+        if fill < AUTO_MIN_FILL:
+            return [f"auto takes it when edges fill at least {AUTO_MIN_FILL} of the tiles, got {fill:.3g}"]
+        return []
+
+    def data_reasons(self, inputs: AttentionInputs, plan: TilePlan | None = None) -> list[str]:
+        plan = tile_plan(inputs.pattern) if plan is None else plan
+        if plan.duplicates:
+            return [f"cannot hold duplicate edges in a dense tile; the pattern has {plan.duplicates} duplicate "
+                    "(row, column) entries"]
+        if not finite_keys_and_values(inputs.k, inputs.v):
+            return ["multiplies whole tiles, so a NaN or inf in k or v would reach rows that do not attend to it "
+                    "(0 * NaN = NaN); k or v holds one"]
+        return []
+
+    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None, *,
+            plan: TilePlan | None = None) -> tuple[Tensor, Tensor]:
+        plan = tile_plan(inputs.pattern) if plan is None else plan
+        return _TilesAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, plan, float(scale),
+                                     float(inputs.dropout_p), dropout_seed)
+
+
+TILES = TilesBackend()
+
+
 def tiles_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None, scale: float,
     dropout_p: float, dropout_seed: int | None, *, plan: TilePlan | None = None,
@@ -254,19 +314,10 @@ def tiles_attention(
     """Attention by dense tiles. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], bias [E, H].
 
     Returns ``out`` [Nq, H, Dv] (zeros on rows without edges) and ``lse`` [Nq, H] (``-inf`` there).
-    ``plan`` defaults to `tile_plan(pattern)` (cached on the pattern).
+    ``plan`` defaults to `tile_plan(pattern)` (built once per pattern and kept on it).
     """
-    if gate is not None:
-        raise ValueError("backend='tiles' does not support gate (a per-edge factor inside q.k); "
-                         "use backend='cpu' or 'auto'")
-    if q.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"backend='tiles' supports float32 and float64, got {q.dtype}; cast with .float() "
-                         "or use backend='torch'")
-    if not finite_keys_and_values(k, v):
-        raise ValueError("backend='tiles' multiplies whole tiles, so a NaN or inf in k or v would reach rows that "
-                         "do not attend to it (0 * NaN = NaN); k or v holds one: use backend='cpu' or 'auto'")
-    plan = tile_plan(pattern) if plan is None else plan
-    if plan.duplicates:
-        raise ValueError(f"backend='tiles' cannot hold duplicate edges in a dense tile; the pattern has "
-                         f"{plan.duplicates} duplicate (row, column) entries: use backend='cpu' or 'auto'")
-    return _TilesAttention.apply(q, k, v, bias, pattern, plan, float(scale), float(dropout_p), dropout_seed)
+    inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p)
+    reasons = TILES.unsupported_reasons(inputs, plan=plan)
+    if reasons:
+        raise unsupported_error("tiles", reasons)
+    return TILES.run(inputs, scale, dropout_seed, plan=plan)

@@ -14,7 +14,9 @@ Shapes: ``x`` [N, C], ``edge_attr`` [E, C] in CSR order (None: zeros, i.e. Graph
 "dummy" edge embedding absorbed into C's bias). The layer updates edge states, so it returns both.
 
 On CPU (float32/64) the gated aggregation runs in fused numba kernels (`gatedgcn_kernels`): one pass
-over each row instead of six [E, C] tensors; elsewhere it runs on torch gathers and segment sums.
+over each row instead of six [E, C] tensors; elsewhere it runs on torch gathers and segment sums (memory:
+a few [E, C] tensors kept for the backward). `PATHS` lists the two in the order they are tried, as the
+attention backends (`sparsegt.attention.backend.first_runnable`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.cpu_primitives import DynamicSchedule, flat, numpy_float, row_chunks, use_threads
+from ..attention.backend import first_runnable
+from ..attention.numba_runtime import DynamicSchedule, flat, numba_cpu_reasons, numpy_float, row_chunks, use_threads
 from ..graph import Graph
 from . import gatedgcn_kernels as kernels
 from .segment import gather_keys, gather_queries, segment_sum
@@ -98,10 +101,7 @@ def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) 
     if c.dim() != 2 or c.shape[0] not in (1, graph.num_edges) or c.shape[1] != d.shape[1]:
         raise ValueError(f"c must have shape [E, C] = [{graph.num_edges}, {d.shape[1]}] or [1, {d.shape[1]}], "
                          f"got {tuple(c.shape)}")
-    fused = all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in (d, e, b, c))
-    if fused and len({d.dtype, e.dtype, b.dtype, c.dtype}) == 1:
-        return _GatedAggregation.apply(d, e, b, c, graph)
-    return gated_aggregation_torch(graph, d, e, b, c)
+    return first_runnable(PATHS, graph, d, e, b, c).run(graph, d, e, b, c)
 
 
 def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
@@ -115,6 +115,33 @@ def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Te
     numerator = segment_sum(graph, sigma * gather_keys(graph, b))
     denominator = segment_sum(graph, sigma)
     return edge_hat, numerator / (denominator + kernels.EPS)
+
+
+class _NumbaPath:
+    """The fused numba kernels: CPU tensors of one dtype, float32 or float64."""
+
+    name = "numba"
+
+    def unsupported_reasons(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> list[str]:
+        return numba_cpu_reasons(d=d, e=e, b=b, c=c)
+
+    def run(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return _GatedAggregation.apply(d, e, b, c, graph)
+
+
+class _TorchPath:
+    """`gated_aggregation_torch`: any device and dtype."""
+
+    name = "torch"
+
+    def unsupported_reasons(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> list[str]:
+        return []
+
+    def run(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        return gated_aggregation_torch(graph, d, e, b, c)
+
+
+PATHS = (_NumbaPath(), _TorchPath())  # tried in this order by `gated_aggregation`
 
 
 class GatedGCNConv(nn.Module):

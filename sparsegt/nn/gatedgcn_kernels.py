@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..attention.cpu_primitives import exp
+from ..attention.numba_runtime import exp
 
 __all__ = ["gated_forward", "gated_backward_rows", "gated_backward_keys", "EPS"]
 

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.cpu_primitives import DynamicSchedule, flat, row_chunks, use_threads
+from ..attention.backend import first_runnable
+from ..attention.numba_runtime import DynamicSchedule, flat, numba_cpu_reasons, row_chunks, use_threads
 from ..encodings.relative import rrwp
 from ..graph import Graph
 from . import grit_kernels as kernels
@@ -120,12 +121,6 @@ class _ClampedSoftmax(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------- fused CPU path
-def _fusable(*tensors: Tensor) -> bool:
-    dtype = tensors[0].dtype
-    return dtype in (torch.float32, torch.float64) and all(t.device.type == "cpu" and t.dtype == dtype
-                                                           for t in tensors)
-
-
 def _array(t: Tensor) -> np.ndarray:
     """[R, *F] -> C-contiguous numpy [R, prod(F)] (a view when it can)."""
     return flat(t).numpy()
@@ -140,10 +135,8 @@ def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     chunks = threads
     if threads > 1:
         chunks = max(threads, min(4 * threads, pattern.num_edges // (2 * max(pattern.num_cols, 1))))
-    key = f"grit_chunks_{chunks}"
-    if key not in pattern._cache:
-        pattern._cache[key] = row_chunks(pattern.indptr.contiguous().numpy(), chunks)
-    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), pattern._cache[key]
+    bounds = pattern.plan("row_chunks", lambda: row_chunks(pattern.indptr.contiguous().numpy(), chunks), key=chunks)
+    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), bounds
 
 
 class _PairHat(torch.autograd.Function):
@@ -224,6 +217,45 @@ class _WeightedSums(torch.autograd.Function):
         return grad_attn, grad_value.sum(0).view_as(value), grad_pair, None
 
 
+# ---------------------------------------------------------------- the two paths, tried in this order
+class _TorchPath:
+    """The equations as torch ops (any device and dtype): `pair_hat_reference`, `weighted_sums_reference`."""
+
+    name = "torch"
+
+    def unsupported_reasons(self, q: Tensor, pair: Tensor) -> list[str]:
+        return []
+
+    def pair_hat(self, q, k, pair, weight_ew, bias_ew, e_bias, score_weight, pattern) -> tuple[Tensor, Tensor]:
+        """(ê [E, C], score [E, H])."""
+        pair_hat = pair_hat_reference(q, k, F.linear(pair, weight_ew, bias_ew), e_bias, pattern)  # [E, C]
+        # w_A · ê_ij per head as one [E, C] x [C, H] product (block-diagonal w_A)
+        return pair_hat, pair_hat @ torch.block_diag(*score_weight[:, :, None])
+
+    def weighted_sums(self, attn, value, pair_hat, pattern) -> tuple[Tensor, Tensor]:
+        return weighted_sums_reference(pattern, attn, value, pair_hat)
+
+
+class _NumbaPath:
+    """The fused numba kernels (`grit_kernels`): CPU tensors of one dtype, float32 or float64. W_Ew e, ê and
+    w_A · ê in one function that keeps only ê of its [E, C] tensors."""
+
+    name = "numba"
+
+    def unsupported_reasons(self, q: Tensor, pair: Tensor) -> list[str]:
+        return numba_cpu_reasons(q=q, pair=pair)
+
+    def pair_hat(self, q, k, pair, weight_ew, bias_ew, e_bias, score_weight, pattern) -> tuple[Tensor, Tensor]:
+        return _PairHat.apply(q, k, pair, weight_ew, bias_ew, e_bias, score_weight, pattern)
+
+    def weighted_sums(self, attn, value, pair_hat, pattern) -> tuple[Tensor, Tensor]:
+        return _WeightedSums.apply(attn, value, pair_hat, pattern)
+
+
+TORCH_PATH = _TorchPath()
+PATHS = (_NumbaPath(), TORCH_PATH)  # GRITAttention takes the first that runs (fused=False: torch ops)
+
+
 # ---------------------------------------------------------------- modules
 class GRITAttention(nn.Module):
     """GRIT's attention over a pattern with pair representations. Returns ``(x̂ [N, C], ê [E, C])``.
@@ -264,19 +296,10 @@ class GRITAttention(nn.Module):
         # W_Ew e and W_Eb e as two products, not one [E, 2C] output: neither is kept for the backward.
         weight, bias = self.edge_lin.weight, self.edge_lin.bias
         e_bias = F.linear(pair, weight[C:], bias[C:])                                # [E, C]
-        fused = self.fused and _fusable(q, pair)
-        if fused:  # W_Ew e, ê and w_A · ê in one function; of its [E, C] tensors it keeps ê only
-            pair_hat, score = _PairHat.apply(q, k, pair, weight[:C], bias[:C], e_bias, self.score, pattern)
-        else:
-            e_weight = F.linear(pair, weight[:C], bias[:C])
-            pair_hat = pair_hat_reference(q, k, e_weight, e_bias, pattern)           # [E, C]
-            # w_A · ê_ij per head as one [E, C] x [C, H] product (block-diagonal w_A)
-            score = pair_hat @ torch.block_diag(*self.score[:, :, None])            # [E, H]
+        path = first_runnable(PATHS, q, pair) if self.fused else TORCH_PATH
+        pair_hat, score = path.pair_hat(q, k, pair, weight[:C], bias[:C], e_bias, self.score, pattern)  # [E, C], [E, H]
         attn = self.attn_dropout(_ClampedSoftmax.apply(score, pattern, self.score_clamp))  # [E, H]
-        if fused:
-            value_sum, pair_sum = _WeightedSums.apply(attn, v, pair_hat, pattern)
-        else:
-            value_sum, pair_sum = weighted_sums_reference(pattern, attn, v, pair_hat)
+        value_sum, pair_sum = path.weighted_sums(attn, v, pair_hat, pattern)
         out = value_sum + torch.einsum("nhd,hdc->nhc", pair_sum, self.edge_value)  # [N, H, D]
         return out.reshape(-1, C), pair_hat
 

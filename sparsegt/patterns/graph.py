@@ -63,7 +63,7 @@ def full(batch: Graph) -> Graph:
             edge_id = indptr.index_select(0, indices) + (row - first_key.index_select(0, row))
             return indptr, indices, edge_id
 
-        pattern._cache["csc_builder"] = transpose_of_full
+        pattern.offer_plan("csc", transpose_of_full)
     return pattern
 
 

@@ -1,0 +1,126 @@
+"""The backend interface (issue #16): auto's choice, the reasons a backend gives, and the one error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsegt import Graph
+from sparsegt.attention import sparse_attention
+from sparsegt.attention.api import BACKENDS, choose_backend
+from sparsegt.attention.backend import AttentionInputs
+from sparsegt.patterns import full, window
+
+
+def old_auto_backend(q, k, v, pattern, gate, score_clamp):
+    """`api._auto_backend` as it was before the backend interface, with sparse_attention's finite-k/v step."""
+    from sparsegt.attention.ranges import is_runs
+    from sparsegt.attention.tile_plan import tile_fill, tile_plan
+
+    if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
+        return "torch"
+    if gate is not None or score_clamp is not None:
+        return "cpu"
+    mean_degree = pattern.num_edges / max(1, pattern.num_nodes)
+    if q.shape[2] <= 32 and mean_degree >= 32 and is_runs(pattern):
+        return "ranges"
+    long_rows = mean_degree >= 128 and pattern.num_edges < 2**31
+    if long_rows and tile_fill(pattern) >= 0.25 and not tile_plan(pattern).duplicates:
+        finite = bool(torch.isfinite(k).all()) and bool(torch.isfinite(v).all())
+        return "tiles" if finite else "cpu"
+    return "cpu"
+
+
+def _patterns():
+    gen = torch.Generator().manual_seed(0)
+    scattered = Graph.from_edge_index(torch.randint(0, 1024, (2, 20000), generator=gen), 1024, remove_duplicates=True)
+    dense_dup = Graph(torch.arange(0, 300 * 201, 201), torch.cat([torch.arange(200), torch.tensor([0])]).repeat(299),
+                      num_cols=200)
+    return {
+        "full_small": full(Graph.batch([Graph.empty(n) for n in (5, 0, 7)])),
+        "full_100x8": full(Graph.batch([Graph.empty(100)] * 8)),
+        "full_300x4": full(Graph.batch([Graph.empty(300)] * 4)),
+        "window_4": window(500, 4),
+        "window_100": window(1024, 100),
+        "gap_runs": Graph(torch.tensor([0, 40]), torch.arange(0, 80, 2), num_cols=80),
+        "scattered": scattered,
+        "dense_duplicates": dense_dup,
+        "empty": Graph.empty(3, 5),
+        "no_rows": Graph.empty(0, 0),
+    }
+
+
+PATTERNS = _patterns()
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_auto_chooses_as_the_rule_it_replaced(name):
+    pattern = PATTERNS[name]
+    gen = torch.Generator().manual_seed(1)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        for head_dim in (8, 32, 33, 64):
+            q = torch.randn(pattern.num_nodes, 2, head_dim, generator=gen).to(dtype)
+            k = torch.randn(pattern.num_cols, 2, head_dim, generator=gen).to(dtype)
+            v = torch.randn(pattern.num_cols, 2, head_dim, generator=gen).to(dtype)
+            k_nan = k.clone()
+            if k_nan.numel():
+                k_nan[0, 0, 0] = float("nan")
+            gate = torch.ones(pattern.num_edges, 2, head_dim, dtype=dtype)
+            for keys, gate_, clamp, dropout_p in ((k, None, None, 0.0), (k, gate, None, 0.0), (k, None, 5.0, 0.0),
+                                                  (k_nan, None, None, 0.0), (k, None, None, 0.2)):
+                inputs = AttentionInputs(q, keys, v, pattern, gate=gate_, dropout_p=dropout_p, score_clamp=clamp)
+                expected = old_auto_backend(q, keys, v, pattern, gate_, clamp)
+                assert choose_backend(inputs).name == expected, (name, dtype, head_dim, gate_ is not None, clamp)
+
+
+def test_auto_on_another_device_takes_torch_without_reading_the_pattern():
+    """A described call on the meta device (no GPU needed): every kernel backend says why not; no plan is built."""
+    pattern = full(Graph.batch([Graph.empty(300)] * 2))
+    q = torch.empty(600, 2, 16, device="meta")
+    inputs = AttentionInputs(q, q, q, pattern)
+    assert choose_backend(inputs).name == "torch"
+    assert pattern.plans() == {}
+    reasons = {b.name: b.unsupported_reasons(inputs, auto=True) for b in BACKENDS}
+    assert "CPU" in reasons["ranges"][0] and "CPU" in reasons["cpu"][0] and "CPU only" in reasons["tiles"][0]
+    assert reasons["torch"] == []
+
+
+def test_backends_state_what_they_support():
+    by_name = {b.name: b for b in BACKENDS}
+    assert [b.name for b in BACKENDS] == ["ranges", "tiles", "cpu", "torch"]
+    assert by_name["ranges"].supports.pattern == "runs" and not by_name["ranges"].supports.gate
+    tiles = by_name["tiles"].supports
+    assert tiles.pattern == "no duplicate edges" and tiles.finite_keys_and_values
+    assert not by_name["tiles"].supports.score_clamp and by_name["cpu"].supports.score_clamp
+    assert by_name["torch"].supports.devices is None and by_name["torch"].supports.dtypes is None
+
+
+def test_a_backend_that_cannot_run_lists_every_backends_reasons():
+    g = window(40, 3)
+    q = torch.randn(40, 1, 4)
+    gate = torch.ones(g.num_edges, 1, 4)
+    with pytest.raises(ValueError) as err:
+        sparse_attention(q, q, q, g, gate=gate, backend="ranges")
+    message = str(err.value)
+    assert message.startswith("backend='ranges' cannot run this call: does not take a gate")
+    assert "\n  tiles: does not take a gate" in message
+    assert "\n  cpu: can run it" in message and "\n  torch: can run it" in message
+    with pytest.raises(ValueError, match="backend must be one of"):
+        sparse_attention(q, q, q, g, backend="triton")
+
+
+def test_fused_layers_choose_their_path_through_the_same_interface():
+    from sparsegt.attention.backend import first_runnable
+    from sparsegt.nn import gatedgcn, grit
+
+    g = window(10, 2)
+    d = torch.randn(10, 4)
+    c = torch.randn(g.num_edges, 4)
+    assert first_runnable(gatedgcn.PATHS, g, d, d, d, c).name == "numba"
+    assert first_runnable(gatedgcn.PATHS, g, d, d, d, c.double()).name == "torch"  # two dtypes
+    half = d.bfloat16()
+    assert gatedgcn.PATHS[0].unsupported_reasons(g, half, half, half, c.bfloat16()) == [
+        "supports float32 and float64, but d, e, b, c are torch.bfloat16; cast with .float()"]
+    q = torch.randn(10, 2, 2)
+    assert first_runnable(grit.PATHS, q, c).name == "numba"
+    assert first_runnable(grit.PATHS, q.bfloat16(), c.bfloat16()).name == "torch"
