@@ -201,7 +201,7 @@ def test_hub_row_power_law_and_thread_independence():
     rest = torch.randint(0, n, (2, 1500), generator=gen)
     g = Graph.from_edge_index(torch.cat([hub, rest, hub.flip(0)[:, :3000]], 1), n)  # hub row and hub column
     q, k, v, bias, _ = (t.float().requires_grad_() for t in random_qkv(g, 4, 8, seed=9))
-    cpu, ref = run_both(g, q, k, v, bias, grad_out=torch.randn(n, 4, 8))
+    cpu, ref = run_both(g, q, k, v, bias, grad_out=torch.randn(n, 4, 8, generator=gen))
     assert_same(cpu, ref, torch.float32)
     before = torch.get_num_threads()
     try:
