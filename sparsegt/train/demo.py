@@ -276,23 +276,19 @@ def run_demo(
     marker_config = marker_demo_config()
     marker_config.out_dir = out_dir
     marker_data = build_dataset(marker_config)  # computes and caches the LapPE once, before the pool reads it
+    def add_job(task: str, label: str, key: int, config: RunConfig, epochs: int, folder: str) -> None:
+        config.out_dir, config.train.epochs, config.train.threads = out_dir, epochs, 1
+        jobs.append((task, label, key, config, str(parent / config.name / f"{folder}-{key}")))
+
     for seed in marker_seeds:
         for variant in MARKER_VARIANTS:
-            config = variant.marker_config(seed)
-            config.out_dir = out_dir
-            config.train.epochs = marker_epochs
-            config.train.threads = 1
-            jobs.append(("marker", variant.label, seed, config, str(parent / config.name / f"seed-{seed}")))
+            add_job("marker", variant.label, seed, variant.marker_config(seed), marker_epochs, "seed")
     for fold in folds:
         config = demo_config(fold=fold)
         config.out_dir = out_dir
         dataset = build_dataset(config)  # computes and caches the fold's LapPE once, before the pool reads it
         for variant in DEMO_VARIANTS:
-            config = variant.config(fold)
-            config.out_dir = out_dir
-            config.train.epochs = csl_epochs
-            config.train.threads = 1
-            jobs.append(("csl", variant.label, fold, config, str(parent / config.name / f"fold-{fold}")))
+            add_job("csl", variant.label, fold, variant.config(fold), csl_epochs, "fold")
     processes = processes or _processes(len(jobs))
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         "csl": {v.label: {} for v in DEMO_VARIANTS}, "marker": {v.label: {} for v in MARKER_VARIANTS}}
