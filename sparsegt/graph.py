@@ -49,6 +49,8 @@ PLAN_KINDS: Mapping[str, str] = MappingProxyType({
     "run_plan": "attention.ranges: ranges.RunPlan, the chunks of rows and their column spans",
     "tile_counts": "attention.tile_plan, key (tile_rows, block_cols): [T] column blocks per row tile",
     "tile_plan": "attention.tile_plan, key (tile_rows, block_cols): tile_plan.TilePlan",
+    "triton_segments": "attention.triton_backend, key (side 'rows' or 'cols', piece): triton_backend.Segments, "
+                       "rows (or columns) cut into runs of at most piece edges",
     "row_chunks": "nn.grit, key (chunks): numba_runtime.row_chunks bounds of the fused layer kernels",
 })
 

@@ -6,6 +6,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+# Without a GPU the Triton backend's tests run in Triton's CPU interpreter; the kernels read this when they
+# are first defined (on the first Triton call), so it must be set before any test calls them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Tests are short and deterministic on 2 cores: keep torch to the cores we have.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -87,7 +87,7 @@ def test_auto_on_another_device_takes_torch_without_reading_the_pattern():
 
 def test_backends_state_what_they_support():
     by_name = {b.name: b for b in BACKENDS}
-    assert [b.name for b in BACKENDS] == ["ranges", "tiles", "cpu", "torch"]
+    assert [b.name for b in BACKENDS] == ["triton", "ranges", "tiles", "cpu", "torch"]
     assert by_name["ranges"].supports.pattern == "runs" and not by_name["ranges"].supports.gate
     tiles = by_name["tiles"].supports
     assert tiles.pattern == "no duplicate edges" and tiles.finite_keys_and_values
@@ -106,7 +106,7 @@ def test_a_backend_that_cannot_run_lists_every_backends_reasons():
     assert "\n  tiles: does not take a gate" in message
     assert "\n  cpu: can run it" in message and "\n  torch: can run it" in message
     with pytest.raises(ValueError, match="backend must be one of"):
-        sparse_attention(q, q, q, g, backend="triton")
+        sparse_attention(q, q, q, g, backend="flash")
 
 
 def test_fused_layers_choose_their_path_through_the_same_interface():

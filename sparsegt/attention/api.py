@@ -16,12 +16,13 @@ from .dropout import draw_seed
 from .ranges import RANGES
 from .reference import TORCH
 from .tiles import TILES
+from .triton_backend import TRITON
 
 __all__ = ["sparse_attention", "choose_backend", "BACKENDS", "BACKEND_NAMES"]
 
-# The order auto tries them in: the specialised kernels where their speed rules hold, then the per-edge
-# kernel, then the reference, which runs everything.
-BACKENDS: tuple[Backend, ...] = (RANGES, TILES, CPU, TORCH)
+# The order auto tries them in: Triton on CUDA, then on CPU the specialised kernels where their speed rules
+# hold, then the per-edge kernel, then the reference, which runs everything.
+BACKENDS: tuple[Backend, ...] = (TRITON, RANGES, TILES, CPU, TORCH)
 BACKEND_NAMES = ("auto", *(backend.name for backend in BACKENDS))
 
 
@@ -97,12 +98,15 @@ def sparse_attention(
         return_lse: also return the per-row log-sum-exp [Nq, H] of the scores (``-inf`` for rows with
             no edges), to merge partial attentions exactly.
         score_clamp: limit ``scale * q.(k*gate)`` to [-c, c] before the bias is added (GT's clamp of
-            5); no gradient flows through a clamped value. Backends ``"torch"`` and ``"cpu"``.
+            5); no gradient flows through a clamped value. Backends ``"torch"``, ``"cpu"`` and ``"triton"``.
         backend: ``"auto"`` (the fastest correct one for the device and the pattern), ``"torch"``
-            (pure-PyTorch reference), ``"cpu"`` (fused numba kernel, any pattern), ``"ranges"`` (numba
+            (pure-PyTorch reference), ``"triton"`` (Triton kernels: CUDA, float16/bfloat16/float32/float64,
+            every option, any pattern; the optional extra ``sparsegt[triton]``; on CPU only in Triton's
+            interpreter, for tests), ``"cpu"`` (fused numba kernel, any pattern), ``"ranges"`` (numba
             kernel for patterns whose every row is a run of consecutive keys: full attention per graph,
             windows, blocks; no ``gate``) or ``"tiles"`` (dense matrix products over tiles covering the
             pattern: for windows, bands and full attention per graph; no ``gate``, no duplicate edges).
+            On CUDA auto takes ``"triton"`` when Triton is installed, else ``"torch"``.
             On CPU without a gate or a clamp, auto takes ``"ranges"`` for runs of 32 keys or more on average with
             heads of at most 32 channels, else ``"tiles"`` when rows are long (128 keys on average), the
             pattern fills at least a quarter of its tiles and k and v are finite, else ``"cpu"``. A NaN in
