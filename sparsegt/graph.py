@@ -168,7 +168,8 @@ class Graph:
         def build() -> Tensor:
             ptr = self._ptr_or_single()
             counts = ptr[1:] - ptr[:-1]
-            return torch.repeat_interleave(torch.arange(len(counts), device=self.device), counts)
+            return torch.repeat_interleave(torch.arange(len(counts), device=self.device), counts,
+                                           output_size=self.num_nodes)
 
         return self.plan("batch_index", build)
 
@@ -189,8 +190,9 @@ class Graph:
 
     def row_index(self) -> Tensor:
         """[E] the query (row) of every edge, in CSR order."""
+        # output_size: the length is known without reading the data (torch.compile traces it)
         return self.plan("row_index", lambda: torch.repeat_interleave(
-            torch.arange(self.num_nodes, device=self.device), self.indptr.diff()))
+            torch.arange(self.num_nodes, device=self.device), self.indptr.diff(), output_size=self.num_edges))
 
     def degree(self, kind: str = "row") -> Tensor:
         """[N] number of keys per query (``kind="row"``) or [num_cols] queries per key (``"col"``)."""

@@ -10,26 +10,12 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from .backend import AttentionInputs, Backend, unsupported_error
-from .cpu import CPU
+from . import compiled
+from .backend import AttentionInputs
+from .dispatch import BACKEND_NAMES, BACKENDS, backend_for, choose_backend
 from .dropout import draw_seed
-from .ranges import RANGES
-from .reference import TORCH
-from .tiles import TILES
-from .triton_backend import TRITON
 
 __all__ = ["sparse_attention", "choose_backend", "BACKENDS", "BACKEND_NAMES"]
-
-# The order auto tries them in: Triton on CUDA, then on CPU the specialised kernels where their speed rules
-# hold, then the per-edge kernel, then the reference, which runs everything.
-BACKENDS: tuple[Backend, ...] = (TRITON, RANGES, TILES, CPU, TORCH)
-BACKEND_NAMES = ("auto", *(backend.name for backend in BACKENDS))
-
-
-def choose_backend(inputs: AttentionInputs) -> Backend:
-    """The backend ``backend="auto"`` runs a call on: the first of `BACKENDS` without reasons (speed rules
-    included). The last, ``torch``, has none."""
-    return next(backend for backend in BACKENDS if not backend.unsupported_reasons(inputs, auto=True))
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None,
@@ -122,18 +108,14 @@ def sparse_attention(
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if dropout_p > 0.0 and dropout_seed is None:
-        dropout_seed = draw_seed(generator)
     if score_clamp is not None and not 0.0 < float(score_clamp) < float("inf"):
         raise ValueError(f"score_clamp must be a positive finite number, got {score_clamp}")
+    if torch.compiler.is_compiling():  # one opaque custom op in the compiled graph
+        out, lse = compiled.attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed, generator,
+                                      score_clamp, backend)
+        return (out, lse) if return_lse else out
+    if dropout_p > 0.0 and dropout_seed is None:
+        dropout_seed = draw_seed(generator)
     inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p, score_clamp)
-    if backend == "auto":
-        chosen = choose_backend(inputs)
-    else:
-        chosen = next(b for b in BACKENDS if b.name == backend)
-        reasons = chosen.unsupported_reasons(inputs)
-        if reasons:
-            others = {b.name: (reasons if b is chosen else b.unsupported_reasons(inputs)) for b in BACKENDS}
-            raise unsupported_error(backend, reasons, others)
-    out, lse = chosen.run(inputs, scale, dropout_seed)
+    out, lse = backend_for(backend, inputs).run(inputs, scale, dropout_seed)
     return (out, lse) if return_lse else out

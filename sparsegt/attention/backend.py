@@ -142,6 +142,14 @@ class Backend:
 
     def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
         """``(out [Nq, H, Dv], lse [Nq, H])`` of a call it supports."""
+        function, arguments = self.autograd_call(inputs, scale, dropout_seed)
+        return function.apply(*arguments)
+
+    def autograd_call(self, inputs: AttentionInputs, scale: float,
+                      dropout_seed: int | None) -> tuple[type[torch.autograd.Function], tuple]:
+        """The kernel backends' ``(Function, arguments)``: `run` is ``Function.apply(*arguments)``, whose
+        arguments start with q, k, v, bias (and gate where the backend takes one). The compiled route
+        (`compiled`) calls the Function's forward and backward itself."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

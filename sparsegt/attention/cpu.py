@@ -166,9 +166,9 @@ class CpuBackend(Backend):
     name = "cpu"
     supports = Support(devices=("cpu",), dtypes=rt.NUMBA_DTYPES)
 
-    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
-        return _CpuAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.gate, inputs.pattern,
-                                   float(scale), float(inputs.dropout_p), dropout_seed, None, inputs.score_clamp)
+    def autograd_call(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None):
+        return _CpuAttention, (inputs.q, inputs.k, inputs.v, inputs.bias, inputs.gate, inputs.pattern, float(scale),
+                               float(inputs.dropout_p), dropout_seed, None, inputs.score_clamp)
 
 
 CPU = CpuBackend()

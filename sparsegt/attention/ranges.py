@@ -163,9 +163,9 @@ class RangesBackend(Backend):
         return ["needs a pattern whose every row's keys are consecutive and increasing (full per graph, "
                 "windows, blocks)"]
 
-    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
-        return _RangesAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, float(scale),
-                                      float(inputs.dropout_p), dropout_seed)
+    def autograd_call(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None):
+        return _RangesAttention, (inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, float(scale),
+                                  float(inputs.dropout_p), dropout_seed)
 
 
 RANGES = RangesBackend()

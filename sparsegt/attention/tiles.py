@@ -297,11 +297,11 @@ class TilesBackend(Backend):
                     "(0 * NaN = NaN); k or v holds one"]
         return []
 
-    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None, *,
-            plan: TilePlan | None = None) -> tuple[Tensor, Tensor]:
+    def autograd_call(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None, *,
+                      plan: TilePlan | None = None):
         plan = tile_plan(inputs.pattern) if plan is None else plan
-        return _TilesAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, plan, float(scale),
-                                     float(inputs.dropout_p), dropout_seed)
+        return _TilesAttention, (inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, plan, float(scale),
+                                 float(inputs.dropout_p), dropout_seed)
 
 
 TILES = TilesBackend()
@@ -320,4 +320,5 @@ def tiles_attention(
     reasons = TILES.unsupported_reasons(inputs, plan=plan)
     if reasons:
         raise unsupported_error("tiles", reasons)
-    return TILES.run(inputs, scale, dropout_seed, plan=plan)
+    function, arguments = TILES.autograd_call(inputs, scale, dropout_seed, plan=plan)
+    return function.apply(*arguments)

@@ -239,10 +239,10 @@ class TritonBackend(Backend):
             return ["auto takes Triton on CUDA only (on CPU its interpreter is far slower than the numba kernels)"]
         return []
 
-    def run(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
-        return _TritonAttention.apply(inputs.q, inputs.k, inputs.v, inputs.bias, inputs.gate, inputs.pattern,
-                                      float(scale), float(inputs.dropout_p), dropout_seed, inputs.score_clamp,
-                                      DEFAULT_PIECE, BLOCK_EDGES)
+    def autograd_call(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None):
+        return _TritonAttention, (inputs.q, inputs.k, inputs.v, inputs.bias, inputs.gate, inputs.pattern,
+                                  float(scale), float(inputs.dropout_p), dropout_seed, inputs.score_clamp,
+                                  DEFAULT_PIECE, BLOCK_EDGES)
 
 
 TRITON = TritonBackend()

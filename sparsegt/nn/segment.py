@@ -4,7 +4,9 @@ Message passing on a `Graph` is three moves: gather key (source) rows onto edges
 messages, and sum each query row's messages. Doing the sums as a CSR sparse-matrix product (instead
 of ``index_add_``) keeps them fast on CPU: ``torch.sparse.mm`` with a CSR operand walks rows without
 atomics. Backward passes use the transposed operand built from ``Graph.csc()``, so no autograd
-support for sparse tensors is needed.
+support for sparse tensors is needed. Under ``torch.compile`` (which does not trace sparse tensors) the
+sums are ``index_add`` over ``Graph.row_index()`` and the gathers plain ``index_select``, which the compiler
+fuses with the message computation.
 
 - ``neighbour_sum(graph, x, edge_weight=None)``: ``out[i] = sum_{e=(i,j)} w_e x[j]`` ([Nk, *F] -> [N, *F]);
 - ``segment_sum(graph, values)``: ``out[i] = sum_{e in row i} values[e]`` ([E, *F] -> [N, *F]);
@@ -76,7 +78,16 @@ def neighbour_sum(graph: Graph, x: Tensor, edge_weight: Tensor | None = None) ->
     elif edge_weight.shape != (graph.num_edges,):
         raise ValueError(f"edge_weight must have shape [E] = [{graph.num_edges}], "
                          f"got {tuple(edge_weight.shape)}")
+    if torch.compiler.is_compiling():
+        messages = x.index_select(0, graph.indices) * edge_weight.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        return _index_sum(graph, messages)
     return _NeighbourSum.apply(x, edge_weight.to(x.dtype), graph)
+
+
+def _index_sum(graph: Graph, values: Tensor) -> Tensor:
+    """``segment_sum`` by ``index_add`` (the compiled route)."""
+    out = values.new_zeros((graph.num_nodes, *values.shape[1:]))
+    return out.index_add(0, graph.row_index(), values)
 
 
 class _SegmentSum(torch.autograd.Function):
@@ -97,6 +108,8 @@ def segment_sum(graph: Graph, values: Tensor) -> Tensor:
     """Sum of per-edge ``values`` [E, *F] over each row: [N, *F]."""
     if values.shape[0] != graph.num_edges:
         raise ValueError(f"values has {values.shape[0]} rows but the graph has {graph.num_edges} edges")
+    if torch.compiler.is_compiling():
+        return _index_sum(graph, values)
     return _SegmentSum.apply(values, graph)
 
 
@@ -122,11 +135,15 @@ class _GatherKeys(torch.autograd.Function):
 
 def gather_keys(graph: Graph, x: Tensor) -> Tensor:
     """``x[graph.indices]``: the key (source) row of every edge, [Nk, *F] -> [E, *F]."""
+    if torch.compiler.is_compiling():
+        return x.index_select(0, graph.indices)
     return _GatherKeys.apply(x, graph)
 
 
 def gather_queries(graph: Graph, x: Tensor) -> Tensor:
     """``x[row]``: the query (target) row of every edge, [N, *F] -> [E, *F]."""
+    if torch.compiler.is_compiling():
+        return x.index_select(0, graph.row_index())
     return _GatherQueries.apply(x, graph)
 
 
