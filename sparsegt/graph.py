@@ -47,6 +47,7 @@ INFERRED_NODES_LIMIT = 2**24
 # Every kind of plan kept on a Graph (`Graph.plan`), what it holds and who builds it. A new kind is one line here.
 PLAN_KINDS: Mapping[str, str] = MappingProxyType({
     "row_index": "Graph.row_index: [E] the query of every edge",
+    "bounds": "attention.api: '' once indptr and indices were found in range for the kernels, else what is wrong",
     "batch_index": "Graph.batch_index: [N] the graph of every node",
     "csc": "Graph.csc: the transposed pattern (col_indptr, row_indices, edge_id)",
     "segments": "attention.cpu, key (side 'rows' or 'cols', piece): cpu_primitives.SegmentPlan, the rows "
