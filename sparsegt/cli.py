@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         err_console.print(f"[bold red]missing package:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 3
+    except OSError as err:  # a file that cannot be read or written (the error names it): a message, not a traceback
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: continue a run with sparsegt train --resume RUN_DIR")
         return 130

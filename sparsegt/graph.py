@@ -34,13 +34,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Graph", "PLAN_KINDS"]
+__all__ = ["Graph", "PLAN_KINDS", "INFERRED_NODES_LIMIT", "inferred_nodes_problem"]
 
 T = TypeVar("T")
+
+# A node count read off the largest index (no ``num_nodes`` given) is believed up to this many nodes, or up to
+# 4 per edge when there are more edges: past that, the pattern is almost all isolated nodes, which is a typo or a
+# hostile file far more often than a graph, and ``indptr`` alone takes 8 bytes a node (an index of 2**40 would
+# ask for 8.8 TB). An explicit ``num_nodes`` is never bounded here.
+INFERRED_NODES_LIMIT = 2**24
 
 # Every kind of plan kept on a Graph (`Graph.plan`), what it holds and who builds it. A new kind is one line here.
 PLAN_KINDS: Mapping[str, str] = MappingProxyType({
     "row_index": "Graph.row_index: [E] the query of every edge",
+    "bounds": "attention.api: '' once indptr and indices were found in range for the kernels, else what is wrong",
     "batch_index": "Graph.batch_index: [N] the graph of every node",
     "csc": "Graph.csc: the transposed pattern (col_indptr, row_indices, edge_id)",
     "segments": "attention.cpu, key (side 'rows' or 'cols', piece): cpu_primitives.SegmentPlan, the rows "
@@ -60,6 +67,29 @@ class _Offered:
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self.build = build
+
+
+def inferred_nodes_problem(num_nodes: int, num_edges: int) -> str | None:
+    """Why ``num_nodes`` (1 + the largest node id, inferred) is not believed for ``num_edges`` edges, or None.
+
+    See `INFERRED_NODES_LIMIT`; the data readers (`sparsegt.data.user`) apply the same rule to ids read
+    from files."""
+    limit = max(INFERRED_NODES_LIMIT, 4 * num_edges)
+    if num_nodes <= limit:
+        return None
+    return (f"the largest node id is {num_nodes - 1:,}, so {num_nodes:,} nodes would be allocated for "
+            f"{num_edges:,} edges (more than {limit:,}, the most inferred from ids)")
+
+
+def _as_count(value: Any, name: str) -> int:
+    """``value`` as a count (a non-negative integer), or a ValueError naming ``name``."""
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.dtype.is_floating_point:
+        value = int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
 
 
 def _first_bad(mask: Tensor) -> int:
@@ -116,7 +146,7 @@ class Graph:
         self.indptr = indptr
         self.indices = indices
         self.num_nodes = int(indptr.numel()) - 1 if isinstance(indptr, Tensor) else len(indptr) - 1
-        self.num_cols = self.num_nodes if num_cols is None else int(num_cols)
+        self.num_cols = self.num_nodes if num_cols is None else _as_count(num_cols, "num_cols")
         self.node_data: dict[str, Tensor] = dict(node_data or {})
         self.edge_data: dict[str, Tensor] = dict(edge_data or {})
         self.graph_data: dict[str, Tensor] = dict(graph_data or {})
@@ -257,6 +287,7 @@ class Graph:
     @classmethod
     def empty(cls, num_nodes: int = 0, num_cols: int | None = None, **kwargs: Any) -> Graph:
         """A pattern with ``num_nodes`` rows and no edges."""
+        num_nodes = _as_count(num_nodes, "num_nodes")
         return cls(torch.zeros(num_nodes + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                    num_cols, **kwargs)
 
@@ -298,7 +329,12 @@ class Graph:
             raise ValueError(f"edge_index[{r}, {e}] = {int(edge_index[r, e])} is negative")
         if num_nodes is None:
             num_nodes = int(edge_index.max()) + 1 if num_edges else 0
-        cols = num_nodes if num_cols is None else num_cols
+            problem = inferred_nodes_problem(num_nodes, num_edges)
+            if problem:
+                raise ValueError(f"edge_index: {problem}; pass num_nodes= (and num_cols=) if so many nodes are "
+                                 "meant, or renumber the node ids 0..n-1")
+        num_nodes = _as_count(num_nodes, "num_nodes")
+        cols = num_nodes if num_cols is None else _as_count(num_cols, "num_cols")
         for r, limit, what in ((1, num_nodes, "nodes"), (0, cols, "nodes" if num_cols is None else "columns")):
             if num_edges and bool((edge_index[r] >= limit).any()):
                 e = _first_bad(edge_index[r] >= limit)

@@ -124,3 +124,58 @@ def test_fused_layers_choose_their_path_through_the_same_interface():
     q = torch.randn(10, 2, 2)
     assert first_runnable(grit.PATHS, q, c).name == "numba"
     assert first_runnable(grit.PATHS, q.bfloat16(), c.bfloat16()).name == "torch"
+
+
+NAMES = ("auto", *(b.name for b in BACKENDS))
+
+
+@pytest.mark.parametrize("backend", NAMES)
+def test_bad_inputs_are_the_same_value_error_on_every_backend(backend):
+    """Issue #14.9 and #14.13: H or D of 0 (ZeroDivisionError), meta tensors, a dropout seed that is not an
+    integer (accepted by some backends, a TypeError in others), and a pattern built with validate=False whose
+    index is out of range (a kernel read out of bounds) are one ValueError before any backend runs."""
+    g = full(Graph.batch([Graph.empty(8)]))
+    q = torch.randn(8, 2, 4)
+    for shape in ((8, 0, 4), (8, 2, 0)):
+        empty = torch.zeros(shape)
+        with pytest.raises(ValueError, match="H .heads. and D .channels per head. must be >= 1"):
+            sparse_attention(empty, empty, empty, g, backend=backend)
+    meta = torch.empty(8, 2, 4, device="meta")
+    with pytest.raises(ValueError, match="q is a meta tensor"):
+        sparse_attention(meta, meta, meta, g, backend=backend)
+    with pytest.raises(ValueError, match="bias is a meta tensor"):
+        sparse_attention(q, q, q, g, bias=torch.empty(g.num_edges, 2, device="meta"), backend=backend)
+    for seed in (1.5, 2.0, True, -1, 2**64, "7"):
+        with pytest.raises(ValueError, match=r"dropout_seed must be an integer in 0..2\*\*64-1"):
+            sparse_attention(q, q, q, g, dropout_p=0.1, dropout_seed=seed, backend=backend)
+    for seed in (0, 7, 2**64 - 1):
+        sparse_attention(q, q, q, g, dropout_p=0.1, dropout_seed=seed, backend=backend)
+    indices = g.indices.clone()
+    indices[5] = 10**9
+    unchecked = Graph(g.indptr, indices, 8, validate=False)
+    with pytest.raises(ValueError, match="pattern.indices hold 1000000000, outside 0..7"):
+        sparse_attention(q, q, q, unchecked, backend=backend)
+    indptr = g.indptr.clone()
+    indptr[3] = 10**9
+    with pytest.raises(ValueError, match="pattern.indptr decreases"):
+        sparse_attention(q, q, q, Graph(indptr, g.indices, 8, validate=False), backend=backend)
+
+
+@pytest.mark.parametrize("backend", [b.name for b in BACKENDS])
+def test_double_backward_works_on_torch_and_is_a_clear_error_elsewhere(backend):
+    """Issue #14.13: the kernel backends' backward is once-differentiable; a gradient of a gradient there said
+    "element 0 of tensors does not require grad" (or was silently taken as constant)."""
+    g = full(Graph.batch([Graph.empty(6)]))
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 1, 4, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = sparse_attention(q, k, v, g, backend=backend)
+    (grad_q,) = torch.autograd.grad(out.square().sum(), q)  # first order: every backend
+    assert torch.isfinite(grad_q).all()
+    out = sparse_attention(q, k, v, g, backend=backend)
+    if backend == "torch":
+        (grad_q,) = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+        (second,) = torch.autograd.grad(grad_q.square().sum(), k)
+        assert second.abs().sum() > 0
+    else:
+        with pytest.raises(RuntimeError, match=f"backend '{backend}' has no double backward.*backend='torch'"):
+            torch.autograd.grad(out.square().sum(), q, create_graph=True)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparsegt.data import from_networkx, from_pyg, load_dataset, load_folder, save_folder
+from sparsegt import Graph
+from sparsegt.data import from_graphs, from_networkx, from_pyg, load_dataset, load_folder, save_folder
 
 
 def same_graph(a, b):
@@ -141,3 +142,92 @@ def test_from_networkx():
         from_networkx(graphs)
     with pytest.raises(ValueError, match="graph 0"):
         from_networkx(graphs, node_label="colour")
+
+
+ATOMS = "graph,node,atom\n0,0,1\n0,1,2\n1,0,0\n1,1,1\n1,2,0\n2,0,1\n2,1,1\n"
+
+
+@pytest.mark.parametrize("graphs,edges,nodes,words", [
+    # issue #14.8: sizes that would exhaust memory are named errors before anything is allocated
+    (GRAPHS, "graph,source,target\n0,0,68719476736\n1,0,1\n2,0,1\n", None,
+     ["edges.csv", "line 2", "graph 0", "68,719,476,736", "nodes.csv"]),
+    ("graph,split,y\n0,train,1000000000\n1,val,0\n2,test,1\n", EDGES, None,
+     ["graphs.csv", "line 2", "'y'", "class id 1,000,000,000", "number them"]),
+    (GRAPHS, EDGES, ATOMS.replace("2,1,1\n", "2,1,1000000000\n"),
+     ["nodes.csv", "line 8", "'atom'", "category id 1,000,000,000"]),
+    # issue #14.11: careless data
+    (GRAPHS, EDGES.replace("1,2,0,2", "1,2.5,0,2"), None, ["edges.csv", "line 5", "'source'", "'2.5'", "integer"]),
+    ("graph,split,y\n0,train,1\n1.0,val,0\n2.7,test,1\n", EDGES, None, ["graphs.csv", "line 4", "'graph'", "'2.7'"]),
+    ("graph,split,y\n0,train,1\n1,val,-1\n2,test,1\n", EDGES, None, ["graphs.csv", "line 3", "'y'", "negative"]),
+    (GRAPHS, EDGES, "graph,node,y\n0,0,1\n0,1,0\n1,0,0\n1,1,1\n1,2,0\n2,0,1\n2,1,1\n",
+     ["graphs.csv and nodes.csv", "'y'", "one level"]),
+    (GRAPHS + "3,train,0\n", EDGES, None, ["graphs.csv", "line 5", "graph 3", "no nodes", "nodes.csv"]),
+    (GRAPHS + "3,train,0\n", EDGES, ATOMS, ["graphs.csv", "line 5", "graph 3", "no nodes", "no row in nodes.csv"]),
+    (GRAPHS, "graph,source,target\n0,0,1\n9,0,1\n", None, ["edges.csv", "line 3", "'graph'", "graph id 9"]),
+    (GRAPHS, EDGES, ATOMS.replace("1,2,0\n", "-1,2,0\n"), ["nodes.csv", "line 6", "'graph'", "graph id -1"]),
+    (GRAPHS, "graph,source,target\n0,0,1\n\n1,0,1,5\n", None, ["edges.csv", "line 4", "4 values"]),
+], ids=["node-id-2^36", "class-1e9", "category-1e9", "float-node-id", "float-graph-id", "class-minus-1",
+        "graph-and-node-y", "zero-nodes", "zero-nodes-with-nodes-csv", "edge-graph-id", "node-graph-id", "row-length"])
+def test_hostile_or_careless_csv_is_a_named_error(tmp_path, graphs, edges, nodes, words):
+    folder = write_csv(tmp_path / "bad", graphs, edges, nodes)
+    with pytest.raises(ValueError) as info:
+        load_folder(folder)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_csv_with_byte_order_marks_and_whole_float_ids(tmp_path):
+    """Spreadsheet exports: a UTF-8 BOM before the header, ids written as 1.0 (issue #14.11)."""
+    folder = tmp_path / "bom"
+    folder.mkdir()
+    for name, text in (("graphs.csv", GRAPHS), ("edges.csv", EDGES.replace("1,0,2,2", "1.0,0,2.0,2")),
+                       ("nodes.csv", NODES)):
+        (folder / name).write_text(text, encoding="utf-8-sig")
+    assert (folder / "graphs.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    d = load_folder(folder)
+    plain = load_folder(write_csv(tmp_path / "plain", GRAPHS, EDGES, NODES))
+    for a, b in zip(d.train + d.val + d.test, plain.train + plain.val + plain.test, strict=True):
+        assert same_graph(a, b)
+
+
+def test_hostile_or_careless_npz_is_a_named_error(tmp_path):
+    good = {"num_nodes": np.array([2, 3]), "num_edges": np.array([2, 1]),
+            "edge_index": np.array([[0, 1, 2], [1, 0, 0]]), "split": np.array([0, 2]),
+            "graph_y": np.array([0, 1])}
+    folder = tmp_path / "npz"
+    folder.mkdir()
+    cases = [  # issue #14.8 then #14.11
+        ({"num_nodes": np.array([2, 2**36])}, ["graphs.npz", "graph 1", "'num_nodes'", "68,719,476,736"]),
+        ({"graph_y": np.array([0, 10**9])}, ["graphs.npz", "row 1", "'graph_y'", "class id 1,000,000,000"]),
+        ({"x": np.array([[0], [1], [2], [10**9], [0]])}, ["graphs.npz", "row 3", "'x'", "category id"]),
+        ({"edge_index": np.array([[0, 1, 2], [1, 0.5, 0]])}, ["graphs.npz", "'edge_index'", "0.5", "whole number"]),
+        ({"graph_y": np.array([0, -1])}, ["graphs.npz", "row 1", "'graph_y'", "negative"]),
+        ({"node_y": np.zeros(5, np.int64)}, ["graphs.npz", "node_y/graph_y", "one level"]),
+        ({"num_nodes": np.array([2, 0]), "num_edges": np.array([3, 0])}, ["graphs.npz", "graph 1", "no nodes"]),
+    ]
+    for change, words in cases:
+        np.savez(folder / "graphs.npz", **{**good, **change})
+        with pytest.raises(ValueError) as info:
+            load_folder(folder)
+        for word in words:
+            assert word in str(info.value), (word, str(info.value))
+    (folder / "graphs.npz").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(ValueError, match="graphs.npz: cannot be read"):
+        load_folder(folder)
+
+
+def test_graph_inputs_are_checked_like_files():
+    """PyG / networkx / Graph lists meet the same rules, naming the graph (issue #14.11)."""
+    graphs = [nx.path_graph(3), nx.path_graph(4), nx.path_graph(2), nx.Graph()]
+    with pytest.raises(ValueError, match="networkx: graph 3 has no nodes"):
+        from_networkx(graphs, labels=[0, 1, 0, 1], splits=[0, 1, 2, 0])
+    with pytest.raises(ValueError, match="graph 1, field 'y': class id -1 is negative"):
+        from_networkx(graphs[:3], labels=[0, -1, 1], splits=[0, 1, 2])
+    with pytest.raises(ValueError, match="graph 2, field 'y': class id 1,000,000,000 would make"):
+        from_networkx(graphs[:3], labels=[0, 1, 10**9], splits=[0, 1, 2])
+    d = from_networkx(graphs[:3], labels=[0.5, -1.0, 1.0], splits=[0, 1, 2])  # regression targets may be negative
+    assert d.task.kind == "regression"
+    two_levels = Graph.from_edge_index(torch.tensor([[0, 1], [1, 0]]), 2, node_data={"y": torch.tensor([0, 1])},
+                                       graph_data={"y": torch.tensor([1])})
+    with pytest.raises(ValueError, match="graph 0 has node labels and graph labels"):
+        from_graphs([two_levels] * 3, [0, 1, 2])

@@ -145,3 +145,21 @@ def test_graph_level_labels_batch():
     batch = Graph.batch(gs)
     assert batch.graph_data["y"].shape == (3, 1)
     assert [p.graph_data["y"].item() for p in batch.unbatch()] == [0.5, 0.5, 0.5]
+
+
+def test_hostile_sizes_and_counts_are_named_errors():
+    """An index of 2**40 without num_nodes would allocate 8.8 TB for indptr (issue #14.8); counts that are not
+    non-negative integers were TypeErrors or torch errors from deep inside (issue #14.9)."""
+    with pytest.raises(ValueError, match="1,099,511,627,777 nodes would be allocated for 1 edges.*pass num_nodes"):
+        Graph.from_edge_index(torch.tensor([[0], [2**40]]))
+    assert Graph.from_edge_index(torch.tensor([[0], [5000]])).num_nodes == 5001  # isolated nodes below the limit
+    zero = torch.zeros(2, 0, dtype=torch.long)
+    for bad, message in ((-1, "num_nodes must be >= 0, got -1"), (2.5, r"num_nodes must be an integer >= 0, got 2.5"),
+                         (True, "num_nodes must be an integer")):
+        with pytest.raises(ValueError, match=message):
+            Graph.from_edge_index(zero, bad)
+        with pytest.raises(ValueError, match=message):
+            Graph.empty(bad)
+    with pytest.raises(ValueError, match="num_cols must be an integer >= 0, got 1.5"):
+        Graph(torch.tensor([0, 0]), torch.zeros(0, dtype=torch.long), 1.5)
+    assert Graph.empty(np.int64(3), torch.tensor(4)).num_cols == 4

@@ -633,3 +633,15 @@ def test_bad_inputs_raise_value_errors():
         GPSLayer(C, H, attention="pattern").to(DT)(LayerState(batch.x, batch))
     with pytest.raises(ValueError, match="rows but the batch has"):
         MPNNVirtualNodeLayer(C).to(DT)(LayerState(batch.x, batch, virtual=torch.zeros(2, C, dtype=DT)))
+
+
+def test_zero_heads_is_a_named_error_in_every_attention_layer():
+    """Issue #14.9: num_heads=0 was a ZeroDivisionError (channels % 0) in Exphormer, GRIT and Performer."""
+    from sparsegt.nn.attention import SparseMultiheadAttention
+    from sparsegt.nn.exphormer import ExphormerAttention
+    from sparsegt.nn.grit import GRITAttention
+    from sparsegt.nn.performer import PerformerAttention
+
+    for layer in (SparseMultiheadAttention, ExphormerAttention, GRITAttention, PerformerAttention):
+        with pytest.raises(ValueError, match=r"multiple of num_heads \(0\)"):
+            layer(8, 0)

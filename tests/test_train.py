@@ -43,6 +43,7 @@ class TinyModelConfig:
     crash_after: int | None = None  # steps after which the forward raises (a crash mid-epoch)
     sleep_s: float = 0.0  # per training forward, so a subprocess can be killed mid-epoch
     inf_grad_after: int | None = None  # steps after which the loss stays finite but its gradient is infinite
+    constant_output: bool = False  # logits 0 whatever the input: a model that cannot learn (the chance check)
 
 
 class _InfiniteGradient(torch.autograd.Function):
@@ -73,6 +74,8 @@ class TinyNodeModel(nn.Module):
         agg = agg / batch.degree().clamp(min=1)[:, None]
         h = self.dropout(torch.relu(self.mix(torch.cat([h, agg], 1))))
         out = self.head(h)
+        if self.config.constant_output:
+            out = out * 0.0
         if self.training:
             time.sleep(self.config.sleep_s)
             self.steps += 1
@@ -432,3 +435,126 @@ def test_config_values_that_cannot_work_are_named_errors(override, message):
 
     with pytest.raises(ValueError, match=message):
         apply_overrides(get_preset("demo"), [override])
+
+
+# ---------------------------------------------------------------------------------------------- issue #14
+@pytest.mark.parametrize("override, message", [
+    ("train.device=tpu", "train.device must be auto, cpu, cuda or cuda:N"),  # issue #14.9
+    ("train.threads=-2", "train.threads must be >= 1"),
+    ("train.chance_check_epochs=-1", "chance_check_epochs"),
+    ("name=../x", "name must be a plain folder name"),  # issue #14.10: the run folder would leave out_dir
+    ("name=a/b", "name must be a plain folder name"),
+    ("name=..", "name must be a plain folder name"),
+])
+def test_config_values_that_were_tracebacks_are_named_errors(override, message):
+    from sparsegt.train.presets import get_preset
+
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(get_preset("demo"), [override])
+
+
+def test_malformed_yaml_is_a_message_naming_file_and_line(tmp_path):
+    """Issue #14.9: a yaml.ParserError traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: [1e-3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml, line \d+, column \d+: not valid YAML"):
+        load_config(path)
+
+
+def test_unwritable_run_folder_is_a_message(tmp_path):
+    """Issue #14.9: mkdir's OSError traceback (a path under a file fails even as root)."""
+    (tmp_path / "file").write_text("")
+    config = tiny_config()
+    config.out_dir = str(tmp_path / "file" / "runs")
+    with pytest.raises(ValueError, match="cannot write the run folder .*--out-dir"):
+        train_run(config, model=TinyNodeModel(config.model), dataset=tiny_dataset(), quiet=True)
+
+
+def test_a_run_that_fails_at_its_start_leaves_no_folder(tmp_path):
+    """Issue #14.10: a config that fails after the run folder was made left an empty folder behind."""
+    config = tiny_config()
+    config.out_dir = str(tmp_path / "runs")
+    data = tiny_dataset()
+    data.task = TaskSpec("graph", "multiclass", 2, "accuracy")  # a node model on a graph task fails at warm-up
+    with pytest.raises(ValueError, match="graph-level"):
+        train_run(config, model=TinyNodeModel(config.model), dataset=data, quiet=True)
+    with pytest.raises(ValueError, match="graph-level"):
+        train_run(config, model=TinyNodeModel(config.model), dataset=data, quiet=True, run_dir=tmp_path / "given")
+    assert list((tmp_path / "runs").iterdir()) == [] and not (tmp_path / "given").exists()
+
+
+def test_checkpoint_checksum_catches_a_flipped_byte(tmp_path):
+    """Issue #14.12: flipped bytes inside a tensor loaded silently as a corrupted weight."""
+    weights = torch.arange(4096, dtype=torch.float64) + 0.5
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint({"model": {"w": weights}, "epoch": 3}, path)
+    assert torch.equal(ckpt.load_checkpoint(path)["model"]["w"], weights)
+    assert ckpt.CHECKSUM_KEY not in ckpt.load_checkpoint(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(weights[1000:1002].numpy().tobytes())
+    assert at > 0
+    raw[at + 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"checkpoint .*last.pt is damaged"):
+        ckpt.load_checkpoint(path)
+    torch.save({"model": {"w": weights}}, path)  # written before checksums existed: loads unchecked
+    assert torch.equal(ckpt.load_checkpoint(path)["model"]["w"], weights)
+
+
+def test_checkpoint_without_model_or_with_other_shapes_is_a_message(tmp_path):
+    """Issue #14.9: KeyError 'model' and load_state_dict's RuntimeError, on resume and on eval's loading."""
+    run = fit_tiny(tmp_path / "run").run_dir
+    state = ckpt.load_checkpoint(run / "last.pt")
+    del state["model"]
+    ckpt.save_checkpoint(state, run / "last.pt")
+    with pytest.raises(ValueError, match=r"last.pt has no 'model'"):
+        fit_tiny(run, resume=True)
+    with pytest.raises(ValueError, match=r"best.pt: the weights do not fit this model \(hint\)"):
+        wide = TinyNodeModel(TinyModelConfig(hidden=16))
+        ckpt.load_model_weights(wide, ckpt.load_checkpoint(run / "best.pt", required=("model",))["model"],
+                                str(run / "best.pt"), " (hint)")
+
+
+def test_stale_temporary_files_are_removed_and_a_run_killed_in_its_first_write_starts_afresh(tmp_path):
+    """Issue #14.12: a kill during a checkpoint write left .last.pt.tmp-PID forever; with no last.pt yet,
+    --resume was an error instead of a fresh start."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    dump_config(tiny_config(), run / "config.yaml")
+    (run / "metrics.jsonl").write_text("")
+    (run / f".last.pt.tmp-{dead.pid}").write_bytes(b"PK\x03\x04 half a checkpoint")
+    (run / f".best.pt.tmp-{os.getppid()}").write_bytes(b"a live writer's")  # the parent process is alive
+    result = fit_tiny(run, resume=True)
+    assert result.summary["status"] == "completed" and result.summary["epochs_run"] == 3
+    assert not (run / f".last.pt.tmp-{dead.pid}").exists()
+    assert (run / f".best.pt.tmp-{os.getppid()}").exists()
+    (run / "last.pt").unlink()
+    with pytest.raises(ValueError, match="has no last.pt to resume from .but has results"):
+        fit_tiny(run, resume=True)
+
+
+def test_a_model_that_learns_nothing_is_warned_about(tmp_path):
+    """Issue #14.13: lr=10 on the demo 'completed' at chance with no word. A model whose logits are constant
+    cannot beat the best constant prediction; the warning is printed and kept in summary.json."""
+    config = tiny_config(epochs=3, chance_check_epochs=2)
+    config.model.constant_output = True
+    result = fit_tiny(tmp_path / "flat", config)
+    warnings = json.loads((result.run_dir / "summary.json").read_text())["warnings"]
+    assert len(warnings) == 1 and "not moved from chance" in warnings[0] and "after 2 epoch(s)" in warnings[0]
+    off = tiny_config(epochs=3, chance_check_epochs=0)
+    off.model.constant_output = True
+    assert fit_tiny(tmp_path / "off", off).summary["warnings"] == []
+
+
+def test_a_model_that_learns_is_not_warned_about(tmp_path):
+    config = tiny_config(epochs=4, lr=0.05, chance_check_epochs=4)
+    seed_everything(0)
+    data = tiny_graph_dataset()
+    result = train_run(config, run_dir=tmp_path / "run", model=TinyGraphModel(config.model), dataset=data,
+                       quiet=True)
+    assert result.summary["warnings"] == [], result.summary

@@ -6,6 +6,9 @@ whole rule (the first backend without reasons, `backend.Backend.unsupported_reas
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +21,36 @@ from .dropout import draw_seed
 __all__ = ["sparse_attention", "choose_backend", "BACKENDS", "BACKEND_NAMES"]
 
 
+def _pattern_problem(pattern: Graph) -> str:
+    """What in the pattern would make a kernel read out of bounds ('' when nothing): O(N + E), once per pattern.
+
+    A `Graph` built with ``validate=False`` skipped its checks; these are the ones a kernel's memory safety
+    rests on (a bad index there is a segfault, not an error)."""
+    indptr, indices = pattern.indptr, pattern.indices
+    for name, t in (("indptr", indptr), ("indices", indices)):
+        if not isinstance(t, Tensor) or t.dtype != torch.int64 or t.dim() != 1:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            return f"pattern.{name} must be a 1-D int64 tensor, got {getattr(t, 'dtype', shape)} {shape}"
+    if indptr.numel() != pattern.num_nodes + 1 or int(indptr[0]) != 0 or int(indptr[-1]) != indices.numel():
+        return (f"pattern.indptr must run from 0 to the {indices.numel()} edges in {pattern.num_nodes + 1} entries, "
+                f"got {indptr.numel()} entries from {int(indptr[0]) if indptr.numel() else None} to "
+                f"{int(indptr[-1]) if indptr.numel() else None}")
+    if indptr.numel() > 1 and int(indptr.diff().min()) < 0:
+        return "pattern.indptr decreases somewhere"
+    if indices.numel():
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= pattern.num_cols:
+            return f"pattern.indices hold {low if low < 0 else high}, outside 0..{pattern.num_cols - 1} (its columns)"
+    return ""
+
+
+def _check_dropout_seed(dropout_seed: object) -> None:
+    integral = isinstance(dropout_seed, (numbers.Integral, np.integer)) and not isinstance(dropout_seed, bool)
+    if dropout_seed is not None and not (integral and 0 <= int(dropout_seed) < 2**64):
+        raise ValueError(f"dropout_seed must be an integer in 0..2**64-1 or None, got {dropout_seed!r} "
+                         f"({type(dropout_seed).__name__})")
+
+
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None,
                   gate: Tensor | None, dropout_p: float) -> None:
     if not isinstance(pattern, Graph):
@@ -26,6 +59,13 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor 
         if not isinstance(t, Tensor) or t.dim() != 3:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"{name} must be a tensor of shape [N, H, D], got {shape}")
+        if t.shape[1] < 1 or t.shape[2] < 1:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}: H (heads) and D (channels per head) must be >= 1")
+    for name, t in (("q", q), ("k", k), ("v", v), ("bias", bias), ("gate", gate), ("pattern", pattern.indices)):
+        if isinstance(t, Tensor) and t.is_meta:
+            raise ValueError(f"{name} is a meta tensor (a shape without data), but attention computes values: "
+                             "make it on a real device (after building a module on 'meta', call "
+                             "module.to_empty(device='cpu') and initialise its weights)")
     if q.shape[0] != pattern.num_nodes:
         raise ValueError(f"q has {q.shape[0]} rows but the pattern has {pattern.num_nodes} queries (rows)")
     if k.shape[0] != pattern.num_cols or v.shape[0] != pattern.num_cols:
@@ -50,6 +90,31 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor 
             raise ValueError(f"{name} has dtype {t.dtype} but q has {q.dtype}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    # reads the data (a graph break under torch.compile, whose patterns come from checked Graphs)
+    problem = "" if torch.compiler.is_compiling() else pattern.plan("bounds", lambda: _pattern_problem(pattern))
+    if problem:
+        raise ValueError(f"{problem}; build the pattern with validation on (Graph(..., validate=True) names the "
+                         "first broken entry)")
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The identity on a kernel backend's (out, lse) whose backward is not itself differentiable: asking for a
+    gradient of its gradient (``create_graph=True``) is a clear error here, not a gradient silently taken as
+    constant (or torch's "does not require grad") further down."""
+
+    @staticmethod
+    def forward(ctx, backend: str, out: Tensor, lse: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.backend = backend
+        return out.view_as(out), lse.view_as(lse)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, grad_lse: Tensor) -> tuple[None, Tensor, Tensor]:
+        if torch.is_grad_enabled():  # backward runs with grad mode on only under create_graph=True
+            raise RuntimeError(
+                f"sparse_attention: backend {ctx.backend!r} has no double backward (its gradient is a kernel that is "
+                "not itself differentiable); for gradients of gradients (gradient penalties, Hessian-vector "
+                "products) call sparse_attention(..., backend='torch')")
+        return None, grad_out, grad_lse
 
 
 def sparse_attention(
@@ -79,8 +144,9 @@ def sparse_attention(
         bias: [E, H] added to the scores (CSR order). gate: [E, H, D] multiplied into q*k.
         scale: score scale, default ``D ** -0.5``.
         dropout_p: attention dropout probability (applied to the normalised weights).
-        dropout_seed: seed of the counter-based dropout stream; drawn from ``generator`` (or torch's
-            global generator) when None, so ``torch.manual_seed`` makes runs reproducible.
+        dropout_seed: seed of the counter-based dropout stream, an integer in 0..2**64-1 (anything else is a
+            ValueError on every backend); drawn from ``generator`` (or torch's global generator) when None, so
+            ``torch.manual_seed`` makes runs reproducible.
         return_lse: also return the per-row log-sum-exp [Nq, H] of the scores (``-inf`` for rows with
             no edges), to merge partial attentions exactly.
         score_clamp: limit ``scale * q.(k*gate)`` to [-c, c] before the bias is added (GT's clamp of
@@ -103,8 +169,16 @@ def sparse_attention(
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
+
+    Gradients: first derivatives on every backend. Double backward (``create_graph=True``: gradient penalties,
+    Hessian-vector products) only with ``backend="torch"``; the kernel backends raise RuntimeError saying so.
+
+    Checks: shapes, dtypes, devices, H and D >= 1, no meta tensors, and (once per pattern, O(N + E)) that
+    ``indptr``/``indices`` are in range, so a pattern built with ``validate=False`` can never make a kernel
+    read out of bounds: every bad input is a ValueError before any kernel runs.
     """
     _check_inputs(q, k, v, pattern, bias, gate, dropout_p)
+    _check_dropout_seed(dropout_seed)
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
@@ -117,5 +191,8 @@ def sparse_attention(
     if dropout_p > 0.0 and dropout_seed is None:
         dropout_seed = draw_seed(generator)
     inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p, score_clamp)
-    out, lse = backend_for(backend, inputs).run(inputs, scale, dropout_seed)
+    chosen = backend_for(backend, inputs)
+    out, lse = chosen.run(inputs, scale, dropout_seed)
+    if chosen.name != "torch" and torch.is_grad_enabled() and any(t.requires_grad for t in inputs.tensors().values()):
+        out, lse = _FirstOrderOnly.apply(chosen.name, out, lse)
     return (out, lse) if return_lse else out

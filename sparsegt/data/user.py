@@ -21,12 +21,18 @@ CSV (one header line each; ``graph`` ids are 0..G-1)::
 
 An optional ``meta.json`` may set ``name``, ``metric``, ``task_kind`` (multiclass / binary /
 regression), ``num_outputs``. Without it integer labels give classification (binary when two classes,
-metric accuracy) and float labels regression (metric mae). Errors name the file, graph and field.
+metric accuracy) and float labels regression (metric mae).
+
+What is checked (`sparsegt.data.user_files` reads the files): errors name the file, the line (CSV) or row (npz),
+the graph and the field. Ids are integers (``1.7`` is an error, never truncated); class and category ids are
+>= 0 and dense (1 + the largest at most 65,536 or twice the distinct ids); without ``nodes.csv`` a graph's node
+count (1 + its largest id) follows `sparsegt.graph.INFERRED_NODES_LIMIT`; a graph has at least one node; labels
+come from one level: a ``y`` in both graphs.csv and nodes.csv (or graph_y and node_y) is an error, not a
+silent choice. CSV files may start with a UTF-8 byte-order mark.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,15 +44,22 @@ import torch
 from ..graph import Graph
 from .dataset import Dataset, DatasetCard
 from .spec import HIGHER_IS_BETTER, FeatureSpec, TaskSpec
+from .user_files import SPLIT_NAMES, id_problem, read_csv_folder, read_npz
 
 __all__ = ["load_folder", "save_folder", "from_graphs", "from_pyg", "from_networkx"]
 
-SPLIT_NAMES = ("train", "val", "test")
+def _row_graph(graphs: Sequence[Graph], row: int, level: str) -> int:
+    """The graph that holds ``row`` of the concatenated node (``level="node"``) or edge tensors."""
+    sizes = [g.num_nodes if level == "node" else g.num_edges for g in graphs]
+    return int(np.searchsorted(np.cumsum(sizes), row, side="right"))
 
 
-def _fail(file: str, field: str, message: str, graph: int | None = None) -> ValueError:
-    where = f"{file}" + (f", graph {graph}" if graph is not None else "") + f", field '{field}'"
-    return ValueError(f"{where}: {message}")
+def _check_ids(name: str, graphs: Sequence[Graph], values: torch.Tensor, field: str, level: str, what: str) -> None:
+    found = id_problem(values.numpy(), what)
+    if found:
+        row = found[0] // max(1, int(np.prod(values.shape[1:])))
+        graph = row if level == "graph" else _row_graph(graphs, row, level)
+        raise ValueError(f"{name}: graph {graph}, field '{field}': {found[1]}")
 
 
 def _feature_spec(values: torch.Tensor | None) -> FeatureSpec:
@@ -57,9 +70,11 @@ def _feature_spec(values: torch.Tensor | None) -> FeatureSpec:
     return FeatureSpec("categorical", tuple(int(c) + 1 for c in values.max(dim=0).values.tolist()))
 
 
-def _infer_task(graphs: Sequence[Graph], meta: dict) -> TaskSpec:
+def _infer_task(graphs: Sequence[Graph], meta: dict, name: str) -> TaskSpec:
     level = "node" if "y" in graphs[0].node_data else "graph"
     labels = torch.cat([g.node_data["y"] if level == "node" else g.graph_data["y"] for g in graphs])
+    if not labels.is_floating_point() and meta.get("task_kind") != "regression":
+        _check_ids(name, graphs, labels, "y", level, "class id")
     if labels.is_floating_point():
         kind, outputs = "regression", (1 if labels.dim() == 1 else int(labels.shape[1]))
         metric = "mae"
@@ -87,6 +102,12 @@ def from_graphs(graphs: Sequence[Graph], splits: Sequence[int] | Sequence[Sequen
     for i, g in enumerate(graphs):
         if g.y is None:
             raise ValueError(f"{name}: graph {i} has no label y")
+        if g.num_nodes == 0:
+            raise ValueError(f"{name}: graph {i} has no nodes; remove it (a graph without nodes has nothing to "
+                             "predict from)")
+        if "y" in g.node_data and "y" in g.graph_data:
+            raise ValueError(f"{name}: graph {i} has node labels and graph labels (node_data['y'] and "
+                             "graph_data['y']), but a task has one level: keep one")
         keys = (sorted(g.node_data), sorted(g.edge_data), sorted(g.graph_data))
         first = (sorted(graphs[0].node_data), sorted(graphs[0].edge_data), sorted(graphs[0].graph_data))
         if keys != first:
@@ -108,9 +129,12 @@ def from_graphs(graphs: Sequence[Graph], splits: Sequence[int] | Sequence[Sequen
             raise ValueError(f"{name}: {s} indices must lie in 0..{len(graphs) - 1}")
     parts = [[graphs[int(i)] for i in idx] for idx in index_lists]
     meta = meta or {}
-    task = _infer_task(graphs, meta)
+    task = _infer_task(graphs, meta, name)
     x = torch.cat([g.x for g in graphs]) if graphs[0].x is not None else None
     edge_attr = torch.cat([g.edge_attr for g in graphs]) if graphs[0].edge_attr is not None else None
+    for field, values, level in (("x", x, "node"), ("edge_attr", edge_attr, "edge")):
+        if values is not None and not values.is_floating_point():
+            _check_ids(name, graphs, values, field, level, "category id")
     card = DatasetCard(name=meta.get("name", name), task=f"{task.level} {task.kind}",
                        size=" / ".join(str(len(p)) for p in parts) + " graphs", metric=task.metric,
                        source=meta.get("source", "user data"), licence=meta.get("licence", "as the user's"),
@@ -119,180 +143,29 @@ def from_graphs(graphs: Sequence[Graph], splits: Sequence[int] | Sequence[Sequen
                    edge_features=_feature_spec(edge_attr), card=card, info={"seed": seed})
 
 
-def _graph(file: str, g: int, n: int, edge_index: np.ndarray, fields: dict[str, np.ndarray],
-           edge_fields: tuple[str, str] = ("edge_index[0]", "edge_index[1]"),
-           field_files: dict[str, str] | None = None) -> Graph:
-    for row, field in enumerate(edge_fields):
-        ids = edge_index[row]
-        if ids.size and (ids.min() < 0 or ids.max() >= n):
-            bad = int(ids.max()) if ids.max() >= n else int(ids.min())
-            raise _fail(file, field, f"node id {bad} outside 0..{n - 1} (the graph has {n} nodes)", g)
-    node_data = {k[5:]: torch.from_numpy(v) for k, v in fields.items() if k.startswith("node.")}
-    graph_data = {k[6:]: torch.from_numpy(v) for k, v in fields.items() if k.startswith("graph.")}
-    edge_attr = fields.get("edge_attr")
-    for key, value in fields.items():
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            source = (field_files or {}).get(key, file)
-            raise _fail(source, key.split(".")[-1], "holds NaN or infinite values", g)
-    try:
-        return Graph.from_edge_index(torch.from_numpy(edge_index.astype(np.int64)), n,
-                                     None if edge_attr is None else torch.from_numpy(edge_attr),
-                                     node_data=node_data, graph_data=graph_data)
-    except ValueError as err:
-        raise ValueError(f"{file}, graph {g}: {err}") from err
-
-
-def _load_npz(path: Path) -> tuple[list[Graph], np.ndarray]:
-    file = path.name
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for field in ("num_nodes", "num_edges", "edge_index", "split"):
-        if field not in arrays:
-            raise _fail(file, field, "is missing (see sparsegt.data.user for the format)")
-    num_nodes, num_edges = arrays["num_nodes"].astype(np.int64), arrays["num_edges"].astype(np.int64)
-    G = num_nodes.shape[0]
-    edge_index = arrays["edge_index"]
-    if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.shape[1] != num_edges.sum():
-        raise _fail(file, "edge_index", f"must have shape [2, sum(num_edges) = {num_edges.sum()}], "
-                    f"got {edge_index.shape}")
-    if "node_y" not in arrays and "graph_y" not in arrays:
-        raise _fail(file, "node_y/graph_y", "no labels: add node_y [N] or graph_y [G]")
-    node_off = np.concatenate([[0], np.cumsum(num_nodes)])
-    edge_off = np.concatenate([[0], np.cumsum(num_edges)])
-    for field, rows, total in (("x", "nodes", node_off[-1]), ("node_y", "nodes", node_off[-1]),
-                               ("edge_attr", "edges", edge_off[-1]), ("graph_y", "graphs", G),
-                               ("split", "graphs", G)):
-        if field in arrays and arrays[field].shape[0] != total:
-            raise _fail(file, field, f"has {arrays[field].shape[0]} rows but there are {total} {rows}")
-    graphs = []
-    for g in range(G):
-        n0, n1, e0, e1 = node_off[g], node_off[g + 1], edge_off[g], edge_off[g + 1]
-        fields = {}
-        if "x" in arrays:
-            fields["node.x"] = arrays["x"][n0:n1].reshape(n1 - n0, -1)
-        if "node_y" in arrays:
-            fields["node.y"] = arrays["node_y"][n0:n1]
-        if "graph_y" in arrays:
-            y = arrays["graph_y"][g:g + 1]
-            fields["graph.y"] = y if np.issubdtype(y.dtype, np.integer) or y.ndim > 1 else y.reshape(1, 1)
-        if "edge_attr" in arrays:
-            fields["edge_attr"] = arrays["edge_attr"][e0:e1].reshape(e1 - e0, -1)
-        graphs.append(_graph(file, g, int(num_nodes[g]), edge_index[:, e0:e1], fields))
-    return graphs, arrays["split"]
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        raise _fail(path.name, "header", "the file is empty")
-    header = [h.strip() for h in rows[0]]
-    for field in required:
-        if field not in header:
-            raise _fail(path.name, field, f"column missing; the header is {header}")
-    return header, rows[1:]
-
-
-def _numbers(path: Path, header: list[str], rows: list[list[str]], columns: list[str]) -> np.ndarray:
-    """[rows, len(columns)] as int64 if every value is an integer, else float32."""
-    index = [header.index(c) for c in columns]
-    values = np.empty((len(rows), len(columns)), dtype=object)
-    for r, row in enumerate(rows):
-        if len(row) != len(header):
-            raise _fail(path.name, "row", f"line {r + 2} has {len(row)} values, the header {len(header)}")
-        values[r] = [row[i] for i in index]
-    try:
-        return values.astype(np.int64)
-    except ValueError:
-        try:
-            return values.astype(np.float32)
-        except ValueError as err:
-            raise _fail(path.name, ",".join(columns), f"holds a value that is not a number ({err})") from err
-
-
-def _load_csv(folder: Path) -> tuple[list[Graph], np.ndarray]:
-    g_header, g_rows = _read_csv(folder / "graphs.csv", ["graph", "split"])
-    G = len(g_rows)
-    gid = np.array([int(r[g_header.index("graph")]) for r in g_rows])
-    if sorted(gid.tolist()) != list(range(G)):
-        raise _fail("graphs.csv", "graph", f"ids must be 0..{G - 1}, each once")
-    split_names = [r[g_header.index("split")].strip() for r in g_rows]
-    bad = [s for s in split_names if s not in SPLIT_NAMES]
-    if bad:
-        where = int(gid[split_names.index(bad[0])])
-        raise _fail("graphs.csv", "split", f"{bad[0]!r} is not one of {SPLIT_NAMES}", where)
-    split = np.empty(G, dtype=np.int64)
-    split[gid] = [SPLIT_NAMES.index(s) for s in split_names]
-    y_cols = [c for c in g_header if c == "y" or (c.startswith("y") and c[1:].isdigit())]
-    graph_y = None
-    if y_cols:
-        graph_y = _numbers(folder / "graphs.csv", g_header, g_rows, y_cols)[np.argsort(gid)]
-    e_header, e_rows = _read_csv(folder / "edges.csv", ["graph", "source", "target"])
-    edges = _numbers(folder / "edges.csv", e_header, e_rows, ["graph", "source", "target"]).astype(np.int64)
-    e_feat_cols = [c for c in e_header if c not in ("graph", "source", "target")]
-    e_feat = _numbers(folder / "edges.csv", e_header, e_rows, e_feat_cols) if e_feat_cols else None
-    node_feat = node_y = None
-    if (folder / "nodes.csv").exists():
-        n_header, n_rows = _read_csv(folder / "nodes.csv", ["graph", "node"])
-        nodes = _numbers(folder / "nodes.csv", n_header, n_rows, ["graph", "node"]).astype(np.int64)
-        order = np.lexsort((nodes[:, 1], nodes[:, 0]))
-        nodes = nodes[order]
-        num_nodes = np.bincount(nodes[:, 0], minlength=G)
-        starts = np.concatenate([[0], np.cumsum(num_nodes)])
-        expected = np.arange(len(nodes)) - np.repeat(starts[:-1], num_nodes)
-        if len(num_nodes) > G or not (nodes[:, 1] == expected).all():
-            g = int(nodes[np.flatnonzero(nodes[:, 1] != expected)[0], 0]) if len(num_nodes) <= G else G
-            raise _fail("nodes.csv", "node", "each graph must list nodes 0..n-1, each once "
-                        "(graph ids 0..G-1)", g)
-        f_cols = [c for c in n_header if c not in ("graph", "node", "y")]
-        node_feat = _numbers(folder / "nodes.csv", n_header, n_rows, f_cols)[order] if f_cols else None
-        if "y" in n_header:
-            node_y = _numbers(folder / "nodes.csv", n_header, n_rows, ["y"])[order, 0]
-    else:
-        num_nodes = np.zeros(G, dtype=np.int64)
-        np.maximum.at(num_nodes, edges[:, 0], np.maximum(edges[:, 1], edges[:, 2]) + 1)
-    if graph_y is None and node_y is None:
-        raise _fail("graphs.csv / nodes.csv", "y", "no labels: add a y column to graphs.csv or nodes.csv")
-    if edges.size and (edges[:, 0].min() < 0 or edges[:, 0].max() >= G):
-        raise _fail("edges.csv", "graph", f"ids must lie in 0..{G - 1}")
-    e_order = np.argsort(edges[:, 0], kind="stable")
-    edges = edges[e_order]
-    e_feat = None if e_feat is None else e_feat[e_order]
-    e_starts = np.concatenate([[0], np.cumsum(np.bincount(edges[:, 0], minlength=G))])
-    n_starts = np.concatenate([[0], np.cumsum(num_nodes)])
-    graphs = []
-    for g in range(G):
-        e0, e1, n0, n1 = e_starts[g], e_starts[g + 1], n_starts[g], n_starts[g + 1]
-        fields = {}
-        if node_feat is not None:
-            fields["node.x"] = node_feat[n0:n1]
-        if node_y is not None:
-            fields["node.y"] = node_y[n0:n1]
-        if graph_y is not None:
-            y = graph_y[g:g + 1]
-            fields["graph.y"] = y[:, 0] if np.issubdtype(y.dtype, np.integer) and y.shape[1] == 1 else y
-        if e_feat is not None:
-            fields["edge_attr"] = e_feat[e0:e1]
-        graphs.append(_graph("edges.csv", g, int(num_nodes[g]), edges[e0:e1, 1:].T, fields,
-                             ("source", "target"),
-                             {"node.x": "nodes.csv", "node.y": "nodes.csv", "graph.y": "graphs.csv"}))
-    return graphs, split
-
-
 def load_folder(path: str | Path, *, name: str | None = None) -> Dataset:
     """A `Dataset` from a folder with ``graphs.npz``, or ``graphs.csv`` + ``edges.csv`` (+ ``nodes.csv``)."""
     folder = Path(path)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder (expected graphs.npz or graphs.csv + edges.csv in it)")
-    meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
+    meta = {}
+    if (folder / "meta.json").exists():
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8-sig"))
+        except ValueError as err:
+            raise ValueError(f"meta.json: is not valid JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta.json: must be a JSON object of settings, got {type(meta).__name__}")
     if (folder / "graphs.npz").exists():
-        graphs, split = _load_npz(folder / "graphs.npz")
+        graphs, split = read_npz(folder / "graphs.npz", meta.get("task_kind"))
     elif (folder / "graphs.csv").exists() and (folder / "edges.csv").exists():
-        graphs, split = _load_csv(folder)
+        graphs, split = read_csv_folder(folder, meta.get("task_kind"))
     else:
         raise ValueError(f"{folder}: found neither graphs.npz nor graphs.csv + edges.csv")
     if not np.isin(split, (0, 1, 2)).all():
-        raise _fail("graphs.npz", "split", "values must be 0 (train), 1 (val) or 2 (test)")
+        bad = int(np.flatnonzero(~np.isin(split, (0, 1, 2)))[0])
+        raise ValueError(f"graphs.npz, graph {bad}, field 'split': {int(split[bad])} is not 0 (train), 1 (val) "
+                         "or 2 (test)")
     return from_graphs(graphs, split.tolist(), name=name or meta.get("name", folder.name), meta=meta)
 
 

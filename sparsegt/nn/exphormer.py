@@ -172,8 +172,8 @@ class ExphormerAttention(nn.Module):
     def __init__(self, channels: int, num_heads: int, score_clamp: float | None = 5.0,
                  attn_dropout: float = 0.0) -> None:
         super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
+        if num_heads < 1 or channels % num_heads:  # num_heads 0 was a ZeroDivisionError
+            raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
         self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
         self.score_clamp, self.attn_dropout = score_clamp, float(attn_dropout)
         self.query = nn.Linear(channels, channels, bias=False)

@@ -270,8 +270,8 @@ class GRITAttention(nn.Module):
     def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0,
                  score_clamp: float | None = 5.0, fused: bool = True) -> None:
         super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
+        if num_heads < 1 or channels % num_heads:  # num_heads 0 was a ZeroDivisionError
+            raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
         self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
         self.score_clamp, self.fused = score_clamp, fused
         self.query = nn.Linear(channels, channels)

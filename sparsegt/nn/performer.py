@@ -40,8 +40,8 @@ class PerformerAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, num_features: int = 64, seed: int = 0) -> None:
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim ({embed_dim}) must be a multiple of num_heads ({num_heads})")
+        if num_heads < 1 or embed_dim % num_heads:  # num_heads 0 was a ZeroDivisionError
+            raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of num_heads ({num_heads})")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.num_features = num_features
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,6 +91,11 @@ class TrainConfig:
     in eval mode (`sparsegt.train.batch_norm`; 0: evaluate with the moving averages, as GraphGPS does).
     ``val_with_moving_stats``: also score validation with the moving averages before recalibrating
     (``val_metric_moving_stats`` in ``metrics.jsonl``: the curve GraphGPS's evaluation would draw).
+    ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``threads``: torch's CPU threads (null or 0: torch's
+    default). ``chance_check_epochs``: after this many epochs (or at the last, if sooner), warn when the
+    training loss is not at least 2% below the loss of the best constant prediction (the model learnt nothing:
+    a learning rate far too high, labels unrelated to the inputs); the warning is printed and kept in
+    ``summary.json`` under ``warnings`` (0: off).
     """
 
     epochs: int = 100
@@ -116,6 +122,7 @@ class TrainConfig:
     batches_per_epoch: int | None = None
     bn_recalibration: int = 32
     val_with_moving_stats: bool = False
+    chance_check_epochs: int = 5
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):
@@ -137,9 +144,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"train.{name} must be > 0 or null (off), got {value}")
-        if self.seed < 0 or self.checkpoint_every_batches < 0:
-            raise ValueError(f"train.seed ({self.seed}) and train.checkpoint_every_batches "
-                             f"({self.checkpoint_every_batches}) must be >= 0")
+        if self.seed < 0 or self.checkpoint_every_batches < 0 or self.chance_check_epochs < 0:
+            raise ValueError(f"train.seed ({self.seed}), train.checkpoint_every_batches "
+                             f"({self.checkpoint_every_batches}) and train.chance_check_epochs "
+                             f"({self.chance_check_epochs}) must be >= 0")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}")
+        if self.threads is not None and self.threads < 0:
+            raise ValueError(f"train.threads must be >= 1 (or null / 0 for torch's default), got {self.threads}")
         if self.scheduler not in ("cosine", "plateau", "constant"):
             raise ValueError(f"train.scheduler must be cosine, plateau or constant, got {self.scheduler!r}")
         if self.optimizer not in ("adamw", "adam"):
@@ -163,6 +175,13 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = field(default_factory=_default_model_config)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # the run folder is out_dir/<name>-<stamp>: a name with a path in it would put it elsewhere
+        name = str(self.name)
+        if not name or name.strip(".") == "" or any(c in name for c in "/\\\0") or name != name.strip():
+            raise ValueError(f"name must be a plain folder name (no '/', '\\', leading/trailing spaces, not '.' "
+                             f"or '..'), got {self.name!r}; set out_dir for where runs go")
 
 
 # ------------------------------------------------------------------------------------- dict <-> dataclass
@@ -389,8 +408,14 @@ def load_config(path: str | Path, base: Any | None = None) -> Any:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"config file {path} does not exist")
-    with open(path) as f:
-        values = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a run config must be a mapping with data/model/train sections")
     config = copy.deepcopy(base) if base is not None else RunConfig()

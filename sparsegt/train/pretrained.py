@@ -50,7 +50,7 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
     ``source``: where it comes from; ``status``: ``"final"`` or e.g. ``"interim: epoch 20 of 100"``.
     """
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / checkpoint)
+    state = load_checkpoint(run_dir / checkpoint, required=("model",))
     config = load_config(run_dir / "config.yaml")
     # the record of the checkpoint's epoch in metrics.jsonl (a run still training has no summary.json yet)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from .checkpoint import atomic_write_text, load_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights, remove_stale_temp_files
 from .config import RunConfig, dump_config, load_config
 from .distributed import DistInfo, broadcast_object, close_distributed, init_distributed, resolve_device
 from .plots import plot_curves
@@ -115,15 +115,51 @@ def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
 
 
 def make_run_dir(out_dir: str | Path, name: str) -> Path:
-    """``out_dir/<name>-<YYYYmmdd-HHMMSS>`` (UTC), made unique with a suffix if needed."""
+    """``out_dir/<name>-<YYYYmmdd-HHMMSS>`` (UTC), made unique with a suffix if needed; ValueError when it would
+    lie outside ``out_dir`` or cannot be created."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     base = Path(out_dir) / f"{name}-{stamp}"
+    if base.resolve().parent != Path(out_dir).resolve():
+        raise ValueError(f"name {name!r} would put the run folder at {base}, outside out_dir {out_dir}")
     path, i = base, 1
     while path.exists():
         path = Path(f"{base}-{i}")
         i += 1
-    path.mkdir(parents=True)
+    return _make_folder(path)
+
+
+def _make_folder(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write the run folder {path} ({err.strerror or err}); choose a writable folder "
+                         "with --out-dir (or out_dir=...)") from None
     return path
+
+
+# what a run folder holds before anything worth keeping was written (a failed start leaves no folder behind)
+_STARTING_FILES = {"config.yaml", "metrics.jsonl"}
+
+
+def _remove_if_nothing_recorded(path: Path) -> None:
+    """Delete a run folder this call created when it holds only its config and an empty metrics.jsonl."""
+    names = {p.name for p in path.iterdir()} if path.is_dir() else None
+    if names is None or not names <= _STARTING_FILES:
+        return
+    if "metrics.jsonl" in names and (path / "metrics.jsonl").read_text().strip():
+        return
+    for name in names:
+        (path / name).unlink()
+    path.rmdir()
+
+
+def _nothing_recorded(path: Path) -> bool:
+    metrics = path / "metrics.jsonl"
+    kept = ("last.pt", "best.pt", "summary.json")
+    return not any((path / name).exists() for name in kept) and not (metrics.exists() and metrics.read_text().strip())
 
 
 def _num_parameters(model: torch.nn.Module) -> int:
@@ -170,10 +206,17 @@ def train_run(
         resume = Path(resume)
         if not (resume / "config.yaml").exists():
             raise ValueError(f"{resume} is not a run directory (no config.yaml)")
-        if not (resume / "last.pt").exists():
-            raise ValueError(f"{resume} has no last.pt to resume from")
         if config is None:  # else: the caller loaded the run's config.yaml and may have changed some fields
             config = load_config(resume / "config.yaml")
+        removed = remove_stale_temp_files(resume)  # a writer killed mid-write left these
+        if removed and not quiet:
+            print(f"removed {len(removed)} temporary file(s) of an interrupted checkpoint write in {resume}")
+        if not (resume / "last.pt").exists():
+            if not _nothing_recorded(resume):
+                raise ValueError(f"{resume} has no last.pt to resume from (but has results: evaluate it with "
+                                 "sparsegt eval, or start a new run)")
+            # killed before (or during) its first checkpoint: nothing to continue, so start it afresh in place
+            run_dir, resume = resume, None
     elif config is None:
         raise ValueError("train_run needs a config or a run directory to resume")
     own_dist = dist is None
@@ -193,64 +236,77 @@ def train_run(
         model = model.to(info.device)
         if info.enabled and resume is None:
             torch.manual_seed(config.train.seed * 1000 + info.rank)  # distinct dropout streams per rank
+        created = None  # the folder this call made: removed again if the run fails before recording anything
         if resume is not None:
             path = resume
         elif run_dir is not None:
             path = Path(run_dir)
             if info.is_main:
-                path.mkdir(parents=True, exist_ok=True)
+                created = None if path.exists() else path
+                _make_folder(path)
         else:
-            path = make_run_dir(config.out_dir, config.name) if info.is_main else None
+            path = created = make_run_dir(config.out_dir, config.name) if info.is_main else None
             path = Path(broadcast_object(str(path) if path else None, info))
-        if info.is_main and resume is None:
-            dump_config(config, path / "config.yaml")
-        reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
-        trainer = Trainer(
-            config,
-            model,
-            dataset.task,
-            dataset.train,
-            dataset.val,
-            dataset.test,
-            run_dir=path,
-            reporter=reporter,
-            dist=info,
-            make_loader=make_loader,
-        )
-        if resume is not None:
-            trainer.resume(path / "last.pt")  # fails (clearly) before the run folder is touched
-            if info.is_main and dump_config(config) != (path / "config.yaml").read_text():
-                # resumed with overrides: config.yaml describes what runs from now on, the old one stays
-                stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-                (path / "config.yaml").rename(path / f"config.before-resume-{stamp}.yaml")
-                dump_config(config, path / "config.yaml")
-        if info.is_main:
-            reporter.message(
-                f"{config.name}: {dataset.name} ({len(dataset.train)}/{len(dataset.val)}/"
-                f"{len(dataset.test)} graphs), {_num_parameters(model):,} parameters, "
-                f"{info.world_size} process(es) on {info.device}, run dir {path}"
-            )
-        extra = {
-            "name": config.name,
-            "dataset": dataset.name,
-            "run_dir": str(path),
-            "num_parameters": _num_parameters(model),
-            "seed": config.train.seed,
-        }
         try:
-            summary = trainer.fit()
-        except TrainingDiverged as err:
-            summary = {**trainer.summary(), **extra, "error": str(err)}
-            if info.is_main:
-                _write_summary(path, config, summary)
+            return _train_in(path, config, resume, model, dataset, info, quiet, console, make_loader, log_prefix)
+        except BaseException:
+            if created is not None and info.is_main:
+                _remove_if_nothing_recorded(created)
             raise
-        summary = {**summary, **extra}
-        if info.is_main:
-            _write_summary(path, config, summary)
-        return RunResult(path, summary)
     finally:
         if own_dist:
             close_distributed()
+
+
+def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.nn.Module, dataset: Any,
+              info: DistInfo, quiet: bool, console: Console | None, make_loader: Any, log_prefix: str) -> RunResult:
+    """`train_run` from the point its run folder exists."""
+    if info.is_main and resume is None:
+        dump_config(config, path / "config.yaml")
+    reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
+    trainer = Trainer(
+        config,
+        model,
+        dataset.task,
+        dataset.train,
+        dataset.val,
+        dataset.test,
+        run_dir=path,
+        reporter=reporter,
+        dist=info,
+        make_loader=make_loader,
+    )
+    if resume is not None:
+        trainer.resume(path / "last.pt")  # fails (clearly) before the run folder is touched
+        if info.is_main and dump_config(config) != (path / "config.yaml").read_text():
+            # resumed with overrides: config.yaml describes what runs from now on, the old one stays
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            (path / "config.yaml").rename(path / f"config.before-resume-{stamp}.yaml")
+            dump_config(config, path / "config.yaml")
+    if info.is_main:
+        reporter.message(
+            f"{config.name}: {dataset.name} ({len(dataset.train)}/{len(dataset.val)}/"
+            f"{len(dataset.test)} graphs), {_num_parameters(model):,} parameters, "
+            f"{info.world_size} process(es) on {info.device}, run dir {path}"
+        )
+    extra = {
+        "name": config.name,
+        "dataset": dataset.name,
+        "run_dir": str(path),
+        "num_parameters": _num_parameters(model),
+        "seed": config.train.seed,
+    }
+    try:
+        summary = trainer.fit()
+    except TrainingDiverged as err:
+        summary = {**trainer.summary(), **extra, "error": str(err)}
+        if info.is_main:
+            _write_summary(path, config, summary)
+        raise
+    summary = {**summary, **extra}
+    if info.is_main:
+        _write_summary(path, config, summary)
+    return RunResult(path, summary)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -270,10 +326,15 @@ def train_seeds(
         raise ValueError("--seeds needs at least one seed")
     parent = make_run_dir(config.out_dir, config.name)
     results = []
-    for seed in seeds:
-        seeded = copy.deepcopy(config)
-        seeded.train.seed = seed
-        results.append(train_run(seeded, quiet=quiet, console=console, run_dir=parent / f"seed-{seed}"))
+    try:
+        for seed in seeds:
+            seeded = copy.deepcopy(config)
+            seeded.train.seed = seed
+            results.append(train_run(seeded, quiet=quiet, console=console, run_dir=parent / f"seed-{seed}"))
+    except BaseException:
+        if not any(parent.iterdir()):  # the first seed failed before recording anything
+            parent.rmdir()
+        raise
     summaries = [r.summary for r in results]
     test_mean, test_std = _mean_std([s["test_metric"] for s in summaries])
     val_mean, val_std = _mean_std([s["val_metric"] for s in summaries])
@@ -310,8 +371,9 @@ def evaluate_run(
     dataset = build_dataset(config)
     seed_everything(config.train.seed)
     model = build_model(config, dataset)
-    state = load_checkpoint(run_dir / checkpoint)
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(run_dir / checkpoint, required=("model",))
+    load_model_weights(model, state["model"], str(run_dir / checkpoint),
+                       f" (was {run_dir / 'config.yaml'} edited after the run?)")
     info = DistInfo(device=resolve_device(device))
     model = model.to(info.device)
     trainer = Trainer(config, model, dataset.task, dataset.train, dataset.val, dataset.test, dist=info)

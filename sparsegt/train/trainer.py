@@ -38,10 +38,12 @@ from .checkpoint import (
     atomic_write_text,
     capture_rng_state,
     load_checkpoint,
+    load_model_weights,
     restore_rng_state,
     save_checkpoint,
 )
 from .distributed import DistInfo, any_true, gather_objects
+from .health import chance_loss, learnt_something
 from .losses import make_loss
 from .progress import Reporter
 from .schedule import warmup_cosine_lr
@@ -49,6 +51,9 @@ from .schedule import warmup_cosine_lr
 __all__ = ["Trainer", "TrainingDiverged", "select_prediction", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
+# what `Trainer.resume` needs in a last.pt (``warnings`` is optional: older checkpoints lack it)
+RESUME_KEYS = ("format", "model", "optimizer", "epoch", "next_batch", "history", "best", "bad_evals", "plateau",
+               "elapsed_s", "world_size", "ranks")
 
 
 class TrainingDiverged(RuntimeError):
@@ -160,6 +165,7 @@ class Trainer:
         self.elapsed_s = 0.0
         self.final_test: dict[str, float] = {}
         self.status = "running"
+        self.warnings: list[str] = []
         self._reset_accumulators()
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -206,6 +212,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "ranks": per_rank,
             "status": self.status,
+            "warnings": list(self.warnings),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -217,19 +224,15 @@ class Trainer:
                 f"the checkpoint was written mid-epoch by {state['world_size']} processes; resume it "
                 f"with the same number (now {self.dist.world_size})"
             )
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as err:  # shapes or names that do not fit: say what to do, not where it broke
-            first = str(err).strip().splitlines()
-            raise ValueError(
-                "the checkpoint's weights do not fit this model (was the model config changed on resume? overrides "
-                "can change training settings, not the model's shape): " + " ".join(first[1:3] or first)
-            ) from None
+        load_model_weights(self.model, state["model"], "the checkpoint",
+                           " (was the model config changed on resume? overrides can change training settings, "
+                           "not the model's shape)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.next_batch = state["epoch"], state["next_batch"]
         self.history, self.best = list(state["history"]), dict(state["best"])
         self.bad_evals, self.elapsed_s = state["bad_evals"], state["elapsed_s"]
         self.plateau = dict(state["plateau"])
+        self.warnings = list(state.get("warnings", []))
         mine = state["ranks"][min(self.dist.rank, len(state["ranks"]) - 1)]
         restore_rng_state(mine["rng"])
         self._reset_accumulators()
@@ -241,7 +244,11 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt`` written by this trainer."""
-        self.load_state_dict(load_checkpoint(path, map_location=self.dist.device))
+        state = load_checkpoint(path, map_location=self.dist.device, required=RESUME_KEYS)
+        try:
+            self.load_state_dict(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def _save_last(self) -> None:
         state = self.state_dict()  # collective: every rank takes part
@@ -528,6 +535,7 @@ class Trainer:
                 record = self._end_epoch(epoch, start_elapsed)
                 last_epoch_s = record["epoch_time_s"]
                 self.history.append(record)
+                self._check_chance(record)
                 self.epoch, self.next_batch = epoch + 1, 0
                 self._reset_accumulators()
                 self._write_history()
@@ -555,6 +563,22 @@ class Trainer:
             self.reporter.close()
         return self.summary()
 
+    def _check_chance(self, record: dict[str, Any]) -> None:
+        """After ``train.chance_check_epochs`` epochs (or the last, if sooner): a warning, printed and kept in the
+        summary, when the training loss is not below the best constant prediction's (`health.learnt_something`)."""
+        budget = self.cfg.chance_check_epochs
+        if not budget or record["epoch"] + 1 != min(budget, self.cfg.epochs):
+            return
+        store = "node_data" if self.task.level == "node" else "graph_data"
+        targets = torch.cat([getattr(g, store)["y"] for g in self.train_graphs])
+        chance, loss = chance_loss(self.loss_fn, self.task, targets), record["train_loss"]
+        if not learnt_something(loss, chance):
+            message = (f"training has not moved from chance: after {record['epoch'] + 1} epoch(s) the training loss "
+                       f"is {loss:.4g}, and a constant prediction scores {chance:.4g}; the model has learnt nothing "
+                       "yet (a learning rate far too high or too low, labels unrelated to the inputs?)")
+            self.warnings.append(message)
+            self.reporter.message(f"warning: {message}")
+
     def history_epoch_start(self) -> float:
         """Training time when the current (resumed, mid-epoch) epoch began."""
         return self.history[-1]["elapsed_s"] if self.history else 0.0
@@ -576,6 +600,7 @@ class Trainer:
             "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
             "train_time_s": self.elapsed_s,
             "world_size": self.dist.world_size,
+            "warnings": list(self.warnings),
         }
 
 
