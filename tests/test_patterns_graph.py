@@ -98,6 +98,43 @@ def test_khop_rejects_bad_k():
         khop(make_batch(), 0)
 
 
+def assert_same_pattern(a: Graph, b: Graph) -> None:
+    for name in ("indptr", "indices", "ptr", "col_ptr", "edge_ptr"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None and y is None) or torch.equal(x, y), name
+    assert sorted(a.edge_data) == sorted(b.edge_data)
+    for name in a.edge_data:
+        assert torch.equal(a.edge_data[name], b.edge_data[name])
+
+
+def test_builders_take_pyg_edge_index_batch_and_ptr():
+    b = make_batch((6, 0, 7, 1, 2), seed=5)
+    edge_index, batch_vector = b.to_edge_index(), b.batch_index
+    assert_same_pattern(full(batch_vector), full(b))
+    assert_same_pattern(full(ptr=b.ptr), full(b))
+    assert_same_pattern(full(batch=batch_vector), full(b))
+    assert_same_pattern(expander(batch_vector, 4, seed=2), expander(b, 4, seed=2))
+    assert_same_pattern(expander(None, 4, ptr=b.ptr), expander(b, 4))
+    assert_same_pattern(khop(edge_index, 2, batch=batch_vector), khop(b, 2))
+    assert_same_pattern(khop(edge_index.flip(1), 2, ptr=b.ptr), khop(b, 2))  # edge order does not matter
+    one = random_graph(5, 8, 1)
+    assert_same_pattern(khop(one.to_edge_index(), 3, num_nodes=5), khop(one, 3))
+
+
+def test_builders_name_what_is_wrong_with_pyg_inputs():
+    b = make_batch((3, 4))
+    with pytest.raises(ValueError, match="batch must be sorted"):
+        full(torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match=r"edge \(0 -> 4\) joins graph 0 and graph 1"):
+        khop(torch.tensor([[0], [4]]), 2, batch=b.batch_index)
+    with pytest.raises(ValueError, match="khop needs the edges"):
+        khop(b.batch_index, 2)
+    with pytest.raises(ValueError, match="batch \\[N\\] or ptr \\[B\\+1\\], not both"):
+        full(b.batch_index, ptr=b.ptr)
+    with pytest.raises(ValueError, match="got a Graph and PyG's batch"):
+        full(b, ptr=b.ptr)
+
+
 def test_expander_regular_within_graph_and_batch_independent():
     sizes = (10, 30, 1, 30, 2)
     b = make_batch(sizes)

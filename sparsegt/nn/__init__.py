@@ -4,8 +4,10 @@
 - Message passing on CSR: `GINEConv`, `GatedGCNConv`, `GCNConv` (segment primitives in `segment`), all
   returning ``(x, edge_attr)`` (`local`).
 - `LayerState`: what every layer takes and returns (``state = layer(state)``).
-- Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS), `GRITLayer`, `ExphormerLayer`,
-  `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention` (per-graph FAVOR+).
+- `EdgeIndexConv`: a message-passing module called PyG's way (``conv(x, edge_index)``) as a local MPNN.
+- Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS; also called PyG's way, in place of ``GPSConv``),
+  `GRITLayer`, `ExphormerLayer`, `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention`
+  (per-graph FAVOR+).
 """
 
 from .attention import SparseMultiheadAttention
@@ -24,7 +26,7 @@ from .gine import GINEConv
 from .gps import GPSLayer
 from .grit import GRITAttention, GRITLayer, rrwp_pairs
 from .gt import GTLayer
-from .local import local_update, make_local
+from .local import EdgeIndexConv, local_update, make_local
 from .mpnn import MPNNLayer
 from .mpnn_vn import MPNNVirtualNodeLayer
 from .performer import PerformerAttention
@@ -33,7 +35,7 @@ from .topk import TopKAttentionLayer
 
 __all__ = [
     "LayerState", "SparseMultiheadAttention", "FeedForward", "make_norm", "make_local", "local_update",
-    "GINEConv", "GatedGCNConv", "GCNConv",
+    "GINEConv", "GatedGCNConv", "GCNConv", "EdgeIndexConv",
     "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer", "rrwp_pairs",
     "ExphormerAttention", "ExphormerEmbeddings", "ExphormerInputs", "ExphormerLayer", "ExphormerPattern",
     "exphormer_pattern",

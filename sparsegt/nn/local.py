@@ -9,7 +9,8 @@ inside, as GraphGPS) or leaves the residual to the layer (GINE, GCN: ``edge_attr
     h = x + Dropout(conv(x, e))           otherwise
 
 `make_local` builds the modules a `ModelConfig` names (``"gine"``, ``"gatedgcn"``); layers also take a
-module directly, as PyG's ``GPSConv`` takes its ``conv``.
+module directly, as PyG's ``GPSConv`` takes its ``conv``. `EdgeIndexConv` wraps a module called PyG's way,
+``conv(x, edge_index, **kwargs) -> x`` (any PyG ``MessagePassing``), into this contract.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..graph import Graph
 from .gatedgcn import GatedGCNConv
 from .gine import GINEConv
 
-__all__ = ["LOCAL_MODELS", "make_local", "local_update"]
+__all__ = ["LOCAL_MODELS", "make_local", "local_update", "EdgeIndexConv"]
 
 LOCAL_MODELS = ("gine", "gatedgcn", "none")
 
@@ -49,3 +50,31 @@ def local_update(conv: nn.Module, x: Tensor, graph: Graph, edge_attr: Tensor | N
     if not getattr(conv, "residual", False):
         h = x + dropout(h)
     return h, edge_attr
+
+
+class EdgeIndexConv(nn.Module):
+    """A message-passing module called PyG's way as a local MPNN of this package's contract.
+
+    ``conv(x [N, C], edge_index [2, E], **kwargs) -> [N, C]`` (PyG's ``GINEConv``, ``GINConv``, ``GCNConv``...)
+    becomes ``EdgeIndexConv(conv)(x, graph, edge_attr) -> (x [N, C], edge_attr unchanged)``: it gets
+    ``graph.to_edge_index()`` (CSR order; row 0 keys/sources, row 1 queries/targets, as PyG) and
+    ``edge_attr=edge_attr`` when that is not None. ``residual = False``: the layer adds the input, as
+    ``GPSConv`` does. A layer called PyG's way (`GPSLayer` with ``x, edge_index, batch``) calls ``conv``
+    directly with the caller's ``edge_index`` and keyword arguments, as ``GPSConv`` does.
+    """
+
+    residual = False
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def reset_parameters(self) -> None:
+        if hasattr(self.conv, "reset_parameters"):
+            self.conv.reset_parameters()
+
+    def forward(self, x: Tensor, graph: Graph, edge_attr: Tensor | None = None,
+                **kwargs) -> tuple[Tensor, Tensor | None]:
+        if edge_attr is not None:
+            kwargs["edge_attr"] = edge_attr
+        return self.conv(x, graph.to_edge_index(), **kwargs), edge_attr

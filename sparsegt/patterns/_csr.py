@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..graph import Graph
+from ..graph import Graph, ptr_from_batch
 
 
 def csr_from_pairs(row: Tensor, col: Tensor, num_rows: int, num_cols: int, *, dedupe: bool = True,
@@ -89,3 +89,52 @@ def check_int(name: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} = {value} must be >= {minimum}")
     return value
+
+
+def as_batch(value: Graph | Tensor | None, name: str, *, batch: Tensor | None = None, ptr: Tensor | None = None,
+             num_nodes: int | None = None, needs_edges: bool = False) -> Graph:
+    """The `Graph` a pattern builder works on, from a `Graph` or from PyG's tensors.
+
+    ``value`` is a `Graph` (returned as it is), or PyG's ``edge_index`` [2, E] with ``batch`` [N] (the graph
+    of every node) or ``ptr`` [B+1] (neither: one graph), or, for a builder that needs only the graphs' node
+    ranges (``needs_edges=False``: `full`, `expander`), PyG's ``batch`` vector [N] itself or None with
+    ``ptr`` [B+1]. ``num_nodes`` defaults to what ``ptr``/``batch`` say, else 1 + the largest index.
+    """
+    if isinstance(value, Graph):
+        if batch is not None or ptr is not None or num_nodes is not None:
+            raise ValueError(f"{name}: got a Graph and PyG's batch/ptr/num_nodes; the Graph already says "
+                             "which nodes form each graph (pass one or the other)")
+        return value
+    if value is not None and not isinstance(value, Tensor):
+        raise ValueError(f"{name}: expected a sparsegt.Graph or PyG tensors, got {type(value).__name__}")
+    edge_index = value if value is not None and value.dim() == 2 else None
+    if value is not None and edge_index is None:  # a 1-D tensor: PyG's batch vector
+        if needs_edges:
+            raise ValueError(f"{name} needs the edges: pass a Graph or edge_index [2, E] (with batch= or ptr=), "
+                             f"got a tensor of shape {tuple(value.shape)}")
+        if batch is not None:
+            raise ValueError(f"{name}: the batch vector was given twice (positionally and as batch=)")
+        batch = value
+    if edge_index is None and needs_edges:
+        raise ValueError(f"{name} needs the edges: pass a Graph or edge_index [2, E] (with batch= or ptr=)")
+    if batch is not None and ptr is not None:
+        raise ValueError(f"{name}: pass batch [N] or ptr [B+1], not both")
+    if batch is not None:
+        ptr = ptr_from_batch(batch, num_nodes=num_nodes)
+    if ptr is not None:
+        ptr = torch.as_tensor(ptr, dtype=torch.long)
+        num_nodes = int(ptr[-1]) if num_nodes is None else num_nodes
+    if edge_index is None:
+        if num_nodes is None:
+            raise ValueError(f"{name}: pass a Graph, PyG's batch vector [N], or ptr [B+1]")
+        return Graph.empty(num_nodes, ptr=ptr)
+    graph = Graph.from_edge_index(edge_index, num_nodes, ptr=ptr)
+    if ptr is not None and graph.num_edges:
+        graph_of_node = graph.batch_index
+        crossing = graph_of_node[graph.row_index()] != graph_of_node[graph.indices]
+        if bool(crossing.any()):
+            e = int(crossing.nonzero()[0, 0])
+            query, key = int(graph.row_index()[e]), int(graph.indices[e])
+            raise ValueError(f"{name}: edge ({key} -> {query}) joins graph {int(graph_of_node[key])} and graph "
+                             f"{int(graph_of_node[query])}; edges must stay inside their graph")
+    return graph

@@ -1,7 +1,8 @@
 """Patterns over the nodes of a graph batch: `full`, `khop`, `expander` (Exphormer), `virtual_nodes`.
 
-All take a `Graph` (a batch from `Graph.batch`, or one graph) and never connect nodes of different
-graphs, so a graph's pattern does not depend on which graphs share its batch. Results are sorted
+All take a `Graph` (a batch from `Graph.batch`, or one graph) or PyG's tensors (``edge_index`` [2, E] with
+``batch`` [N] or ``ptr`` [B+1]; `full` and `expander` need only ``batch`` or ``ptr``) and never connect nodes
+of different graphs, so a graph's pattern does not depend on which graphs share its batch. Results are sorted
 CSR without duplicates and keep ``ptr``/``col_ptr``/``edge_ptr`` (still a batch), except
 `virtual_nodes`, whose extra tokens are not contiguous per graph (see its docstring).
 """
@@ -13,14 +14,9 @@ from torch import Tensor
 
 from ..attention.dropout import MASK32, hash32_torch
 from ..graph import Graph
-from ._csr import check_int, csr_from_pairs, finish, graph_offsets, segment_arange
+from ._csr import as_batch, check_int, csr_from_pairs, finish, graph_offsets, segment_arange
 
 __all__ = ["full", "khop", "expander", "virtual_nodes", "virtual_token_graph"]
-
-
-def _require_graph(batch: Graph, name: str) -> None:
-    if not isinstance(batch, Graph):
-        raise ValueError(f"{name}: expected a sparsegt.Graph, got {type(batch).__name__}")
 
 
 def _square_batch(batch: Graph, name: str) -> tuple[Tensor, Tensor]:
@@ -31,16 +27,18 @@ def _square_batch(batch: Graph, name: str) -> tuple[Tensor, Tensor]:
     return ptr, ptr.diff()
 
 
-def full(batch: Graph) -> Graph:
+def full(batch: Graph | Tensor | None = None, *, ptr: Tensor | None = None) -> Graph:
     """Every node attends to every node of its own graph (itself included); no padding across graphs.
 
     Args:
-        batch: a `Graph` with N nodes; its ``ptr`` [B+1] splits it into graphs (none: one graph).
+        batch: a `Graph` with N nodes, whose ``ptr`` [B+1] splits it into graphs (none: one graph); or
+            PyG's ``batch`` vector [N] (the graph of every node, as ``GPSConv`` takes it).
+        ptr: instead of ``batch``: PyG's ``ptr`` [B+1] node offsets.
     Returns:
         `Graph` [N, N] with ``sum_b n_b**2`` entries, rows sorted, keeping ``ptr``/``col_ptr`` and a
         fresh ``edge_ptr``.
     """
-    _require_graph(batch, "full")
+    batch = as_batch(batch, "full", ptr=ptr)
     ptr, sizes = _square_batch(batch, "full")
     dev = batch.device
     graph_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=dev), sizes)
@@ -67,7 +65,8 @@ def full(batch: Graph) -> Graph:
     return pattern
 
 
-def khop(graph: Graph, k: int) -> Graph:
+def khop(graph: Graph | Tensor, k: int, *, batch: Tensor | None = None, ptr: Tensor | None = None,
+         num_nodes: int | None = None) -> Graph:
     """All pairs joined by a walk of 1..k pattern edges: the pattern of ``A + A^2 + ... + A^k``.
 
     Row i lists key l when there is a walk i -> j_1 -> ... -> l of at most k steps through the input
@@ -75,12 +74,13 @@ def khop(graph: Graph, k: int) -> Graph:
     <= k returns to it (e.g. any node with a neighbour, for k >= 2 on an undirected graph).
 
     Args:
-        graph: square `Graph` (a batch or one graph). k: number of hops, >= 1.
+        graph: square `Graph` (a batch or one graph), or PyG's ``edge_index`` [2, E] with ``batch`` [N] or
+            ``ptr`` [B+1] (neither: one graph) and optionally ``num_nodes``. k: number of hops, >= 1.
     Returns:
         `Graph` with ``edge_data["hop"]`` [E] int64: the length of the shortest such walk (1..k).
         Memory grows with the number of k-hop pairs (plus one frontier expansion).
     """
-    _require_graph(graph, "khop")
+    graph = as_batch(graph, "khop", batch=batch, ptr=ptr, num_nodes=num_nodes, needs_edges=True)
     k = check_int("khop: k", k, 1)
     _square_batch(graph, "khop")
     n = graph.num_nodes
@@ -118,7 +118,7 @@ def _graph_permutation_keys(sizes: Tensor, graph_of_node: Tensor, local: Tensor,
     return hash32_torch(hash32_torch(local ^ per_graph) + per_graph)
 
 
-def expander(batch: Graph, degree: int, seed: int = 0) -> Graph:
+def expander(batch: Graph | Tensor | None, degree: int, seed: int = 0, *, ptr: Tensor | None = None) -> Graph:
     """Exphormer's random expander, one per graph: ``degree / 2`` random permutations, both directions.
 
     For each permutation ``pi`` of a graph's nodes, node i gets keys ``pi(i)`` and ``pi^-1(i)``, so
@@ -132,11 +132,12 @@ def expander(batch: Graph, degree: int, seed: int = 0) -> Graph:
     position in the batch or of the other graphs. Graphs of equal size get the same expander.
 
     Args:
-        batch: square `Graph` (a batch or one graph). degree: even, >= 2. seed: any int.
+        batch: square `Graph` (a batch or one graph), or PyG's ``batch`` vector [N]. degree: even, >= 2.
+        seed: any int. ptr: instead of ``batch``: PyG's ``ptr`` [B+1].
     Returns:
         `Graph` [N, N], sorted, no self-loops, keeping the batch offsets.
     """
-    _require_graph(batch, "expander")
+    batch = as_batch(batch, "expander", ptr=ptr)
     degree = check_int("expander: degree", degree, 2)
     if degree % 2:
         raise ValueError(f"expander: degree = {degree} must be even (each random permutation adds 2 keys per "
@@ -179,7 +180,7 @@ def virtual_nodes(batch: Graph, num_virtual: int = 1) -> Graph:
     Returns:
         `Graph` [T, T], sorted CSR.
     """
-    _require_graph(batch, "virtual_nodes")
+    batch = as_batch(batch, "virtual_nodes")
     num_virtual = check_int("virtual_nodes: num_virtual", num_virtual, 1)
     ptr, sizes = _square_batch(batch, "virtual_nodes")
     dev = batch.device
