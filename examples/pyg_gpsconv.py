@@ -126,24 +126,29 @@ def gradients_by_our_names(model: PyGGPS) -> dict[str, Tensor]:
     return out
 
 
-def median_seconds(step, repeats: int) -> float:
+def median_seconds(step, repeats: int, device: str = "cpu") -> float:
     step()  # warm-up (kernel compilation, allocator)
     times = []
     for _ in range(repeats):
+        if device != "cpu":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         step()
+        if device != "cpu":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def time_both(num_graphs: int, min_nodes: int, max_nodes: int, hidden: int, heads: int, layers: int,
-              repeats: int) -> tuple[float, float]:
-    """Median seconds of one forward + backward step of each model (float32, training mode)."""
+              repeats: int, device: str = "cpu") -> tuple[float, float]:
+    """Median seconds of one forward + backward step of each model (float32, training mode) on ``device``."""
     torch.manual_seed(0)
     batch = random_batch(num_graphs, min_nodes, max_nodes, 5, 3, seed=1)
     theirs = PyGGPS(5, 3, hidden, heads, layers, 2, dropout=0.1, attn_dropout=0.1)
-    ours = with_sparsegt_layers(theirs)
-    args = inputs(batch, torch.float32)
+    ours = with_sparsegt_layers(theirs).to(device)
+    theirs = theirs.to(device)
+    args = [t.to(device) for t in inputs(batch, torch.float32)]
 
     def step(model: nn.Module):
         def run() -> None:
@@ -151,7 +156,7 @@ def time_both(num_graphs: int, min_nodes: int, max_nodes: int, hidden: int, head
             model(*args).square().sum().backward()
         return run
 
-    return median_seconds(step(theirs), repeats), median_seconds(step(ours), repeats)
+    return median_seconds(step(theirs), repeats, device), median_seconds(step(ours), repeats, device)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,16 +168,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the timing; the float64 check runs on cpu)")
     args = parser.parse_args(argv)
     difference = compare()
     print(f"same outputs and gradients in float64 (largest output difference {difference:.1e})")
     theirs, ours = time_both(args.graphs, args.min_nodes, args.max_nodes, args.hidden, args.heads, args.layers,
-                             args.repeats)
+                             args.repeats, args.device)
+    where = torch.cuda.get_device_name() if args.device != "cpu" else f"{torch.get_num_threads()} CPU threads"
     print(f"forward + backward, {args.graphs} graphs of {args.min_nodes}..{args.max_nodes} nodes, "
-          f"{args.layers} layers, hidden {args.hidden}, float32, {torch.get_num_threads()} threads (medians of "
-          f"{args.repeats}):")
-    print(f"  PyG GPSConv        {theirs * 1e3:9.1f} ms")
-    print(f"  sparsegt GPSLayer  {ours * 1e3:9.1f} ms   ({theirs / ours:.2f}x)")
+          f"{args.layers} layers, hidden {args.hidden}, float32, {where} (medians of {args.repeats}):")
+    print(f"  PyG GPSConv        {theirs * 1e3:9.1f} ms   {args.graphs / theirs:9.0f} graphs/s")
+    print(f"  sparsegt GPSLayer  {ours * 1e3:9.1f} ms   {args.graphs / ours:9.0f} graphs/s   ({theirs / ours:.2f}x)")
 
 
 if __name__ == "__main__":

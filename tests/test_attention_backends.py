@@ -11,6 +11,8 @@ from sparsegt.attention.api import BACKENDS, choose_backend
 from sparsegt.attention.backend import AttentionInputs
 from sparsegt.patterns import full, window
 
+from .attention_checks import auto_backend
+
 
 def old_auto_backend(q, k, v, pattern, gate, score_clamp):
     """`api._auto_backend` as it was before the backend interface, with sparse_attention's finite-k/v step."""
@@ -179,3 +181,21 @@ def test_double_backward_works_on_torch_and_is_a_clear_error_elsewhere(backend):
     else:
         with pytest.raises(RuntimeError, match=f"backend '{backend}' has no double backward.*backend='torch'"):
             torch.autograd.grad(out.square().sum(), q, create_graph=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_cpu_runs_on_the_float32_kernels_under_auto(dtype):
+    """auto computes bf16/fp16 CPU inputs with the float32 kernels (not the O(E*H*D) reference) and casts back;
+    gradients reach the half-precision leaves in their dtype."""
+    g = full(Graph.batch([Graph.empty(40), Graph.empty(7)]))
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(47, 2, 8, generator=gen).to(dtype).requires_grad_() for _ in range(3))
+    out, lse = sparse_attention(q, k, v, g, return_lse=True)
+    expected, expected_lse = sparse_attention(q.float(), k.float(), v.float(), g, return_lse=True)
+    assert auto_backend(q.float(), g) != "torch"
+    assert out.dtype == dtype and lse.dtype == dtype
+    assert torch.equal(out, expected.to(dtype)) and torch.equal(lse, expected_lse.to(dtype))
+    out.float().sum().backward()
+    assert q.grad.dtype == dtype and torch.isfinite(q.grad).all()
+    with pytest.raises(ValueError, match="cast with .float()"):
+        sparse_attention(q, k, v, g, backend="cpu")

@@ -20,6 +20,8 @@ from .dropout import draw_seed
 
 __all__ = ["sparse_attention", "choose_backend", "BACKENDS", "BACKEND_NAMES"]
 
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
 
 def _pattern_problem(pattern: Graph) -> str:
     """What in the pattern would make a kernel read out of bounds ('' when nothing): O(N + E), once per pattern.
@@ -165,7 +167,9 @@ def sparse_attention(
             an input makes exactly the rows that see it NaN, on every backend (tiles refuses a non-finite
             k or v, whose products would reach other rows). Auto's rule is `choose_backend` over
             `BACKENDS`; a named backend that cannot run the call raises ValueError with its reasons and
-            every other backend's.
+            every other backend's. bfloat16 and float16 inputs on CPU with ``backend="auto"`` are computed
+            by the float32 kernels (upcast copies of the inputs; ``out`` and ``lse`` cast back), as under
+            ``torch.autocast``; a named numba backend refuses them and says so.
 
     Returns:
         ``out`` [Nq, H, Dv]; rows without edges are zero. With ``return_lse``: ``(out, lse)``.
@@ -184,6 +188,14 @@ def sparse_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if score_clamp is not None and not 0.0 < float(score_clamp) < float("inf"):
         raise ValueError(f"score_clamp must be a positive finite number, got {score_clamp}")
+    if backend == "auto" and q.device.type == "cpu" and q.dtype in HALF_DTYPES:
+        # the CPU kernels compute in float32: upcast (O(N H D) copies, no O(E H D) reference), cast back
+        up = [None if t is None else t.float() for t in (q, k, v, bias, gate)]
+        out, lse = sparse_attention(up[0], up[1], up[2], pattern, bias=up[3], gate=up[4], scale=scale,
+                                    dropout_p=dropout_p, dropout_seed=dropout_seed, generator=generator,
+                                    return_lse=True, score_clamp=score_clamp)
+        out, lse = out.to(q.dtype), lse.to(q.dtype)
+        return (out, lse) if return_lse else out
     if torch.compiler.is_compiling():  # one opaque custom op in the compiled graph
         out, lse = compiled.attention(q, k, v, pattern, bias, gate, scale, dropout_p, dropout_seed, generator,
                                       score_clamp, backend)

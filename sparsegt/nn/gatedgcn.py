@@ -130,7 +130,9 @@ class _NumbaPath:
 
 
 class _TorchPath:
-    """`gated_aggregation_torch`: any device and dtype."""
+    """`gated_aggregation_torch`: any device and dtype (the GPU route). Memory: besides ê [E, C] (an output),
+    autograd keeps σ [E, C] and the gathered B h_j [E, C] for the backward, and the forward holds the
+    product σ B h_j [E, C] for a moment: about three [E, C] tensors more than the fused kernels."""
 
     name = "torch"
 

@@ -219,7 +219,10 @@ class _WeightedSums(torch.autograd.Function):
 
 # ---------------------------------------------------------------- the two paths, tried in this order
 class _TorchPath:
-    """The equations as torch ops (any device and dtype): `pair_hat_reference`, `weighted_sums_reference`."""
+    """The equations as torch ops (any device and dtype; the GPU route): `pair_hat_reference`,
+    `weighted_sums_reference`. Memory: W_Ew e, the gathered q_i + k_j and the signed square root before ê are
+    [E, C] tensors that autograd keeps for the backward (about three [E, C] beyond ê, which the numba path
+    alone keeps), plus the [E, H, C/H] products of the weighted sums."""
 
     name = "torch"
 
