@@ -75,3 +75,28 @@ def test_compiled_attention_with_bias_gate_and_seeded_dropout_matches_eager(back
     torch.testing.assert_close(results[1][0], results[0][0])
     for a, b in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["gps-pattern", "gt-pattern", "exphormer-pattern", "grit-pattern"])
+def test_preset_models_compile_and_match_eager(name):
+    """Each PATTERN preset (2 layers) compiled whole (graph breaks allowed, e.g. where patterns are built):
+    the numba layer kernels step aside for their torch ops while tracing, attention is the custom op;
+    outputs and parameter gradients equal eager's in float64."""
+    from .test_layer_contract import build, cases, make_batch, synthetic_state
+
+    config, level, edge_features = cases()[name]
+    model = build(config, level, edge_features)
+    model.load_state_dict(synthetic_state([(k, tuple(v.shape), str(v.dtype)) for k, v in
+                                           model.state_dict().items()]))
+    model.eval()
+    batch = make_batch(config, edge_features)
+    compiled = torch.compile(model, backend="aot_eager")
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for run in (model, compiled):
+        out = run(batch)
+        results.append((out.detach(), torch.autograd.grad(out.pow(2).sum(), params, allow_unused=True)))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-10, rtol=1e-9)
+    for a, b in zip(results[1][1], results[0][1]):
+        if a is not None or b is not None:
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)

@@ -80,7 +80,9 @@ def row_chunks(indptr: np.ndarray, chunks: int) -> np.ndarray:
 
 def numba_cpu_reasons(**tensors: torch.Tensor | None) -> list[str]:
     """Why the numba kernels cannot take these tensors (empty when they can): they need CPU tensors of one
-    dtype, float32 or float64. None entries are skipped."""
+    dtype, float32 or float64, outside torch.compile's tracing. None entries are skipped."""
+    if torch.compiler.is_compiling():  # the kernels are opaque to the compiler; it fuses the torch ops instead
+        return ["torch.compile traces the torch path (the numba kernels are opaque to it)"]
     given = {name: t for name, t in tensors.items() if t is not None}
     reasons = []
     elsewhere = [name for name, t in given.items() if t.device.type != "cpu"]
