@@ -91,6 +91,10 @@ class TrainConfig:
     in eval mode (`sparsegt.train.batch_norm`; 0: evaluate with the moving averages, as GraphGPS does).
     ``val_with_moving_stats``: also score validation with the moving averages before recalibrating
     (``val_metric_moving_stats`` in ``metrics.jsonl``: the curve GraphGPS's evaluation would draw).
+    ``compile``: train through ``torch.compile`` (``"inductor"``: generated fused code for the elementwise
+    work around the kernels; ``"aot_eager"``: traced but not compiled, for checks; ``"off"``: eager).
+    Attention is one custom op in the compiled graph and the numba layer kernels step aside for their torch
+    ops, which the compiler fuses; evaluation stays eager. Numerics differ from eager by rounding.
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``threads``: torch's CPU threads (null or 0: torch's
     default). ``chance_check_epochs``: after this many epochs (or at the last, if sooner), warn when the
     training loss is not at least 2% below the loss of the best constant prediction (the model learnt nothing:
@@ -123,6 +127,7 @@ class TrainConfig:
     bn_recalibration: int = 32
     val_with_moving_stats: bool = False
     chance_check_epochs: int = 5
+    compile: typing.Literal["off", "inductor", "aot_eager"] = "off"
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):

@@ -170,12 +170,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _wrap(self, model: nn.Module) -> nn.Module:
-        if not self.dist.enabled:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
+        """The module the training steps call: the model, in DDP when distributed, compiled when asked."""
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+            device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        if self.cfg.compile != "off":  # dynamic: batches of other sizes reuse the compiled code
+            model = torch.compile(model, backend=self.cfg.compile, dynamic=True)
+        return model
 
     def _reset_accumulators(self) -> None:
         self.acc_loss = 0.0
