@@ -127,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. attention encodings training")
 
+    runs = sub.add_parser(
+        "runs",
+        help="list runs and their results, or one run's epochs",
+        description="Read run directories back: one row per run (status, epochs, best validation, test), "
+                    "or with --epochs each epoch of a run (also as Markdown, for a results page).",
+        formatter_class=_Formatter,
+    )
+    runs.add_argument("paths", nargs="*", metavar="PATH", help="run directories or folders of runs (default: runs)")
+    runs.add_argument("--epochs", action="store_true", help="each epoch of the run(s): lr, losses, val, test")
+    runs.add_argument("--markdown", action="store_true", help="print Markdown tables instead of terminal tables")
+
     patterns = sub.add_parser(
         "patterns",
         help="draw an attention pattern to a PNG",
@@ -328,6 +339,33 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .train.report import print_run_table
+    from .train.run_records import epoch_rows, find_runs, markdown_table, print_epoch_table, read_history, read_summary
+
+    console = _console()
+    run_dirs = [run for path in (args.paths or ["runs"]) for run in find_runs(path)]
+    if not run_dirs:
+        console.print(f"no runs under {', '.join(args.paths or ['runs'])} (a run directory holds metrics.jsonl)")
+        return 0
+    summaries = [read_summary(run) for run in run_dirs]
+    if not args.epochs:
+        by_metric: dict[str, list] = {}
+        for summary in summaries:
+            by_metric.setdefault(summary.get("metric", "value"), []).append(summary)
+        for group in by_metric.values():
+            print_run_table(group, console)
+        return 0
+    for run, summary in zip(run_dirs, summaries, strict=True):
+        metric = summary.get("metric", "value")
+        title = f"{summary.get('name', run.name)} ({run}): {summary.get('status', '?')}"
+        if args.markdown:
+            print(f"\n{title}\n\n" + markdown_table(*epoch_rows(read_history(run), metric)))
+        else:
+            print_epoch_table(read_history(run), metric, console, title)
+    return 0
+
+
 def cmd_patterns(args: argparse.Namespace) -> int:
     if args.action != "show":
         raise ValueError("usage: sparsegt patterns show NAME [key=value ...] -o FILE.png")
@@ -344,6 +382,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "datasets": cmd_datasets,
     "bench": cmd_bench,
+    "runs": cmd_runs,
     "patterns": cmd_patterns,
 }
 

@@ -80,3 +80,29 @@ def test_overrides_may_follow_an_option(capsys):
     assert "epochs: 3" in out and "lr: 0.001" in out
     with pytest.raises(SystemExit):
         main(["train", "--preset", "demo", "--show-config", "--no-such-flag"])
+
+
+def test_runs_lists_runs_and_prints_their_epochs(capsys, tmp_path):
+    """`sparsegt runs` reads run directories back: one row per run; --epochs --markdown a row per epoch whose
+    values are the run's metrics.jsonl; a run whose history outgrew its summary shows as running."""
+    import json
+
+    from .test_train import fit_tiny
+
+    fit_tiny(tmp_path / "a")
+    history = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "completed" in out and f"{len(history)}/3" in out
+    assert main(["runs", str(tmp_path / "a"), "--epochs", "--markdown"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + len(history)  # header + one per epoch
+    for line, record in zip(lines[1:], history, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == str(record["epoch"] + 1) and cells[2] == f"{record['train_loss']:.4f}"
+    extra = dict(history[-1], epoch=history[-1]["epoch"] + 1, best=False)
+    with open(tmp_path / "a" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(extra) + "\n{torn")
+    assert main(["runs", str(tmp_path / "a")]) == 0
+    assert "running" in capsys.readouterr().out
+    assert main(["runs", str(tmp_path / "missing")]) == 2
