@@ -80,7 +80,8 @@ def epoch_rows(history: list[dict[str, Any]], metric: str) -> tuple[list[str], l
             row.append(format_metric(metric, r.get("val_metric_moving_stats")))
         test = "-"
         if r.get("test_metric") is not None:
-            test = f"{format_metric(metric, r['test_metric'])} / {format_metric(metric, r.get('test_metric_per_batch'))}"
+            per_batch = format_metric(metric, r.get("test_metric_per_batch"))
+            test = f"{format_metric(metric, r['test_metric'])} / {per_batch}"
         minutes = r.get("epoch_time_s")
         row += [test, "-" if minutes is None else f"{minutes / 60:.1f}"]
         rows.append(row)
