@@ -304,3 +304,23 @@ def test_wrong_features_raise_value_errors():
         model(batch.with_data(node_data={"x": batch.x + 5}))
     with pytest.raises(ValueError, match="no edge features"):
         model(Graph(batch.indptr, batch.indices, node_data={"x": batch.x}, ptr=batch.ptr))
+
+
+@pytest.mark.parametrize("name", ["gps-pattern", "gt-pattern", "exphormer-pattern", "grit-pattern"])
+def test_preset_models_run_under_bf16_autocast(name):
+    """train.precision=bf16: each PATTERN preset (2 layers) runs forward and backward under CPU bfloat16
+    autocast (sparse products and attention in float32 inside), finite and close to float32."""
+    from .test_layer_contract import build, cases, make_batch
+
+    config, level, edge_features = cases()[name]
+    model = build(config, level, edge_features).float().eval()
+    batch = make_batch(config, edge_features)
+    with torch.no_grad():
+        reference = model(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    out.float().square().sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    scale = reference.abs().max().item()
+    torch.testing.assert_close(out.float(), reference, atol=0.05 * scale, rtol=0.05)

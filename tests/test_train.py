@@ -572,3 +572,18 @@ def test_compiled_training_follows_eager_training(tmp_path):
         assert traced["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
     state = torch.load(tmp_path / "aot_eager" / "last.pt", weights_only=True)["model"]
     assert not any(key.startswith("_orig_mod") for key in state)
+
+
+def test_bf16_autocast_training_follows_fp32_training(tmp_path):
+    """train.precision=bf16: the forward runs under bfloat16 autocast (its matrix products in bf16), the
+    weights and the loss stay float32, and the run follows the float32 one to bf16's rounding."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        fit_tiny(tmp_path / precision, tiny_config(precision=precision))
+        runs[precision] = [json.loads(line) for line in (tmp_path / precision / "metrics.jsonl").read_text()
+                           .splitlines()]
+    for full, half in zip(runs["fp32"], runs["bf16"], strict=True):
+        assert half["train_loss"] != full["train_loss"]  # bf16 did run
+        assert half["train_loss"] == pytest.approx(full["train_loss"], rel=0.05)
+    state = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["model"]
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())

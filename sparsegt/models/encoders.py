@@ -108,5 +108,5 @@ class RRWPEncoder(nn.Module):
         x = x + self.node_lin(node_rrwp)
         pair = self.pair_lin(rrwp)
         if edge_attr is not None:
-            pair = pair.index_add(0, edge_position, edge_attr)
+            pair = pair.index_add(0, edge_position, edge_attr.to(pair.dtype))  # autocast: pair may be bf16
         return x, pair

@@ -38,7 +38,13 @@ def _matmul(matrix: Tensor, dense: Tensor) -> Tensor:
     if dense.numel() == 0 or matrix.shape[0] == 0:
         return dense.new_zeros((matrix.shape[0], *dense.shape[1:]))
     flat = dense.reshape(dense.shape[0], -1)
-    return torch.sparse.mm(matrix, flat.contiguous()).reshape(matrix.shape[0], *dense.shape[1:])
+    if dense.dtype in (torch.bfloat16, torch.float16) and dense.device.type == "cpu":
+        # CPU sparse products have no half-precision kernels (autocast): sum in float32, return the input dtype
+        with torch.autocast("cpu", enabled=False):  # else autocast casts the operands back to bf16
+            out = torch.sparse.mm(matrix.to(torch.float32), flat.float().contiguous()).to(dense.dtype)
+    else:
+        out = torch.sparse.mm(matrix, flat.contiguous())
+    return out.reshape(matrix.shape[0], *dense.shape[1:])
 
 
 class _NeighbourSum(torch.autograd.Function):

@@ -95,6 +95,8 @@ class TrainConfig:
     work around the kernels; ``"aot_eager"``: traced but not compiled, for checks; ``"off"``: eager).
     Attention is one custom op in the compiled graph and the numba layer kernels step aside for their torch
     ops, which the compiler fuses; evaluation stays eager. Numerics differ from eager by rounding.
+    ``precision``: ``"bf16"`` trains under bfloat16 autocast (matrix products in bf16, the loss, attention
+    and the fused kernels in float32; evaluation in float32), where the device supports it.
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``threads``: torch's CPU threads (null or 0: torch's
     default). ``chance_check_epochs``: after this many epochs (or at the last, if sooner), warn when the
     training loss is not at least 2% below the loss of the best constant prediction (the model learnt nothing:
@@ -128,6 +130,7 @@ class TrainConfig:
     val_with_moving_stats: bool = False
     chance_check_epochs: int = 5
     compile: typing.Literal["off", "inductor", "aot_eager"] = "off"
+    precision: typing.Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):

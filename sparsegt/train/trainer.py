@@ -180,6 +180,11 @@ class Trainer:
             model = torch.compile(model, backend=self.cfg.compile, dynamic=True)
         return model
 
+    def _autocast(self) -> torch.autocast:
+        """The training forward's precision: ``train.precision="bf16"`` runs it under bfloat16 autocast (matrix
+        products in bf16; attention and the fused kernels compute in float32, softmax statistics included)."""
+        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     def _reset_accumulators(self) -> None:
         self.acc_loss = 0.0
         self.acc_items = 0
@@ -368,8 +373,9 @@ class Trainer:
             lr = self._lr(epoch, b, num_batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
-            loss = self.loss_fn(prediction, target)
+            with self._autocast():
+                prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
+            loss = self.loss_fn(prediction.float(), target)
             loss_value = float(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             diverged = not math.isfinite(loss_value)
