@@ -127,6 +127,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. attention encodings training")
 
+    sweep = sub.add_parser(
+        "sweep",
+        help="train many runs over a space of config values; table and plot at the end",
+        description="A sweep: one normal run directory per trial under OUT_DIR/sweeps/NAME, resumable (run the "
+                    "same command, or --resume the folder). Trials run one after the other.",
+        epilog="examples:\n"
+               "  sparsegt sweep --preset gps-pattern --param train.lr=1e-3,5e-4 --param model.dropout=0,0.1\n"
+               "  sparsegt sweep --preset gps-pattern --method random --trials 8 \\\n"
+               "      --param train.lr=loguniform:1e-4:3e-3 --param model.hidden=int:32:96 train.epochs=20\n"
+               "  sparsegt sweep --resume runs/sweeps/gps-pattern-lr",
+        formatter_class=_Formatter,
+    )
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed config overrides for every trial")
+    sweep.add_argument("--preset", help="the base configuration (as in train)")
+    sweep.add_argument("--config", metavar="FILE.yaml", help="the base configuration from a YAML file")
+    sweep.add_argument("--param", action="append", default=[], metavar="KEY=SPEC",
+                       help="a swept key: a,b,c (choices) or uniform|loguniform|int:LOW:HIGH")
+    sweep.add_argument("--method", choices=("grid", "random", "optuna"), default="grid")
+    sweep.add_argument("--trials", type=int, help="number of trials (random, optuna)")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of the random or optuna search")
+    sweep.add_argument("--name", help="the sweep's folder name (default: the preset's name)")
+    sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep folder")
+    sweep.add_argument("--out-dir", metavar="DIR", help="parent of sweeps/ (default: the config's out_dir, runs)")
+    sweep.add_argument("--quiet", "-q", action="store_true", help="plain log lines instead of progress bars")
+
     runs = sub.add_parser(
         "runs",
         help="list runs and their results, or one run's epochs",
@@ -339,6 +364,54 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .train.run import train_run
+    from .train.sweep import Sweep, parse_dimension
+
+    console = _console()
+    if args.resume:
+        if args.param or args.preset or args.config or args.overrides:
+            raise ValueError("--resume continues a sweep as it was defined; leave out --param, --preset, --config "
+                             "and overrides")
+        sweep = Sweep.open(args.resume)
+    else:
+        if not args.param:
+            raise ValueError("a sweep needs at least one --param KEY=SPEC (e.g. --param train.lr=1e-3,5e-4)")
+        config = _resolve_train_config(args)
+        folder = Path(args.out_dir or config.out_dir) / "sweeps" / (args.name or config.name)
+        sweep = Sweep.create(folder, config, [parse_dimension(p) for p in args.param], args.method, args.trials,
+                             args.seed)
+    console.print(f"sweep {sweep.folder}: {sweep.record['method']}, {sweep.record['trials']} trials")
+
+    def train(config, run_dir, resume):
+        return train_run(config, run_dir=run_dir, resume=run_dir if resume else None, quiet=args.quiet,
+                         console=console).summary
+
+    rows = sweep.run(train, log=lambda text: console.print(f"[bold]{text}[/]"))
+    _print_sweep_table(sweep, rows, console)
+    plot = sweep.plot(rows)
+    if plot:
+        console.print(f"plot: {plot}")
+    return 0
+
+
+def _print_sweep_table(sweep, rows: list, console) -> None:
+    from rich.table import Table
+
+    from .train.progress import format_metric
+    from .train.report import format_seconds
+
+    metric = rows[0].get("metric") if rows else "metric"
+    table = Table(title=f"{sweep.folder.name}: best validation first", title_justify="left")
+    for name in ("trial", *(d.key for d in sweep.dimensions), "status", f"val {metric}", f"test {metric}", "time"):
+        table.add_column(name, justify="left" if name in ("trial", "status") else "right")
+    for r in rows:
+        table.add_row(f"{r['trial']:03d}", *(str(r["values"][d.key]) for d in sweep.dimensions), str(r["status"]),
+                      format_metric(metric, r["val_metric"]), format_metric(metric, r["test_metric"]),
+                      format_seconds(r["train_time_s"]))
+    console.print(table)
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from .train.report import print_run_table
     from .train.run_records import epoch_rows, find_runs, markdown_table, print_epoch_table, read_history, read_summary
@@ -382,6 +455,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "datasets": cmd_datasets,
     "bench": cmd_bench,
+    "sweep": cmd_sweep,
     "runs": cmd_runs,
     "patterns": cmd_patterns,
 }
