@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 2
 # idle OpenMP threads must sleep, not spin: spinning makes every step 10x+ slower on a shared machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint docs venv clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(PY) bench/encodings.py
 	$(PY) bench/patterns.py
 	$(PY) bench/training.py
+
+docs: $(STAMP)
+	$(PY) docs/build_api.py docs/api
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sparsegt tests bench
