@@ -87,6 +87,20 @@ def _scores(q_row, k, gate, e, j, emask, d, dmask, h, H, D, bias, scale, clamp,
 
 
 @triton.jit
+def _normalised(acc, total, m, any_nan):
+    """``(acc / total, m, log total)`` of an online softmax; zeros, -inf and 0 where no score was finite
+    (``total`` 0), NaN output and maximum where a score was NaN (``any_nan``)."""
+    has_weight = total > 0
+    result = acc / tl.where(has_weight, total, 1.0)
+    logsum = tl.where(has_weight, tl.log(tl.where(has_weight, total, 1.0)), 0.0)
+    m = tl.where(has_weight, m, float("-inf"))
+    if any_nan > 0:
+        result = result + float("nan")
+        m = m + float("nan")
+    return result, m, logsum
+
+
+@triton.jit
 def forward_kernel(q, k, v, indices, bias, gate, seg_row, seg_start, seg_end, out, row_max, row_logsum,
                    H, D, DV, scalars, seed_lo, seed_hi, threshold,
                    HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_CLAMP: tl.constexpr,
@@ -127,15 +141,9 @@ def forward_kernel(q, k, v, indices, bias, gate, seg_row, seg_start, seg_end, ou
                      other=0.0).to(ACC)
         acc = acc * alpha + tl.sum(p[:, None] * vj, axis=0)
         m = m_new
-    has_weight = total > 0
-    result = acc / tl.where(has_weight, total, 1.0)
+    result, m, logsum = _normalised(acc, total, m, any_nan)
     if HAS_DROPOUT:
         result = result * keep_scale
-    logsum = tl.where(has_weight, tl.log(tl.where(has_weight, total, 1.0)), 0.0)
-    m = tl.where(has_weight, m, float("-inf"))
-    if any_nan > 0:
-        result = result + float("nan")
-        m = m + float("nan")
     tl.store(out + (s * H + h) * DV + dv, result.to(out.dtype.element_ty), mask=dvmask)
     tl.store(row_max + s * H + h, m)
     tl.store(row_logsum + s * H + h, logsum)
@@ -165,13 +173,7 @@ def merge_forward_kernel(part_out, part_max, part_logsum, seg_ptr, out, row_max,
         weight = tl.where(ms == float("-inf"), 0.0, tl.exp(ms - m_use + tl.load(part_logsum + s * H + h)))
         acc += weight * tl.load(part_out + (s * H + h) * DV + dv, mask=dvmask, other=0.0).to(ACC)
         total += weight
-    has_weight = total > 0
-    result = acc / tl.where(has_weight, total, 1.0)
-    logsum = tl.where(has_weight, tl.log(tl.where(has_weight, total, 1.0)), 0.0)
-    m = tl.where(has_weight, m, float("-inf"))
-    if any_nan > 0:
-        result = result + float("nan")
-        m = m + float("nan")
+    result, m, logsum = _normalised(acc, total, m, any_nan)
     tl.store(out + (i * H + h) * DV + dv, result.to(out.dtype.element_ty), mask=dvmask)
     tl.store(row_max + i * H + h, m)
     tl.store(row_logsum + i * H + h, logsum)
