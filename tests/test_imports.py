@@ -6,8 +6,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sparsegt"
-# top to bottom; a module may import its own layer and the layers below it
-LAYERS = ["cli", "train", "models", "nn", "encodings", "data", "patterns", "attention", "graph"]
+# top to bottom; a module may import its own layer and the layers below it. `sparsify` works on built models
+# (Zero-TPrune wraps a GraphTransformer), so it sits above `models`; below `train`, so the trainer can apply it.
+LAYERS = ["cli", "train", "sparsify", "models", "nn", "encodings", "data", "patterns", "attention", "graph"]
 
 
 def _modules() -> dict[str, Path]:

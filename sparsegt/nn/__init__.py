@@ -8,8 +8,11 @@
 - Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS; also called PyG's way, in place of ``GPSConv``),
   `GRITLayer`, `ExphormerLayer`, `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention`
   (per-graph FAVOR+).
+- Activation sparsity: `TopKReLU` / `StatisticalTopKReLU` (Lazy Neuron, Spark) as ``FeedForward.activation``,
+  `sparsify_feed_forward` to swap them into a built model, `activation_density` to measure it.
 """
 
+from .activation_density import activation_density
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
 from .exphormer import (
@@ -30,6 +33,13 @@ from .local import EdgeIndexConv, local_update, make_local
 from .mpnn import MPNNLayer
 from .mpnn_vn import MPNNVirtualNodeLayer
 from .performer import PerformerAttention
+from .sparse_activation import (
+    StatisticalTopKReLU,
+    TopKReLU,
+    sparsify_feed_forward,
+    statistical_topk_threshold,
+    topk_mask,
+)
 from .state import LayerState
 from .topk import TopKAttentionLayer
 
@@ -40,4 +50,6 @@ __all__ = [
     "ExphormerAttention", "ExphormerEmbeddings", "ExphormerInputs", "ExphormerLayer", "ExphormerPattern",
     "exphormer_pattern",
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
+    "TopKReLU", "StatisticalTopKReLU", "sparsify_feed_forward", "statistical_topk_threshold", "topk_mask",
+    "activation_density",
 ]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..attention import sparse_attention
 from ..graph import Graph
-from ..patterns import topk
+from ..patterns import threshold_topk, topk
 from .segment import gather_keys, gather_queries
 
 __all__ = ["SparseMultiheadAttention"]
@@ -119,7 +119,8 @@ class SparseMultiheadAttention(nn.Module):
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 pattern: Graph | None = None, *, edge_attr: Tensor | None = None,
                 edge_bias: Tensor | None = None, edge_gate: Tensor | None = None,
-                keep_top: int | None = None, return_edge_products: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                keep_top: int | None = None, keep_top_rule: str = "exact",
+                return_edge_products: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Attention of each query over its pattern row: ``attn(q, k, v, pattern)`` as
         ``torch.nn.MultiheadAttention(q, k, v)``, or ``attn(x, pattern=p)`` for self-attention.
 
@@ -131,6 +132,10 @@ class SparseMultiheadAttention(nn.Module):
             keep_top: if set, ``pattern`` is the candidate set and each query keeps only its
                 ``keep_top`` highest-scoring candidates (`sparsegt.patterns.topk`, head-averaged
                 scores, no gradient through the selection); edge inputs are not allowed then.
+            keep_top_rule: how ``keep_top`` selects: ``"exact"`` (`sparsegt.patterns.topk`) or
+                ``"statistical"`` (Spark's statistical top-k, `sparsegt.patterns.threshold_topk`: a per-query
+                threshold from the mean and std of its scores, O(E), no sort; keeps ``keep_top`` to
+                ``1.5 * keep_top`` keys, ties included).
             return_edge_products: also return ``ŵ_ij = q_i ⊙ k_j ⊙ g_ij / sqrt(D)`` [E, H, D] (``g``: the
                 gate, 1 without one), the per-channel terms whose sum over D is the unclamped score (GT
                 updates its edge states from them). O(E*C): built only when asked for.
@@ -146,7 +151,12 @@ class SparseMultiheadAttention(nn.Module):
             if edge_attr is not None or edge_bias is not None or edge_gate is not None:
                 raise ValueError("keep_top selects a new pattern, so edge_attr/edge_bias/edge_gate (aligned "
                                  "with the candidate pattern) cannot be used with it")
-            pattern = topk(q.detach(), k.detach(), pattern, keep_top)
+            if keep_top_rule == "exact":
+                pattern = topk(q.detach(), k.detach(), pattern, keep_top)
+            elif keep_top_rule == "statistical":
+                pattern = threshold_topk(q.detach(), k.detach(), pattern, keep_top)
+            else:
+                raise ValueError(f"keep_top_rule must be 'exact' or 'statistical', got {keep_top_rule!r}")
         bias, gate = self.edge_terms(pattern, edge_attr, edge_bias, edge_gate)
         products = None
         if return_edge_products:

@@ -21,13 +21,18 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 
 class FeedForward(nn.Module):
-    """``Dropout(W2 Dropout(ReLU(W1 x)))``: [*, C] -> [*, C] through a hidden width ``expansion * C``.
+    """``Dropout(W2 Dropout(act(W1 x)))``: [*, C] -> [*, C] through a hidden width ``expansion * C``.
 
-    ``output_dropout=False`` leaves out the outer dropout (GRIT's FFN: ``W2 Dropout(ReLU(W1 x))``)."""
+    ``act`` is the submodule ``activation``: ReLU by default, or a sparse one (`sparsegt.nn.sparse_activation`:
+    exact or statistical top-k; `sparsify_feed_forward` swaps it in a built model). It holds no parameters, so
+    checkpoints are the same whichever it is; `activation_density` hooks it to measure activation sparsity.
+    ``output_dropout=False`` leaves out the outer dropout (GRIT's FFN: ``W2 Dropout(act(W1 x))``)."""
 
-    def __init__(self, channels: int, expansion: int = 2, dropout: float = 0.0, output_dropout: bool = True) -> None:
+    def __init__(self, channels: int, expansion: int = 2, dropout: float = 0.0, output_dropout: bool = True,
+                 activation: nn.Module | None = None) -> None:
         super().__init__()
         self.lin1 = nn.Linear(channels, expansion * channels)
+        self.activation = nn.ReLU() if activation is None else activation
         self.lin2 = nn.Linear(expansion * channels, channels)
         self.dropout = nn.Dropout(dropout)
         self.output_dropout = output_dropout
@@ -37,5 +42,5 @@ class FeedForward(nn.Module):
         self.lin2.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.lin2(self.dropout(self.lin1(x).relu()))
+        out = self.lin2(self.dropout(self.activation(self.lin1(x))))
         return self.dropout(out) if self.output_dropout else out

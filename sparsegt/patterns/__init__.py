@@ -1,12 +1,14 @@
 """Attention patterns: functions that return a `Graph` (rows = queries, columns = keys) for
 `sparse_attention`. Static (sequences, images, graphs), content-based (built from q/k each step),
-sparse + low-rank merging, composition, and pictures. See docs/patterns.md.
+sparse + low-rank merging, composition, pictures, and TEDDY's
+degree-based edge trimming. See docs/patterns.md.
 """
 
 from .blocks import antidiagonal_block_mass, block_select, select_blocks
 from .compose import add_self_loops, bigbird, causal, intersect, subsample, union
 from .content import edge_scores, threshold_topk, topk
 from .draw import draw_pattern, pattern_defaults, show_pattern
+from .edge_trim import kept_edge_counts, teddy_edge_scores, trim_edges
 from .graph import expander, full, khop, virtual_nodes, virtual_token_graph
 from .lowrank import (
     favor_features,
@@ -38,4 +40,5 @@ __all__ = [
     "merge_partial_attention", "random_features_projection", "favor_features", "lowrank_complement",
     "scatterbrain_attention",
     "draw_pattern", "show_pattern", "pattern_defaults",
+    "teddy_edge_scores", "trim_edges", "kept_edge_counts",
 ]

@@ -1,0 +1,15 @@
+"""Sparsifying trained models: methods that need a built `GraphTransformer` (above `models`, below `train`).
+
+- Zero-TPrune (`ZeroTPrune`): zero-shot node pruning at inference, from the weighted PageRank of each layer's
+  attention graph (`attention_weights`, `weighted_pagerank`) and similarity-based merging.
+
+Sparsification that does not need a model lives in its own layer: TEDDY's edge trimming of input graphs in
+`sparsegt.patterns` (`trim_edges`), its l0-ball weight projection in `sparsegt.train` (`L0BallProjection`),
+top-k FFN activations and their measurement in `sparsegt.nn`. See docs/sparsify.md.
+"""
+
+from .attention_graph import attention_weights, weighted_pagerank
+from .zero_tprune import PrunedOutput, ZeroTPrune, layer_importance, prune_and_merge
+
+__all__ = ["attention_weights", "weighted_pagerank", "ZeroTPrune", "PrunedOutput", "layer_importance",
+           "prune_and_merge"]

@@ -1,0 +1,170 @@
+"""Zero-TPrune (issue #19): the recomputed attention weights are the kernel's, the weighted PageRank is
+networkx's on the same graph, the pruned sizes are the requested ones, merging is the size-weighted mean into
+the most similar kept node, and ratio 0 gives the unpruned model's outputs."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import pytest
+import torch
+
+from sparsegt import Graph, sparse_attention
+from sparsegt.data.spec import FeatureSpec, TaskSpec
+from sparsegt.models import GraphTransformer, ModelConfig
+from sparsegt.nn import LayerState, SparseMultiheadAttention
+from sparsegt.nn.segment import gather_keys, segment_sum
+from sparsegt.patterns import full
+from sparsegt.sparsify import ZeroTPrune, attention_weights, prune_and_merge, weighted_pagerank
+
+DT = torch.float64
+
+
+def random_digraph(n: int, p: float, seed: int) -> Graph:
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, n, generator=gen) < p
+    mask[: max(1, n // 4)] = False                     # some dangling nodes (no out-edges)
+    rows, cols = mask.nonzero(as_tuple=True)
+    return Graph.from_edge_index(torch.stack([cols, rows]), n)
+
+
+def networkx_pagerank(g: Graph, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    G = nx.DiGraph()
+    G.add_nodes_from(range(g.num_nodes))
+    for r, c, w in zip(g.row_index().tolist(), g.indices.tolist(), weight.tolist(), strict=True):
+        G.add_edge(r, c, weight=w)
+    ranks = nx.pagerank(G, alpha=alpha, weight="weight", tol=1e-13, max_iter=10_000)
+    return torch.tensor([ranks[v] for v in range(g.num_nodes)], dtype=DT)
+
+
+@pytest.mark.parametrize("damping", [0.85, 0.5])
+def test_weighted_pagerank_equals_networkx_with_dangling_nodes(damping):
+    g = random_digraph(15, 0.3, seed=1)
+    weight = torch.rand(g.num_edges, dtype=DT, generator=torch.Generator().manual_seed(2)) + 0.1
+    ours = weighted_pagerank(g, weight, damping, max_iter=10_000, tol=1e-13)
+    assert torch.allclose(ours, networkx_pagerank(g, weight, damping), atol=1e-10)
+
+
+def test_weighted_pagerank_runs_per_graph_and_per_head():
+    graphs = [random_digraph(n, 0.4, seed=n) for n in (6, 9)]
+    batch = Graph.batch(graphs)
+    weight = torch.rand(batch.num_edges, 2, dtype=DT, generator=torch.Generator().manual_seed(3)) + 0.05
+    ours = weighted_pagerank(batch, weight, 0.85, max_iter=10_000, tol=1e-13)
+    start = 0
+    for b, g in enumerate(graphs):
+        e0, e1 = int(batch.edge_ptr[b]), int(batch.edge_ptr[b + 1])
+        for h in range(2):
+            want = networkx_pagerank(g, weight[e0:e1, h], 0.85)
+            assert torch.allclose(ours[start:start + g.num_nodes, h], want, atol=1e-10)
+        start += g.num_nodes
+
+
+def test_attention_weights_are_the_kernels_and_their_pagerank_is_networkx_on_the_attention_graph():
+    torch.manual_seed(0)
+    attention = SparseMultiheadAttention(8, 2, edge_dim=3, edge_mode="gate", score_clamp=0.5).to(DT)
+    graph = Graph.batch([random_digraph(7, 0.5, seed=4), random_digraph(5, 0.6, seed=5)])
+    x, edge_attr = torch.randn(12, 8, dtype=DT), torch.randn(graph.num_edges, 3, dtype=DT)
+    pattern, weights = attention_weights(attention, x, graph, edge_attr=edge_attr)
+    _, _, v = attention.project(x)
+    mixed = segment_sum(pattern, weights[:, :, None] * gather_keys(pattern, v))       # sum_j a_ij v_j
+    assert torch.allclose(attention.out_proj(mixed.flatten(1)), attention(x, pattern=graph, edge_attr=edge_attr))
+    # the full attention graph of one graph (self-loops, all rows normalised) with Zero-TPrune's damping 1
+    plain = SparseMultiheadAttention(8, 2).to(DT)
+    pattern, weights = attention_weights(plain, x[:7], full(Graph.empty(7)))
+    q, k, v = plain.project(x[:7])
+    assert torch.allclose(sparse_attention(q, k, v, pattern),
+                          segment_sum(pattern, weights[:, :, None] * gather_keys(pattern, v)))
+    ours = weighted_pagerank(pattern, weights.mean(-1), damping=1.0, max_iter=10_000, tol=1e-13)
+    assert torch.allclose(ours, networkx_pagerank(pattern, weights.mean(-1), 1.0), atol=1e-10)
+
+
+def test_prune_and_merge_by_hand():
+    # one path graph 0-1-2-3; importance ranks nodes 2 and 3 lowest; 2 is closest to 0, 3 to 1
+    edges = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
+    graph = Graph.from_edge_index(edges, 4)
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.0, 2.0]], dtype=DT)
+    state = LayerState(x, graph, edge_attr=torch.arange(6, dtype=DT)[:, None], pattern=full(graph))
+    importance = torch.tensor([0.4, 0.3, 0.1, 0.2], dtype=DT)
+    new, origin, size = prune_and_merge(state, importance, 0.5, torch.arange(4), torch.ones(4, dtype=DT))
+    assert torch.allclose(new.x, torch.tensor([[0.95, 0.05], [0.0, 1.5]], dtype=DT))
+    assert origin.tolist() == [0, 1, 0, 1] and size.tolist() == [2.0, 2.0]
+    assert new.graph.to_edge_index().tolist() == [[1, 0], [0, 1]]       # only the edge 0-1 is left
+    assert new.edge_attr[:, 0].tolist() == [0.0, 1.0]   # CSR entries 0 (0 <- 1) and 1 (1 <- 0) keep their states
+    assert new.pattern.num_edges == 4                                  # full on the two kept nodes
+
+
+def tiny_model(layer: str, level: str = "graph", **extra) -> GraphTransformer:
+    torch.manual_seed(0)
+    task = (TaskSpec("graph", "regression", 2, "mae", higher_is_better=False) if level == "graph"
+            else TaskSpec("node", "multiclass", 3, "accuracy"))
+    config = ModelConfig(layer=layer, num_layers=3, hidden=8, num_heads=2, head_layers=1, **extra)
+    model = GraphTransformer(config, task, FeatureSpec("continuous", dim=3),
+                             FeatureSpec("continuous", dim=2) if layer == "gt" else None).to(DT)
+    model.train()
+    for _ in range(2):   # move the BatchNorm running statistics off their initial values
+        model(batch_of([9, 5, 12]))
+    return model
+
+
+def batch_of(sizes: list[int], seed: int = 6) -> Graph:
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for n in sizes:
+        ei = torch.randint(0, n, (2, 2 * n), generator=gen)
+        ei = ei[:, ei[0] != ei[1]]
+        ei = torch.cat([ei, ei.flip(0)], 1)
+        edge_attr = torch.randn(ei.shape[1], 2, generator=gen, dtype=DT)
+        graphs.append(Graph.from_edge_index(ei, n, edge_attr, x=torch.randn(n, 3, generator=gen, dtype=DT),
+                                            remove_duplicates=True))
+    return Graph.batch(graphs)
+
+
+@pytest.mark.parametrize("layer,level,extra", [("gps", "graph", {}), ("gt", "node", {}),
+                                                ("gps", "node", {"attention": "topk", "topk": 3})])
+def test_ratio_zero_gives_the_unpruned_outputs(layer, level, extra):
+    model = tiny_model(layer, level, **extra)
+    batch = batch_of([9, 5, 12], seed=7)
+    model.eval()
+    with torch.no_grad():
+        want = model(batch)
+    model.train()
+    result = ZeroTPrune(model, {0: 0.0, 1: 0.0}).run(batch)
+    assert torch.allclose(result.output, want, atol=1e-12)
+    assert result.nodes_per_layer == [26, 26, 26, 26] and result.nodes_per_graph == [9, 5, 12]
+    assert model.training
+
+
+def test_pruned_sizes_are_as_requested():
+    model = tiny_model("gps")
+    sizes = [9, 5, 12, 1]
+    result = ZeroTPrune(model, {0: 0.5, 1: 0.25}).run(batch_of(sizes, seed=8))
+    expected = []
+    for n in sizes:
+        after0 = n - min(math.floor(0.5 * n + 0.5), n - 1)
+        expected.append(after0 - min(math.floor(0.25 * after0 + 0.5), after0 - 1))
+    assert result.nodes_per_graph == expected
+    assert result.nodes_per_layer[0] == sum(sizes) and result.nodes_per_layer[-1] == sum(expected)
+    assert result.output.shape == (4, 2) and bool(torch.isfinite(result.output).all())
+
+
+def test_node_level_outputs_follow_the_merges():
+    model = tiny_model("gt", "node")
+    batch = batch_of([9, 5, 12], seed=9)
+    out = ZeroTPrune(model, {0: 0.4}).run(batch)
+    assert out.output.shape == (26, 3)
+    assert out.nodes_per_graph == [9 - 4, 5 - 2, 12 - 5]
+    assert torch.unique(out.output, dim=0).shape[0] == sum(out.nodes_per_graph)   # one row per kept node
+
+
+def test_unsupported_models_and_schedules_are_value_errors():
+    with pytest.raises(ValueError, match="layer index"):
+        ZeroTPrune(tiny_model("gps"), {2: 0.5})
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        ZeroTPrune(tiny_model("gps"), {0: 1.0})
+    torch.manual_seed(0)
+    performer = GraphTransformer(ModelConfig(layer="gps", attention="performer", num_layers=2, hidden=8,
+                                             num_heads=2), TaskSpec("graph", "regression", 1, "mae"),
+                                 FeatureSpec("continuous", dim=3))
+    with pytest.raises(ValueError, match="performer"):
+        ZeroTPrune(performer, {0: 0.5})
