@@ -75,3 +75,12 @@ def test_split_masks_are_checked():
         split_views(g, np.array([0, 0, 2]))
     with pytest.raises(ValueError, match=r"shape \[N = 3\]"):
         split_views(g, np.array([0, 1]))
+
+
+def test_fanouts_config_is_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"data.fanouts = \[10, -3\]"):
+        config(tmp_path, "data.fanouts=[10,-3]")
+    with pytest.raises(ValueError, match="one graph"):
+        train_run(apply_overrides(RunConfig(), ["data.name=pattern-tiny", "data.fanouts=[3]", "train.epochs=1",
+                                                f"data.root={tmp_path / 'cache'}", f"out_dir={tmp_path}"]),
+                  quiet=True)

@@ -59,7 +59,7 @@ __all__ = ["load_folder", "load_user_folder", "save_folder", "from_graphs", "fro
 
 FOLDER_CARD = DatasetCard(
     name="folder", task="the user's: node or graph level, classification or regression (inferred, or meta.json)",
-    size="as the folder's", metric="accuracy (classes) or mae (regression), or meta.json's",
+    size="as the folder's", metric="accuracy",  # for classes; mae for regression, or meta.json's "metric"
     source="a folder of the user's files: data.root=PATH (see sparsegt.data.user)", licence="as the user's",
     description="graphs.npz / graphs.csv + edges.csv [+ nodes.csv] (many graphs), or graph.npz / nodes.csv + "
                 "edges.csv (one graph split by nodes)")
