@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import algorithmic, csl, molecules, sbm
+from . import algorithmic, csl, large_sbm, molecules, sbm, user
 from .dataset import Dataset, DatasetCard
 
 __all__ = ["load_dataset", "list_datasets", "dataset_names", "DATASETS", "get_card"]
@@ -33,6 +33,10 @@ DATASETS: dict[str, CatalogEntry] = {
     "cluster": CatalogEntry(sbm.CLUSTER_CARD, sbm.load_cluster, {"size": "full"}),
     "cluster-small": CatalogEntry(sbm.CLUSTER_CARD, sbm.load_cluster, {"size": "small"}),
     "cluster-tiny": CatalogEntry(sbm.CLUSTER_CARD, sbm.load_cluster, {"size": "tiny"}),
+    "dcsbm": CatalogEntry(large_sbm.DCSBM_CARD, large_sbm.load_dcsbm),
+    "dcsbm-tiny": CatalogEntry(large_sbm.DCSBM_CARD, large_sbm.load_dcsbm,
+                               {"num_nodes": 10_000, "num_communities": 16}),
+    "folder": CatalogEntry(user.FOLDER_CARD, user.load_user_folder),
     "csl": CatalogEntry(csl.CSL_CARD, csl.load_csl),
     "reachability": CatalogEntry(algorithmic.REACHABILITY_CARD, algorithmic.load_reachability),
     "relay": CatalogEntry(algorithmic.RELAY_CARD, algorithmic.load_relay),

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 TASK_LEVELS = ("node", "graph", "edge")
 TASK_KINDS = ("multiclass", "binary", "regression")
+# node_data key of a bool [N] mask: the nodes whose predictions count (loss and metric) in a node-level task.
+# A dataset of one graph gives each split the same graph with its own mask (`sparsegt.data.node_splits`); a
+# sampled batch marks its seed nodes (`sparsegt.data.neighbor_loader`). Without it every node counts.
+TARGET_MASK = "target_mask"
 # the metrics a task may name (computed by sparsegt.train.metrics), and whether higher is better
 HIGHER_IS_BETTER: dict[str, bool] = {
     "weighted_accuracy": True,

@@ -1,6 +1,12 @@
 """User data -> `Dataset`: a folder on disk, PyG ``Data`` lists, a PyG ``InMemoryDataset``, networkx graphs.
 
-Folder format (``load_folder(path)``), either ``graphs.npz`` or three CSV files:
+A folder holds many graphs split by graph (below), or ONE graph split by nodes: ``graph.npz`` (``edge_index``,
+``y``, ``split`` or ``train_mask``/``val_mask``/``test_mask``, optional ``x``, ``edge_attr``), or ``nodes.csv``
+(``node,split[,features][,y]``) + ``edges.csv`` (``source,target[,features]``) without graphs.csv; the format
+and its checks are in `sparsegt.data.user_graph_files`, the dataset it makes in `sparsegt.data.node_splits`.
+``sparsegt train data.name=folder data.root=PATH`` trains on either.
+
+Many-graph folder format (``load_folder(path)``), either ``graphs.npz`` or three CSV files:
 
 ``graphs.npz`` (plain arrays, no pickles)::
 
@@ -43,10 +49,20 @@ import torch
 
 from ..graph import Graph
 from .dataset import Dataset, DatasetCard
+from .node_splits import one_graph_dataset
 from .spec import HIGHER_IS_BETTER, FeatureSpec, TaskSpec
 from .user_files import SPLIT_NAMES, id_problem, read_csv_folder, read_npz
+from .user_graph_files import is_one_graph_folder, read_one_graph
 
-__all__ = ["load_folder", "save_folder", "from_graphs", "from_pyg", "from_networkx"]
+__all__ = ["load_folder", "load_user_folder", "save_folder", "from_graphs", "from_pyg", "from_networkx",
+           "FOLDER_CARD"]
+
+FOLDER_CARD = DatasetCard(
+    name="folder", task="the user's: node or graph level, classification or regression (inferred, or meta.json)",
+    size="as the folder's", metric="accuracy",  # for classes; mae for regression, or meta.json's "metric"
+    source="a folder of the user's files: data.root=PATH (see sparsegt.data.user)", licence="as the user's",
+    description="graphs.npz / graphs.csv + edges.csv [+ nodes.csv] (many graphs), or graph.npz / nodes.csv + "
+                "edges.csv (one graph split by nodes)")
 
 def _row_graph(graphs: Sequence[Graph], row: int, level: str) -> int:
     """The graph that holds ``row`` of the concatenated node (``level="node"``) or edge tensors."""
@@ -156,17 +172,41 @@ def load_folder(path: str | Path, *, name: str | None = None) -> Dataset:
             raise ValueError(f"meta.json: is not valid JSON ({err})") from None
         if not isinstance(meta, dict):
             raise ValueError(f"meta.json: must be a JSON object of settings, got {type(meta).__name__}")
+    if is_one_graph_folder(folder):
+        graph, node_split = read_one_graph(folder, meta.get("task_kind"))
+        return _one_graph(graph, node_split, name or meta.get("name", folder.name), meta)
     if (folder / "graphs.npz").exists():
         graphs, split = read_npz(folder / "graphs.npz", meta.get("task_kind"))
     elif (folder / "graphs.csv").exists() and (folder / "edges.csv").exists():
         graphs, split = read_csv_folder(folder, meta.get("task_kind"))
     else:
-        raise ValueError(f"{folder}: found neither graphs.npz nor graphs.csv + edges.csv")
+        raise ValueError(f"{folder}: found neither graphs.npz, graphs.csv + edges.csv (many graphs) nor graph.npz, "
+                         "nodes.csv + edges.csv (one graph); see sparsegt.data.user for the formats")
     if not np.isin(split, (0, 1, 2)).all():
         bad = int(np.flatnonzero(~np.isin(split, (0, 1, 2)))[0])
         raise ValueError(f"graphs.npz, graph {bad}, field 'split': {int(split[bad])} is not 0 (train), 1 (val) "
                          "or 2 (test)")
     return from_graphs(graphs, split.tolist(), name=name or meta.get("name", folder.name), meta=meta)
+
+
+def _one_graph(graph: Graph, split: np.ndarray, name: str, meta: dict) -> Dataset:
+    task = _infer_task([graph], meta, name)
+    card = DatasetCard(name=meta.get("name", name), task=f"node {task.kind}, one graph",
+                       size=f"one graph: {graph.num_nodes:,} nodes ({int((split == 0).sum()):,} / "
+                            f"{int((split == 1).sum()):,} / {int((split == 2).sum()):,} train / val / test), "
+                            f"{graph.num_edges:,} edges", metric=task.metric,
+                       source=meta.get("source", "user data"), licence=meta.get("licence", "as the user's"),
+                       description=meta.get("description", ""))
+    return one_graph_dataset(graph, split, name=card.name, task=task, node_features=_feature_spec(graph.x),
+                             edge_features=_feature_spec(graph.edge_attr), card=card)
+
+
+def load_user_folder(*, root=None, seed: int = 0, progress: bool = False, name: str | None = None) -> Dataset:
+    """The catalog's ``folder`` dataset: `load_folder` of ``root`` (``data.root=PATH`` on the command line)."""
+    if root is None:
+        raise ValueError("data.name=folder reads your own folder: give it with data.root=PATH (see "
+                         "sparsegt.data.user for the files it holds)")
+    return load_folder(root, name=name)
 
 
 def save_folder(dataset: Dataset, path: str | Path) -> Path:

@@ -49,6 +49,11 @@ class DataConfig:
     ``encodings``: keyword arguments of `sparsegt.encodings.add_encodings` (``{"lap_pe": 10, "rwse": 16}``);
     left empty, the model's `required_encodings` decide. ``options`` go to `load_dataset` (e.g. a QM9
     ``target``). ``seed`` is the data's generation/split seed (the same for every training seed).
+    ``fanouts``: sample neighbourhoods instead of batching whole graphs (a dataset of one large graph):
+    ``[10, 5]`` takes 10 neighbours per node at hop 1 and 5 at hop 2 (-1: all); ``batch_size`` then counts seed
+    nodes, and evaluation runs in chunks of ``eval_batch_size`` seeds sampled with ``eval_fanouts`` (default
+    ``fanouts``) (`sparsegt.data.NeighborLoader`). ``root``: the cache folder, or the data folder of
+    ``name=folder``.
     """
 
     name: str = "pattern-small"
@@ -58,11 +63,19 @@ class DataConfig:
     batch_size: int = 32
     eval_batch_size: int | None = None
     encodings: dict = field(default_factory=dict)
+    fanouts: list | None = None
+    eval_fanouts: list | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or (self.eval_batch_size is not None and self.eval_batch_size < 1):
             raise ValueError(f"data.batch_size ({self.batch_size}) and data.eval_batch_size "
                              f"({self.eval_batch_size}) must be >= 1")
+        for name in ("fanouts", "eval_fanouts"):
+            values = getattr(self, name)
+            if values is not None and (not values or any(isinstance(f, bool) or not isinstance(f, int) or f < -1
+                                                         for f in values)):
+                raise ValueError(f"data.{name} = {values!r}: give one whole number >= 0 per hop, or -1 for every "
+                                 f"neighbour, e.g. data.{name}=[10,5]")
 
 
 @dataclass

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import statistics
@@ -88,13 +89,17 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
         from ..encodings import add_encodings
 
         options = json.dumps(data.options, sort_keys=True)
+        # data.name=folder: root is the user's data folder, not a cache; its path tells two folders apart
+        from_folder = data.name == "folder"
+        options += f"-{Path(data.root).resolve()}" if from_folder else ""
         for split in splits:
             graphs = getattr(dataset, split)
             key = f"{dataset.name}-{split}-seed{data.seed}-{options}"
             setattr(
                 dataset,
                 split,
-                add_encodings(graphs, **encodings, cache_key=key, cache_dir=data.root, progress=progress),
+                add_encodings(graphs, **encodings, cache_key=key, cache_dir=None if from_folder else data.root,
+                              progress=progress),
             )
     return dataset
 
@@ -112,6 +117,16 @@ def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
     from ..models import GraphTransformer
 
     return GraphTransformer(config.model, dataset.task, dataset.node_features, dataset.edge_features)
+
+
+def make_loader_for(config: RunConfig) -> Any:
+    """The trainer's loader factory: `NeighborLoader` with the run's fan-outs when ``data.fanouts`` is set (one
+    large graph, sampled), else None (the trainer's default: whole graphs)."""
+    if not config.data.fanouts:
+        return None
+    from ..data.neighbor_loader import NeighborLoader
+
+    return functools.partial(NeighborLoader, fanouts=config.data.fanouts, eval_fanouts=config.data.eval_fanouts)
 
 
 def make_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -274,7 +289,7 @@ def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.n
         run_dir=path,
         reporter=reporter,
         dist=info,
-        make_loader=make_loader,
+        make_loader=make_loader or make_loader_for(config),
     )
     if resume is not None:
         trainer.resume(path / "last.pt")  # fails (clearly) before the run folder is touched
@@ -376,5 +391,6 @@ def evaluate_run(
                        f" (was {run_dir / 'config.yaml'} edited after the run?)")
     info = DistInfo(device=resolve_device(device))
     model = model.to(info.device)
-    trainer = Trainer(config, model, dataset.task, dataset.train, dataset.val, dataset.test, dist=info)
+    trainer = Trainer(config, model, dataset.task, dataset.train, dataset.val, dataset.test, dist=info,
+                      make_loader=make_loader_for(config))
     return {split: trainer.evaluate(getattr(dataset, split)) for split in splits}

@@ -19,6 +19,7 @@ the last good state, never the poisoned one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data.spec import TaskSpec
+from ..data.spec import TARGET_MASK, TaskSpec
 from ..graph import Graph
 from .batch_norm import recalibrate_batch_norm
 from .checkpoint import (
@@ -62,7 +63,8 @@ class TrainingDiverged(RuntimeError):
 
 def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Tensor, Tensor]:
     """(prediction, target) of a batch: node-level [N, C] vs ``node_data["y"]``, graph-level [B, C] vs
-    ``graph_data["y"]``."""
+    ``graph_data["y"]``. A node-level batch with ``node_data[TARGET_MASK]`` (a split of one graph, or a
+    sampled batch's seeds) keeps the masked nodes' rows only."""
     store = batch.node_data if task.level == "node" else batch.graph_data
     if "y" not in store:
         raise ValueError(f"the batch has no {task.level}-level labels y, but the task is {task.level}-level")
@@ -73,7 +75,8 @@ def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Ten
             f"the model returned {output.shape[0]} rows but a {task.level}-level task needs "
             f"{expected} (one per {task.level}); check the model's head"
         )
-    return output, target
+    mask = batch.node_data.get(TARGET_MASK) if task.level == "node" else None
+    return (output, target) if mask is None else (output[mask], target[mask])
 
 
 def _is_better(new: float, old: float | None, higher_is_better: bool) -> bool:
@@ -286,11 +289,17 @@ class Trainer:
         mine = list(graphs)[self.dist.rank :: self.dist.world_size]
         return [mine[i : i + self.eval_batch_size] for i in range(0, len(mine), self.eval_batch_size)]
 
+    def _eval_batches(self, graphs: Sequence[Graph]) -> Iterator[Graph]:
+        """This rank's evaluation batches: the loader's memory-bounded ``evaluation_batches`` when it has them
+        (`sparsegt.data.NeighborLoader`: seed chunks of one large graph), else whole graphs."""
+        if hasattr(self.loader, "evaluation_batches"):
+            return self.loader.evaluation_batches(graphs, self.eval_batch_size, self.dist.rank, self.dist.world_size)
+        return (Graph.batch(chunk) for chunk in self._batches_of(graphs))
+
     def evaluate(self, graphs: Sequence[Graph]) -> dict[str, float]:
         """Loss and metric over ``graphs`` (sharded across ranks, predictions gathered; eval mode): see
         `score_batches` for ``metric`` and ``metric_per_batch``."""
-        local = predict_batches(self.model, (Graph.batch(chunk) for chunk in self._batches_of(graphs)), self.task,
-                                self.dist.device, self.loss_fn)
+        local = predict_batches(self.model, self._eval_batches(graphs), self.task, self.dist.device, self.loss_fn)
         gathered = gather_objects(local, self.dist)
         predictions = [p for g in gathered for p in g[0]]
         targets = [t for g in gathered for t in g[1]]
@@ -305,9 +314,12 @@ class Trainer:
         if count <= 0:
             return 0
         size = self.config.data.batch_size
-        chosen = np.random.default_rng([self.cfg.seed, 21]).permutation(len(self.train_graphs))[: count * size]
-        batches = (Graph.batch([self.train_graphs[int(i)] for i in chosen[b : b + size]])
-                   for b in range(0, len(chosen), size))
+        if hasattr(self.loader, "evaluation_batches"):  # fixed seed chunks of one large graph, same on every rank
+            batches = itertools.islice(self.loader.evaluation_batches(self.train_graphs, size), count)
+        else:
+            chosen = np.random.default_rng([self.cfg.seed, 21]).permutation(len(self.train_graphs))[: count * size]
+            batches = (Graph.batch([self.train_graphs[int(i)] for i in chosen[b : b + size]])
+                       for b in range(0, len(chosen), size))
         return recalibrate_batch_norm(self.model, batches, self.dist.device)
 
     def _train_metric(self) -> float | None:
@@ -507,7 +519,11 @@ class Trainer:
         that the model's output fits the task (one row per node or per graph).
         """
         self.model.eval()
-        batch = Graph.batch(self.val_graphs[: min(2, len(self.val_graphs))]).to(self.dist.device)
+        if hasattr(self.loader, "evaluation_batches"):  # one chunk of a large graph, not the whole graph
+            batch = next(iter(self.loader.evaluation_batches(self.val_graphs, self.eval_batch_size)))
+        else:
+            batch = Graph.batch(self.val_graphs[: min(2, len(self.val_graphs))])
+        batch = batch.to(self.dist.device)
         select_prediction(self.model(batch), batch, self.task)  # a head that does not fit the task fails here
 
     def fit(self) -> dict[str, Any]:
@@ -579,7 +595,9 @@ class Trainer:
         if not budget or record["epoch"] + 1 != min(budget, self.cfg.epochs):
             return
         store = "node_data" if self.task.level == "node" else "graph_data"
-        targets = torch.cat([getattr(g, store)["y"] for g in self.train_graphs])
+        masked = store == "node_data" and TARGET_MASK in self.train_graphs[0].node_data  # a split of one graph
+        targets = torch.cat([g.node_data["y"][g.node_data[TARGET_MASK]] if masked else getattr(g, store)["y"]
+                             for g in self.train_graphs])
         chance, loss = chance_loss(self.loss_fn, self.task, targets), record["train_loss"]
         if not learnt_something(loss, chance):
             message = (f"training has not moved from chance: after {record['epoch'] + 1} epoch(s) the training loss "
