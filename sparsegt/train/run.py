@@ -27,7 +27,9 @@ from rich.console import Console
 
 from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights, remove_stale_temp_files
 from .config import RunConfig, dump_config, load_config
+from .confusion import write_confusion
 from .distributed import DistInfo, broadcast_object, close_distributed, init_distributed, resolve_device
+from .model_inputs import MODEL_INPUTS_FILE, inputs_of_dataset, write_model_inputs
 from .plots import plot_curves
 from .progress import make_reporter
 from .trainer import Trainer, TrainingDiverged, seed_everything
@@ -38,6 +40,7 @@ __all__ = [
     "evaluate_run",
     "build_dataset",
     "build_model",
+    "run_encodings",
     "RunResult",
     "make_run_dir",
 ]
@@ -75,15 +78,7 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
         if "pip install" not in message:
             message += f" — dataset {data.name!r} needs the optional extra: pip install 'sparsegt[{extra}]'"
         raise ImportError(message) from err
-    encodings = dict(_required_encodings(config.model))
-    unknown = sorted(set(data.encodings) - set(ENCODINGS))
-    if unknown:
-        raise ValueError(
-            f"data.encodings: unknown encoding(s) {unknown}; known: {', '.join(ENCODINGS)} "
-            "(e.g. data.encodings.rwse=16)"
-        )
-    encodings.update(data.encodings)
-    encodings = {k: v for k, v in encodings.items() if v}
+    encodings = run_encodings(config)
     if encodings:
         from ..encodings import add_encodings
 
@@ -99,10 +94,26 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
     return dataset
 
 
+def run_encodings(config: RunConfig) -> dict[str, Any]:
+    """The keyword arguments of `sparsegt.encodings.add_encodings` for the run's graphs: what the model
+    requires, updated by ``data.encodings`` (zero / false entries left out)."""
+    encodings = dict(_required_encodings(config.model))
+    unknown = sorted(set(config.data.encodings) - set(ENCODINGS))
+    if unknown:
+        raise ValueError(
+            f"data.encodings: unknown encoding(s) {unknown}; known: {', '.join(ENCODINGS)} "
+            "(e.g. data.encodings.rwse=16)"
+        )
+    encodings.update(config.data.encodings)
+    return {k: v for k, v in encodings.items() if v}
+
+
 def _required_encodings(model_config: Any) -> dict[str, Any]:
     try:
-        from ..models import required_encodings
+        from ..models import ModelConfig, required_encodings
     except ImportError:
+        return {}
+    if not isinstance(model_config, ModelConfig):  # a model of the caller's own (train_run(model=...))
         return {}
     return dict(required_encodings(model_config))
 
@@ -141,7 +152,7 @@ def _make_folder(path: Path) -> Path:
 
 
 # what a run folder holds before anything worth keeping was written (a failed start leaves no folder behind)
-_STARTING_FILES = {"config.yaml", "metrics.jsonl"}
+_STARTING_FILES = {"config.yaml", "metrics.jsonl", MODEL_INPUTS_FILE}
 
 
 def _remove_if_nothing_recorded(path: Path) -> None:
@@ -263,6 +274,8 @@ def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.n
     """`train_run` from the point its run folder exists."""
     if info.is_main and resume is None:
         dump_config(config, path / "config.yaml")
+    if info.is_main and (resume is None or not (path / MODEL_INPUTS_FILE).exists()):
+        write_model_inputs(path, inputs_of_dataset(dataset, run_encodings(config)))
     reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
     trainer = Trainer(
         config,
@@ -306,7 +319,18 @@ def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.n
     summary = {**summary, **extra}
     if info.is_main:
         _write_summary(path, config, summary)
+        _write_confusion(path, config, model, dataset, info)
     return RunResult(path, summary)
+
+
+def _write_confusion(path: Path, config: RunConfig, model: torch.nn.Module, dataset: Any, info: DistInfo) -> None:
+    """confusion.png/.json/.csv of a classification run's best model (`sparsegt.train.confusion`)."""
+    try:
+        write_confusion(path, model, dataset.task, {"val": dataset.val, "test": dataset.test},
+                        config.data.eval_batch_size or config.data.batch_size, info.device,
+                        title=f"{config.name} ({config.data.name})")
+    except Exception as err:  # like curves.png: a plot must never lose a finished run
+        print(f"warning: confusion.png not written ({type(err).__name__}: {err})")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
