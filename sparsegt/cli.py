@@ -43,7 +43,8 @@ overrides:
   resolved config (all keys) without training.
 
 run directory (runs/NAME-TIMESTAMP/):
-  config.yaml  metrics.jsonl  last.pt  best.pt  summary.json  curves.png
+  config.yaml  model_inputs.json  metrics.jsonl  last.pt  best.pt  summary.json  curves.png
+  confusion.png/.json/.csv (classification)  events.out.tfevents.* (TensorBoard: tensorboard --logdir runs)
   last.pt is written every epoch and every train.checkpoint_every_s seconds mid-epoch: a run killed at
   any moment continues with --resume, with the same data order and random state.
 
@@ -364,8 +365,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     path = write_predictions(table, args.output)
     console = _console()
     task = trained.inputs.task
-    preview = Table(title=f"{trained.name} ({trained.inputs.dataset}, {task.level} {task.kind}): "
-                          f"{len(graphs)} graphs -> {len(table.rows)} rows in {path}", title_justify="left")
+    console.print(f"{trained.name} ({trained.inputs.dataset}, {task.level} {task.kind}): {len(graphs)} graphs "
+                  f"-> {len(table.rows)} rows in {path}", soft_wrap=True)
+    preview = Table()
     for column in table.columns:
         preview.add_column(column, justify="left" if column == "id" else "right")
     for row in table.rows[:8]:

@@ -165,3 +165,62 @@ def test_parquet_output(molecule_run, tmp_path):
     table = pq.read_table(tmp_path / "p.parquet").to_pydict()
     _, rows = _read_csv(tmp_path / "p.csv")
     assert table["id"] == ["CCO", "CCN"] and table["prob_BBB+"] == [float(r[1]) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------- show-attention
+def test_show_attention_draws_every_layer_and_head(pattern_run, tmp_path, capsys):
+    from PIL import Image
+
+    from sparsegt.train.attention_maps import attention_of_graph
+    from sparsegt.train.trained import load_trained
+
+    run_dir, config, _ = pattern_run
+    out = tmp_path / "attention.png"
+    assert main(["show-attention", str(run_dir), "--graph", "1", "-o", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    with Image.open(out) as image:
+        image.verify()
+    with Image.open(out) as image:  # 2 layers x 4 heads of panels
+        assert image.format == "PNG" and image.size[0] >= 800 and image.size[1] >= 400, image.size
+    trained = load_trained(run_dir, device="cpu")
+    val = build_dataset(config, splits=("val",)).val
+    calls = attention_of_graph(trained, val[1])
+    assert [name for name, _, _ in calls] == ["layer 0", "layer 1"]
+    for _, pattern, weights in calls:
+        assert weights.shape == (val[1].num_nodes ** 2, config.model.num_heads)  # full attention within the graph
+        row_sums = torch.zeros(pattern.num_nodes, weights.shape[1]).index_add_(0, pattern.row_index(), weights)
+        assert torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-5)
+    assert main(["show-attention", str(run_dir), "--graph", "999"]) == 2
+    assert "has graphs 0.." in capsys.readouterr().err
+
+
+def test_a_run_without_the_record_rebuilds_it_from_its_dataset(pattern_run, tmp_path):
+    import shutil
+
+    run_dir, _, dataset = pattern_run
+    old = shutil.copytree(run_dir, tmp_path / "old-run")
+    (old / MODEL_INPUTS_FILE).unlink()  # a run from before model_inputs.json
+    folder = _write_folder(tmp_path / "graphs", list(dataset.test[:2]))
+    assert main(["predict", str(run_dir), "--folder", str(folder), "-o", str(tmp_path / "a.csv")]) == 0
+    assert main(["predict", str(old), "--folder", str(folder), "-o", str(tmp_path / "b.csv")]) == 0
+    assert _read_csv(tmp_path / "a.csv") == _read_csv(tmp_path / "b.csv")
+
+
+def test_predict_with_the_shipped_pretrained_model(pattern_run, tmp_path):
+    from sparsegt.encodings import add_encodings
+    from sparsegt.train.trained import load_trained
+
+    _, _, dataset = pattern_run
+    graphs = [Graph(g.indptr, g.indices, x=g.x) for g in dataset.test[:2]]  # PATTERN-like, no encodings
+    folder = _write_folder(tmp_path / "graphs", graphs)
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--pretrained", "gps-pattern", "--folder", str(folder), "-o", str(out)]) == 0
+    header, rows = _read_csv(out)
+    trained = load_trained(pretrained="gps-pattern", device="cpu")
+    assert trained.inputs.encodings == {"lap_pe": 16, "lap_normalization": "none"}
+    with torch.no_grad():
+        direct = torch.softmax(trained.model(Graph.batch(add_encodings(graphs, **trained.inputs.encodings))).double(),
+                               dim=-1)
+    assert header[:3] == ["id", "node", "prob_0"] and len(rows) == direct.shape[0]
+    assert torch.allclose(torch.tensor([[float(r[2]), float(r[3])] for r in rows], dtype=torch.float64), direct,
+                          atol=1e-6)

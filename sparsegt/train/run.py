@@ -4,11 +4,13 @@
 
     runs/<name>-<UTC timestamp>/
         config.yaml     the resolved config (load it with `load_config`, or ``sparsegt train --config``)
-        metrics.jsonl   one record per epoch
+        model_inputs.json  what the model reads: task, feature forms, encodings, SMILES featuriser
+        metrics.jsonl   one record per epoch (also as TensorBoard events.out.tfevents.*: `loggers`)
         last.pt         the latest state (mid-epoch too); ``sparsegt train --resume RUN_DIR`` continues it
         best.pt         the model at the best validation epoch
         summary.json    status, best epoch, val/test metric at that epoch, time, parameters
         curves.png      loss and metric per epoch
+        confusion.png   classification runs: the best model's per-class confusion (+ .json, .csv)
 """
 
 from __future__ import annotations
