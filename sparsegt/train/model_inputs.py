@@ -6,8 +6,7 @@ it (``lap_pe``, ``rwse``, ...) and, for molecules, how a SMILES became a graph (
 version). `sparsegt predict` rebuilds the model and checks new graphs against this record, so a SMILES fed to a
 PATTERN model, or features of another width, is a clear error instead of a silent wrong answer.
 
-Runs from before the record (and models given without it) are read by loading their dataset once
-(`inputs_from_config`).
+Runs from before the record are read by loading their dataset once (`sparsegt.train.run.model_inputs_of_run`).
 """
 
 from __future__ import annotations
@@ -20,10 +19,8 @@ from typing import Any
 
 from ..data.spec import FeatureSpec, TaskSpec
 from .checkpoint import atomic_write_text
-from .config import RunConfig
 
-__all__ = ["MODEL_INPUTS_FILE", "ModelInputs", "inputs_of_dataset", "write_model_inputs", "read_model_inputs",
-           "inputs_from_config"]
+__all__ = ["MODEL_INPUTS_FILE", "ModelInputs", "inputs_of_dataset", "write_model_inputs", "read_model_inputs"]
 
 MODEL_INPUTS_FILE = "model_inputs.json"
 
@@ -84,18 +81,8 @@ def write_model_inputs(folder: str | Path, inputs: ModelInputs) -> Path:
     return path
 
 
-def inputs_from_config(config: RunConfig) -> ModelInputs:
-    """The record rebuilt from a run's config by loading its dataset (no encodings computed)."""
-    from .run import build_dataset, run_encodings
-
-    if config.data.root and not Path(config.data.root).is_absolute() and not Path(config.data.root).exists():
-        config.data.root = None  # a run's relative cache folder, seen from elsewhere: use the default cache
-    return inputs_of_dataset(build_dataset(config, splits=()), run_encodings(config))
-
-
-def read_model_inputs(folder: str | Path, config: RunConfig) -> ModelInputs:
-    """``folder/model_inputs.json``, or (a run from before the record) the record rebuilt from ``config``."""
+def read_model_inputs(folder: str | Path) -> ModelInputs | None:
+    """``folder/model_inputs.json``, or None for a run from before the record (`run.model_inputs_of_run` then
+    rebuilds it from the run's dataset)."""
     path = Path(folder) / MODEL_INPUTS_FILE
-    if path.exists():
-        return ModelInputs.from_json(path.read_text(), str(path))
-    return inputs_from_config(config)
+    return ModelInputs.from_json(path.read_text(), str(path)) if path.exists() else None

@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import atomic_write_text, load_checkpoint
 from .config import dump_config, load_config
-from .model_inputs import read_model_inputs, write_model_inputs
+from .model_inputs import write_model_inputs
 
 __all__ = ["pretrained_root", "list_pretrained", "export_pretrained", "evaluate_pretrained"]
 
@@ -60,7 +60,9 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
     folder = (Path(root) if root is not None else pretrained_root()) / name
     folder.mkdir(parents=True, exist_ok=True)
     dump_config(config, folder / "config.yaml")
-    write_model_inputs(folder, read_model_inputs(run_dir, config))
+    from .run import model_inputs_of_run
+
+    write_model_inputs(folder, model_inputs_of_run(run_dir, config))
     torch.save({k: v.detach().cpu() for k, v in state["model"].items()}, folder / "model.pt")
     from ..data.catalog import get_card
 

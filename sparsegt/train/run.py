@@ -31,7 +31,7 @@ from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights, 
 from .config import RunConfig, dump_config, load_config
 from .confusion import write_confusion
 from .distributed import DistInfo, broadcast_object, close_distributed, init_distributed, resolve_device
-from .model_inputs import MODEL_INPUTS_FILE, inputs_of_dataset, write_model_inputs
+from .model_inputs import MODEL_INPUTS_FILE, ModelInputs, inputs_of_dataset, read_model_inputs, write_model_inputs
 from .plots import plot_curves
 from .progress import make_reporter
 from .trainer import Trainer, TrainingDiverged, seed_everything
@@ -43,6 +43,7 @@ __all__ = [
     "build_dataset",
     "build_model",
     "run_encodings",
+    "model_inputs_of_run",
     "RunResult",
     "make_run_dir",
 ]
@@ -108,6 +109,18 @@ def run_encodings(config: RunConfig) -> dict[str, Any]:
         )
     encodings.update(config.data.encodings)
     return {k: v for k, v in encodings.items() if v}
+
+
+def model_inputs_of_run(folder: str | Path, config: RunConfig) -> ModelInputs:
+    """The run's (or pretrained model's) ``model_inputs.json``; for a run from before that record, the record
+    rebuilt from ``config`` by loading its dataset (no encodings computed)."""
+    recorded = read_model_inputs(folder)
+    if recorded is not None:
+        return recorded
+    config = copy.deepcopy(config)
+    if config.data.root and not Path(config.data.root).is_absolute() and not Path(config.data.root).exists():
+        config.data.root = None  # a run's relative cache folder, seen from elsewhere: use the default cache
+    return inputs_of_dataset(build_dataset(config, splits=()), run_encodings(config))
 
 
 def _required_encodings(model_config: Any) -> dict[str, Any]:

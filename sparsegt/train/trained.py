@@ -22,7 +22,9 @@ from ..graph import Graph
 from .checkpoint import load_checkpoint, load_model_weights
 from .config import RunConfig, load_config
 from .distributed import resolve_device
-from .model_inputs import ModelInputs, read_model_inputs
+from .model_inputs import ModelInputs
+from .pretrained import list_pretrained, pretrained_root
+from .run import model_inputs_of_run
 
 __all__ = ["TrainedModel", "load_trained", "prepare_graphs", "check_graphs_fit"]
 
@@ -48,8 +50,6 @@ def _find(run_dir: str | Path | None, pretrained: str | None, checkpoint: str) -
     if (run_dir is None) == (pretrained is None):
         raise ValueError("give a run directory or a pretrained model name (one of them)")
     if pretrained is not None:
-        from .pretrained import list_pretrained, pretrained_root
-
         folder = pretrained_root() / pretrained
         if not (folder / "model.pt").exists():
             known = ", ".join(list_pretrained()) or "none"
@@ -73,7 +73,7 @@ def load_trained(run_dir: str | Path | None = None, *, pretrained: str | None = 
     config = load_config(folder / "config.yaml")
     if not isinstance(config.model, ModelConfig):
         raise ValueError(f"{folder / 'config.yaml'}: the model section is not a sparsegt GraphTransformer config")
-    inputs = read_model_inputs(folder, config)
+    inputs = model_inputs_of_run(folder, config)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
         model = GraphTransformer(config.model, inputs.task, inputs.node_features, inputs.edge_features)
     if pretrained is not None:
