@@ -1,4 +1,4 @@
-"""The `sparsegt` command line: train, eval, datasets, bench, patterns.
+"""The `sparsegt` command line: train, eval, predict, show-attention, datasets, bench, patterns.
 
 Every sub-command is a thin layer over a library call (`sparsegt.train.run.train_run`,
 `evaluate_run`, `sparsegt.data.print_dataset_table`, `sparsegt.patterns.show_pattern`), so what the CLI
@@ -27,6 +27,8 @@ examples:
   sparsegt train --resume runs/gps-pattern-20261130-031500
   torchrun --nproc_per_node=2 -m sparsegt train --preset gps-cluster
   sparsegt eval runs/gps-pattern-20261130-031500
+  sparsegt predict runs/gps-pattern-20261130-031500 --folder my_graphs/ -o predictions.csv
+  sparsegt show-attention runs/gps-pattern-20261130-031500 --graph 3
   sparsegt datasets                                what can be trained on, offline
   sparsegt patterns show expander degree=4 -o expander.png
 
@@ -41,7 +43,8 @@ overrides:
   resolved config (all keys) without training.
 
 run directory (runs/NAME-TIMESTAMP/):
-  config.yaml  metrics.jsonl  last.pt  best.pt  summary.json  curves.png
+  config.yaml  model_inputs.json  metrics.jsonl  last.pt  best.pt  summary.json  curves.png
+  confusion.png/.json/.csv (classification)  events.out.tfevents.* (TensorBoard: tensorboard --logdir runs)
   last.pt is written every epoch and every train.checkpoint_every_s seconds mid-epoch: a run killed at
   any moment continues with --resume, with the same data order and random state.
 
@@ -50,6 +53,21 @@ with no arguments at all, `sparsegt train` runs the built-in demo (what `make de
 memory: on Linux, training keeps large freed blocks in the heap for reuse instead of returning them
   to the kernel (per-edge tensors of 32+ MiB are otherwise page-faulted in again every layer; GatedGCN
   models train up to 1.7x faster). SPARSEGT_DEFAULT_MALLOC=1 keeps glibc's defaults.
+"""
+
+
+PREDICT_EPILOG = """\
+examples:
+  sparsegt predict runs/demo-gps-20261203-101500 --folder my_graphs/ -o predictions.csv
+  sparsegt predict --pretrained gps-pattern --folder my_graphs/
+  sparsegt predict runs/gps-qm9-20261203-101500 --smiles CCO c1ccccc1 -o gap.parquet
+  sparsegt predict runs/gps-qm9-20261203-101500 --smiles-file molecules.csv
+  sparsegt predict runs/my-run --pyg graphs.pt
+
+columns: id (graph id: its number in the folder or file, or the SMILES' name), node (node-level tasks), then
+  prob_0..prob_C-1 and predicted (classes), prob_NAME (binary), or one column per regression target.
+SMILES are featurised as the model's molecules were (the featuriser recorded in the run); a model not trained
+on molecules refuses them, and graphs whose features differ in kind, width or category range are refused.
 """
 
 
@@ -109,6 +127,44 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pretrained", metavar="NAME",
                     help="score a pretrained model (pretrained/NAME) on its regenerated test split; 'list' lists them")
     ev.add_argument("--limit", type=int, metavar="N", help="with --pretrained: only the first N test graphs")
+
+    pr = sub.add_parser(
+        "predict",
+        help="predict with a trained model on new graphs (a folder, a PyG file, SMILES) -> CSV/Parquet",
+        description="Predict with a trained run (or a pretrained model) on new graphs. The graphs are checked "
+                    "against what the model was trained on (model_inputs.json in the run) and get the same "
+                    "encodings; the model runs in eval mode. One row per graph (graph-level tasks) or per node.",
+        epilog=PREDICT_EPILOG,
+        formatter_class=_Formatter,
+    )
+    pr.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run directory (or use --pretrained)")
+    pr.add_argument("--pretrained", metavar="NAME", help="a pretrained model (sparsegt eval --pretrained list)")
+    graphs = pr.add_mutually_exclusive_group(required=True)
+    graphs.add_argument("--folder", metavar="DIR", help="a user-data folder (graphs.npz, or graphs.csv + edges.csv)")
+    graphs.add_argument("--pyg", metavar="FILE.pt", help="a saved list of PyG Data, or an InMemoryDataset file")
+    graphs.add_argument("--smiles", nargs="+", metavar="SMILES", help="molecules, for models trained on molecules")
+    graphs.add_argument("--smiles-file", metavar="FILE",
+                        help="one 'SMILES [name]' a line, or a CSV file with a smiles (and id/name) column")
+    pr.add_argument("-o", "--output", default="predictions.csv", metavar="FILE",
+                    help="FILE.csv (default predictions.csv) or FILE.parquet (needs pyarrow)")
+    pr.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
+    pr.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    pr.add_argument("--batch-size", type=int, metavar="N", help="graphs per batch (default: the run's)")
+
+    att = sub.add_parser(
+        "show-attention",
+        help="draw a trained model's attention weights on one validation graph (PNG per layer and head)",
+        description="Run a trained model on graph I of its validation split and draw the attention weights of "
+                    "every layer and head (rows: queries, columns: keys), with the pattern outlined.",
+        formatter_class=_Formatter,
+    )
+    att.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run directory (or use --pretrained)")
+    att.add_argument("--pretrained", metavar="NAME", help="a pretrained model instead of a run")
+    att.add_argument("--graph", type=int, default=0, metavar="I", help="index in the split (default 0)")
+    att.add_argument("--split", default="val", choices=("train", "val", "test"))
+    att.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
+    att.add_argument("-o", "--output", metavar="FILE.png",
+                     help="default: RUN_DIR/attention-SPLIT-I.png (pretrained: ./NAME-attention-SPLIT-I.png)")
 
     ds = sub.add_parser(
         "datasets",
@@ -310,6 +366,63 @@ def _eval_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_prediction_graphs(args: argparse.Namespace, trained) -> tuple[list[str], list, str]:
+    """(ids, graphs, source) of the graphs ``sparsegt predict`` was given."""
+    from .data import prediction_inputs
+
+    if args.folder:
+        return (*prediction_inputs.folder_graphs(args.folder), args.folder)
+    if args.pyg:
+        return (*prediction_inputs.pyg_file_graphs(args.pyg), args.pyg)
+    featurizer = trained.inputs.featurizer
+    if featurizer is None:
+        raise ValueError(f"{trained.name} was not trained on molecules ({trained.inputs.dataset}: "
+                         f"{trained.inputs.describe_features()}), so it cannot read SMILES; give its kind of graphs "
+                         "with --folder or --pyg, or use a model trained on a molecular dataset (e.g. --preset "
+                         "gps-qm9)")
+    if args.smiles_file:
+        ids, smiles = prediction_inputs.read_smiles_file(args.smiles_file)
+        source = args.smiles_file
+    else:
+        ids, smiles, source = list(args.smiles), list(args.smiles), "--smiles"
+    return ids, prediction_inputs.smiles_graphs(smiles, featurizer), source
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .train.predict import predict, write_predictions
+    from .train.trained import load_trained
+
+    trained = load_trained(args.run_dir, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                           device=args.device)
+    ids, graphs, source = _read_prediction_graphs(args, trained)
+    table = predict(trained, ids, graphs, source=source, batch_size=args.batch_size)
+    path = write_predictions(table, args.output)
+    console = _console()
+    task = trained.inputs.task
+    console.print(f"{trained.name} ({trained.inputs.dataset}, {task.level} {task.kind}): {len(graphs)} graphs "
+                  f"-> {len(table.rows)} rows in {path}", soft_wrap=True)
+    preview = Table()
+    for column in table.columns:
+        preview.add_column(column, justify="left" if column == "id" else "right")
+    for row in table.rows[:8]:
+        preview.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(preview)
+    if len(table.rows) > 8:
+        console.print(f"... {len(table.rows) - 8} more rows in {path}")
+    return 0
+
+
+def cmd_show_attention(args: argparse.Namespace) -> int:
+    from .train.attention_maps import show_attention
+
+    written = show_attention(args.run_dir, pretrained=args.pretrained, graph=args.graph, split=args.split,
+                             checkpoint=args.checkpoint, output=args.output)
+    _console().print(f"wrote {written}")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from . import data
 
@@ -453,6 +566,8 @@ def cmd_patterns(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
+    "predict": cmd_predict,
+    "show-attention": cmd_show_attention,
     "datasets": cmd_datasets,
     "bench": cmd_bench,
     "sweep": cmd_sweep,

@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 BOOKKEEPING = {"name", "out_dir", "data.root", "train.device", "train.threads", "train.time_limit_min",
                "train.checkpoint_every_s", "train.checkpoint_every_batches", "train.batches_per_epoch",
                "train.val_with_moving_stats", "train.eval_every", "train.patience", "train.chance_check_epochs",
-               "train.compile", "train.precision"}
+               "train.compile", "train.precision", "train.loggers"}
 
 
 def documented_presets() -> dict[str, dict[str, str]]:

@@ -28,7 +28,7 @@ def test_export_then_evaluate_reproduces_the_recorded_test_metric(tmp_path, caps
     result = _tiny_gps_run(tmp_path)
     folder = export_pretrained(result.run_dir, "tiny-gps", published=0.5, source="none: a test",
                                root=tmp_path / "pretrained")
-    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "config.yaml", "model.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "config.yaml", "model.pt", "model_inputs.json"]
     card = json.loads((folder / "card.json").read_text())
     assert card["test_metric"] == pytest.approx(result.summary["test_metric"])
     # weights only: a plain state_dict that loads with weights_only=True

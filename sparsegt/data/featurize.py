@@ -19,9 +19,15 @@ import torch
 from ..graph import Graph
 
 __all__ = ["ATOM_VOCABULARIES", "BOND_VOCABULARIES", "ATOM_CARDINALITIES", "BOND_CARDINALITIES",
-           "require_rdkit", "mol_to_graph", "smiles_to_graph"]
+           "FEATURIZER_VERSION", "SMILES_FEATURIZER", "require_rdkit", "mol_to_graph", "smiles_to_graph"]
 
 CHEM_EXTRA_HINT = "pip install 'sparsegt[chem]'"
+
+# bump when mol_to_graph's output changes: cached molecule sets are rebuilt, and a run trained on the old
+# features is refused by `sparsegt predict --smiles` instead of being fed features it never saw
+FEATURIZER_VERSION = 1
+# the name a run records (model_inputs.json) when its graphs came from SMILES through `smiles_to_graph`
+SMILES_FEATURIZER = f"rdkit-atoms7-bonds3-v{FEATURIZER_VERSION}"
 
 ATOM_VOCABULARIES: dict[str, tuple] = {
     "element": ("C", "N", "O", "S", "F", "Cl", "Br", "I", "P", "B", "Si", "Se", "H"),

@@ -29,7 +29,14 @@ import torch
 from ..graph import Graph
 from .cache import cached_splits
 from .dataset import Dataset, DatasetCard
-from .featurize import ATOM_CARDINALITIES, BOND_CARDINALITIES, mol_to_graph, require_rdkit
+from .featurize import (
+    ATOM_CARDINALITIES,
+    BOND_CARDINALITIES,
+    FEATURIZER_VERSION,
+    SMILES_FEATURIZER,
+    mol_to_graph,
+    require_rdkit,
+)
 from .molecule_files import (
     QM9_TARGETS,
     read_b3db,
@@ -43,7 +50,6 @@ from .spec import FeatureSpec, TaskSpec
 __all__ = ["load_qm9", "load_b3db", "load_solubility", "load_freesolv", "load_moses_plogp", "penalized_logp",
            "QM9_CARD", "B3DB_CARD", "SOLUBILITY_CARD", "FREESOLV_CARD", "MOSES_CARD"]
 
-FEATURIZER_VERSION = 1
 ATOM_SPEC = FeatureSpec("categorical", ATOM_CARDINALITIES)
 BOND_SPEC = FeatureSpec("categorical", BOND_CARDINALITIES)
 
@@ -155,8 +161,9 @@ def _cached_molecules(key: str, params: dict, build: Callable, root, progress: b
 
 
 def _dataset(name: str, splits: dict, task: TaskSpec, card: DatasetCard, info: dict) -> Dataset:
+    # info["featurizer"]: how a SMILES becomes a graph for this dataset (`sparsegt predict --smiles` reads it)
     return Dataset(name, splits["train"], splits["val"], splits["test"], task=task, node_features=ATOM_SPEC,
-                   edge_features=BOND_SPEC, card=card, info=info)
+                   edge_features=BOND_SPEC, card=card, info={**info, "featurizer": SMILES_FEATURIZER})
 
 
 def _check_size(size: str, table: dict) -> tuple:

@@ -157,10 +157,12 @@ def _check_categories(table: _Table, columns: list[str], values: np.ndarray, wha
         raise ValueError(f"{table.where(r, columns[c])}: {found[1]}{hint}")
 
 
-def read_csv_folder(folder: Path, label_kind: str | None = None) -> tuple[list[Graph], np.ndarray]:
+def read_csv_folder(folder: Path, label_kind: str | None = None, *,
+                    labelled: bool = True) -> tuple[list[Graph], np.ndarray]:
     """Graphs and their split ids from ``graphs.csv`` + ``edges.csv`` (+ ``nodes.csv``); ``label_kind`` is
-    meta.json's ``task_kind`` (integer labels of a regression may be negative)."""
-    graphs_table = _read_table(folder / "graphs.csv", ["graph", "split"])
+    meta.json's ``task_kind`` (integer labels of a regression may be negative). ``labelled=False`` (graphs to
+    predict on): the ``split`` and ``y`` columns may be left out (every graph is then in split 0)."""
+    graphs_table = _read_table(folder / "graphs.csv", ["graph", "split"] if labelled else ["graph"])
     G = len(graphs_table.rows)
     gid = _ids(graphs_table, ["graph"], "graph id")[:, 0]
     seen = np.zeros(G, dtype=bool)
@@ -170,7 +172,9 @@ def read_csv_folder(folder: Path, label_kind: str | None = None) -> tuple[list[G
                              f"; graph ids must be 0..{G - 1}, each once")
         seen[g] = True
     order = np.argsort(gid)  # row of graph g
-    split_names = [row[graphs_table.header.index("split")].strip() for row in graphs_table.rows]
+    has_split = "split" in graphs_table.header
+    split_names = [row[graphs_table.header.index("split")].strip() if has_split else SPLIT_NAMES[0]
+                   for row in graphs_table.rows]
     for r, name in enumerate(split_names):
         if name not in SPLIT_NAMES:
             raise ValueError(f"{graphs_table.where(r, 'split', int(gid[r]))}: {name!r} is not one of {SPLIT_NAMES}")
@@ -233,7 +237,7 @@ def read_csv_folder(folder: Path, label_kind: str | None = None) -> tuple[list[G
                                                              == num_nodes[g]))[0])
                 raise ValueError(f"{edges_table.where(r, 'source/target', g)}: {problem}; without nodes.csv a graph's "
                                  "nodes are 0..(largest id): renumber them 0..n-1, or list them in nodes.csv")
-    if graph_y is None and node_y is None:
+    if graph_y is None and node_y is None and labelled:
         raise ValueError("graphs.csv / nodes.csv, field 'y': no labels: add a y column to graphs.csv or nodes.csv")
     if graph_y is not None and node_y is not None:
         raise ValueError("graphs.csv and nodes.csv, field 'y': both hold labels, but a task has one level; remove "
@@ -282,8 +286,8 @@ def _npz_ints(arrays: dict[str, np.ndarray], field: str, file: str) -> np.ndarra
     raise ValueError(f"{where(file, field)}: must hold integers, got dtype {values.dtype}")
 
 
-def read_npz(path: Path, label_kind: str | None = None) -> tuple[list[Graph], np.ndarray]:
-    """Graphs and their split ids from a ``graphs.npz`` (``label_kind`` as `read_csv_folder`)."""
+def read_npz(path: Path, label_kind: str | None = None, *, labelled: bool = True) -> tuple[list[Graph], np.ndarray]:
+    """Graphs and their split ids from a ``graphs.npz`` (``label_kind``, ``labelled`` as `read_csv_folder`)."""
     file = path.name
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -291,12 +295,12 @@ def read_npz(path: Path, label_kind: str | None = None) -> tuple[list[Graph], np
     except Exception as err:  # a torn zip, a pickle, not an npz at all
         raise ValueError(f"{file}: cannot be read as a NumPy .npz of plain arrays ({type(err).__name__}: {err})") \
             from None
-    for field in ("num_nodes", "num_edges", "edge_index", "split"):
+    for field in ("num_nodes", "num_edges", "edge_index") + (("split",) if labelled else ()):
         if field not in arrays:
             raise ValueError(f"{where(file, field)}: is missing (see sparsegt.data.user for the format)")
     num_nodes, num_edges = _npz_ints(arrays, "num_nodes", file), _npz_ints(arrays, "num_edges", file)
-    split = _npz_ints(arrays, "split", file)
     G = num_nodes.shape[0]
+    split = _npz_ints(arrays, "split", file) if "split" in arrays else np.zeros(G, dtype=np.int64)
     for field, counts in (("num_nodes", num_nodes), ("num_edges", num_edges)):
         if counts.ndim != 1 or counts.shape[0] != G:
             raise ValueError(f"{where(file, field)}: must have shape [G = {G}], got {counts.shape}")
@@ -306,7 +310,7 @@ def read_npz(path: Path, label_kind: str | None = None) -> tuple[list[Graph], np
     if edge_index.ndim != 2 or edge_index.shape[0] != 2 or edge_index.shape[1] != num_edges.sum():
         raise ValueError(f"{where(file, 'edge_index')}: must have shape [2, sum(num_edges) = {num_edges.sum()}], "
                          f"got {edge_index.shape}")
-    if "node_y" not in arrays and "graph_y" not in arrays:
+    if "node_y" not in arrays and "graph_y" not in arrays and labelled:
         raise ValueError(f"{where(file, 'node_y/graph_y')}: no labels: add node_y [N] or graph_y [G]")
     if "node_y" in arrays and "graph_y" in arrays:
         raise ValueError(f"{where(file, 'node_y/graph_y')}: both hold labels, but a task has one level; keep "

@@ -13,7 +13,7 @@
 """
 
 from .activation_density import activation_density
-from .attention import SparseMultiheadAttention
+from .attention import SparseMultiheadAttention, record_attention
 from .blocks import FeedForward, make_norm
 from .exphormer import (
     ExphormerAttention,
@@ -44,7 +44,8 @@ from .state import LayerState
 from .topk import TopKAttentionLayer
 
 __all__ = [
-    "LayerState", "SparseMultiheadAttention", "FeedForward", "make_norm", "make_local", "local_update",
+    "LayerState", "SparseMultiheadAttention", "record_attention", "FeedForward", "make_norm", "make_local",
+    "local_update",
     "GINEConv", "GatedGCNConv", "GCNConv", "EdgeIndexConv",
     "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer", "rrwp_pairs",
     "ExphormerAttention", "ExphormerEmbeddings", "ExphormerInputs", "ExphormerLayer", "ExphormerPattern",

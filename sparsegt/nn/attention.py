@@ -18,6 +18,9 @@ head, ``"gate"`` -> a gate per head and channel, as in GT and Exphormer).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,9 +28,9 @@ from torch import Tensor, nn
 from ..attention import sparse_attention
 from ..graph import Graph
 from ..patterns import threshold_topk, topk
-from .segment import gather_keys, gather_queries
+from .segment import gather_keys, gather_queries, segment_softmax
 
-__all__ = ["SparseMultiheadAttention"]
+__all__ = ["SparseMultiheadAttention", "record_attention"]
 
 EDGE_MODES = (None, "bias", "gate")
 
@@ -116,6 +119,19 @@ class SparseMultiheadAttention(nn.Module):
                 edge_gate = projected if edge_gate is None else edge_gate * projected
         return edge_bias, edge_gate
 
+    # a list while `record_attention` is active: (pattern, [E, H] weights) of every call, else None
+    recorded: list[tuple[Graph, Tensor]] | None = None
+
+    def attention_weights(self, q: Tensor, k: Tensor, pattern: Graph, bias: Tensor | None = None,
+                          gate: Tensor | None = None) -> Tensor:
+        """[E, H] softmax weights ``a_ij`` of the kernel's formula (before attention dropout), in the pattern's
+        CSR order. O(E*C): for inspecting a model (`record_attention`), not the forward pass."""
+        scores = gather_queries(pattern, q) * gather_keys(pattern, k)
+        scores = (scores if gate is None else scores * gate).sum(-1) * self.head_dim ** -0.5
+        if self.score_clamp is not None:
+            scores = scores.clamp(-self.score_clamp, self.score_clamp)
+        return segment_softmax(pattern, scores if bias is None else scores + bias)
+
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 pattern: Graph | None = None, *, edge_attr: Tensor | None = None,
                 edge_bias: Tensor | None = None, edge_gate: Tensor | None = None,
@@ -163,7 +179,33 @@ class SparseMultiheadAttention(nn.Module):
             products = gather_queries(pattern, q) * gather_keys(pattern, k)
             products = (products if gate is None else products * gate) * self.head_dim ** -0.5
         dropout_p = self.attn_dropout if self.training else 0.0
+        if self.recorded is not None:
+            self.recorded.append((pattern, self.attention_weights(q, k, pattern, bias, gate).detach()))
         out = sparse_attention(q, k, v, pattern, bias=bias, gate=gate, dropout_p=dropout_p,
                                score_clamp=self.score_clamp, backend=self.backend)
         out = self.out_proj(out.reshape(-1, self.embed_dim))
         return out if products is None else (out, products)
+
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[dict[str, list[tuple[Graph, Tensor]]]]:
+    """Record the attention weights of every `SparseMultiheadAttention` in ``model`` while the block runs::
+
+        with record_attention(model) as recorded:
+            model(batch)
+        for name, calls in recorded.items():     # module name -> [(pattern, [E, H] weights), ...] per call
+            ...
+
+    The weights are recomputed beside the kernel call (which never builds them) from the same q, k, bias and
+    gate; nothing else changes. Recording is switched off again on exit.
+    """
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, SparseMultiheadAttention)}
+    recorded: dict[str, list[tuple[Graph, Tensor]]] = {name: [] for name in modules}
+    try:
+        for name, module in modules.items():
+            module.recorded = recorded[name]
+        yield recorded
+    finally:
+        for module in modules.values():
+            module.recorded = None

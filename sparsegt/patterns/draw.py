@@ -18,7 +18,7 @@ from ..graph import Graph
 from . import blocks, compose, content, graph, routes, static
 from ._csr import filter_edges
 
-__all__ = ["draw_pattern", "show_pattern", "pattern_defaults", "demo_qk"]
+__all__ = ["draw_pattern", "draw_pattern_on", "show_pattern", "pattern_defaults", "demo_qk"]
 
 
 def _density_image(pattern: Graph, max_pixels: int) -> tuple[Tensor, float, float]:
@@ -53,39 +53,49 @@ def draw_pattern(pattern: Graph, path: str | Path, *, heat: Tensor | None = None
 
     path = Path(path)
     nq, nk = pattern.num_nodes, pattern.num_cols
-    density = pattern.num_edges / max(nq * nk, 1)
-    title = title or f"{nq} x {nk}, {pattern.num_edges} entries, density {density:.3g}"
     fig, ax = plt.subplots(figsize=(6, 6 * min(max(nq, 1) / max(nk, 1), 2.0) + 0.6))
-    extent = (-0.5, nk - 0.5, nq - 0.5, -0.5)
-    if heat is not None:
-        if tuple(heat.shape) != (nq, nk):
-            raise ValueError(f"draw_pattern: heat must be [Nq, Nk] = [{nq}, {nk}], got {tuple(heat.shape)}")
-        ax.imshow(heat.detach().cpu().double().numpy(), cmap="viridis", extent=extent, aspect="auto",
-                  interpolation="nearest")
-        if pattern.num_edges <= 1500:   # few entries: outline each selected key
-            row, col = pattern.row_index().cpu().numpy(), pattern.indices.cpu().numpy()
-            size = max(2.0, 3000.0 / max(nq, nk, 1))
-            ax.scatter(col, row, s=size, facecolors="none", edgecolors="red", linewidths=0.6, marker="s")
-        else:                           # many: a translucent red layer over the selected cells
-            image, _, _ = _density_image(pattern, max_pixels)
-            overlay = torch.zeros(*image.shape, 4)
-            overlay[..., 0] = 1.0
-            overlay[..., 3] = (image > 0).float() * 0.45
-            ax.imshow(overlay.numpy(), extent=extent, aspect="auto", interpolation="nearest")
-        ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(extent[2], extent[3])
-    else:
-        image, sy, sx = _density_image(pattern, max_pixels)
-        ax.imshow((image / (sy * sx)).clamp(max=1).numpy(), cmap="Greys", vmin=0, vmax=1, extent=extent,
-                  aspect="auto", interpolation="nearest")
-    ax.set_xlabel("key")
-    ax.set_ylabel("query")
-    ax.set_title(title, fontsize=9)
+    draw_pattern_on(ax, pattern, heat=heat, title=title, max_pixels=max_pixels)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def draw_pattern_on(ax: Any, pattern: Graph, *, heat: Tensor | None = None, title: str | None = None,
+                    max_pixels: int = 512, outline: bool = True, fontsize: float = 9) -> Any:
+    """`draw_pattern` into a matplotlib ``ax`` (for grids of patterns); returns the heat map's image (for a
+    colour bar) or None. ``outline=False`` leaves the selected keys unmarked over ``heat``."""
+    nq, nk = pattern.num_nodes, pattern.num_cols
+    density = pattern.num_edges / max(nq * nk, 1)
+    title = title or f"{nq} x {nk}, {pattern.num_edges} entries, density {density:.3g}"
+    extent = (-0.5, nk - 0.5, nq - 0.5, -0.5)
+    image = None
+    if heat is not None:
+        if tuple(heat.shape) != (nq, nk):
+            raise ValueError(f"draw_pattern: heat must be [Nq, Nk] = [{nq}, {nk}], got {tuple(heat.shape)}")
+        image = ax.imshow(heat.detach().cpu().double().numpy(), cmap="viridis", extent=extent, aspect="auto",
+                          interpolation="nearest")
+        if outline and pattern.num_edges <= 1500:   # few entries: outline each selected key
+            row, col = pattern.row_index().cpu().numpy(), pattern.indices.cpu().numpy()
+            size = max(2.0, 3000.0 / max(nq, nk, 1))
+            ax.scatter(col, row, s=size, facecolors="none", edgecolors="red", linewidths=0.6, marker="s")
+        elif outline:                               # many: a translucent red layer over the selected cells
+            binned, _, _ = _density_image(pattern, max_pixels)
+            overlay = torch.zeros(*binned.shape, 4)
+            overlay[..., 0] = 1.0
+            overlay[..., 3] = (binned > 0).float() * 0.45
+            ax.imshow(overlay.numpy(), extent=extent, aspect="auto", interpolation="nearest")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+    else:
+        binned, sy, sx = _density_image(pattern, max_pixels)
+        ax.imshow((binned / (sy * sx)).clamp(max=1).numpy(), cmap="Greys", vmin=0, vmax=1, extent=extent,
+                  aspect="auto", interpolation="nearest")
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    ax.set_title(title, fontsize=fontsize)
+    return image
 
 
 def demo_qk(n: int, clusters: int = 4, dim: int = 16, heads: int = 1, noise: float = 0.5, seed: int = 0,

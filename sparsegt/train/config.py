@@ -114,7 +114,9 @@ class TrainConfig:
     default). ``chance_check_epochs``: after this many epochs (or at the last, if sooner), warn when the
     training loss is not at least 2% below the loss of the best constant prediction (the model learnt nothing:
     a learning rate far too high, labels unrelated to the inputs); the warning is printed and kept in
-    ``summary.json`` under ``warnings`` (0: off).
+    ``summary.json`` under ``warnings`` (0: off). ``loggers``: where each epoch's numbers go besides
+    ``metrics.jsonl``: ``tensorboard`` (event files in the run folder) and/or ``wandb`` (offline unless
+    ``WANDB_MODE`` is set); ``[]`` for none (`sparsegt.train.loggers`).
     """
 
     epochs: int = 100
@@ -144,6 +146,7 @@ class TrainConfig:
     chance_check_epochs: int = 5
     compile: typing.Literal["off", "inductor", "aot_eager"] = "off"
     precision: typing.Literal["fp32", "bf16"] = "fp32"
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):
@@ -179,6 +182,12 @@ class TrainConfig:
             raise ValueError(f"train.optimizer must be adamw or adam, got {self.optimizer!r}")
         if self.lr_update not in ("step", "epoch"):
             raise ValueError(f"train.lr_update must be step or epoch, got {self.lr_update!r}")
+        from .loggers import LOGGER_NAMES
+
+        unknown = [name for name in self.loggers if name not in LOGGER_NAMES]
+        if unknown:
+            raise ValueError(f"train.loggers: unknown logger(s) {unknown}; choose from {', '.join(LOGGER_NAMES)} "
+                             "(e.g. train.loggers=[tensorboard,wandb], or train.loggers=[] for none)")
 
 
 def _default_model_config() -> Any:

@@ -1,8 +1,9 @@
 """Pretrained checkpoints of the reproduced runs: export a run, re-check its test number from scratch.
 
-A pretrained model is a folder ``pretrained/NAME/`` with three files:
+A pretrained model is a folder ``pretrained/NAME/`` with four files:
 
 - ``config.yaml``: the run's config (data, model, training) exactly as trained;
+- ``model_inputs.json``: what the model reads (`sparsegt.train.model_inputs`; ``sparsegt predict`` checks it);
 - ``model.pt``: the weights only (a ``state_dict`` of tensors; loaded with ``weights_only=True``), with the
   BatchNorm statistics the reported evaluation used;
 - ``card.json``: what it claims: the test metric of the run (both SBM conventions where they apply), the
@@ -24,6 +25,7 @@ import torch
 
 from .checkpoint import atomic_write_text, load_checkpoint
 from .config import dump_config, load_config
+from .model_inputs import write_model_inputs
 
 __all__ = ["pretrained_root", "list_pretrained", "export_pretrained", "evaluate_pretrained"]
 
@@ -58,6 +60,9 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
     folder = (Path(root) if root is not None else pretrained_root()) / name
     folder.mkdir(parents=True, exist_ok=True)
     dump_config(config, folder / "config.yaml")
+    from .run import model_inputs_of_run
+
+    write_model_inputs(folder, model_inputs_of_run(run_dir, config))
     torch.save({k: v.detach().cpu() for k, v in state["model"].items()}, folder / "model.pt")
     from ..data.catalog import get_card
 

@@ -4,11 +4,13 @@
 
     runs/<name>-<UTC timestamp>/
         config.yaml     the resolved config (load it with `load_config`, or ``sparsegt train --config``)
-        metrics.jsonl   one record per epoch
+        model_inputs.json  what the model reads: task, feature forms, encodings, SMILES featuriser
+        metrics.jsonl   one record per epoch (also as TensorBoard events.out.tfevents.*: `loggers`)
         last.pt         the latest state (mid-epoch too); ``sparsegt train --resume RUN_DIR`` continues it
         best.pt         the model at the best validation epoch
         summary.json    status, best epoch, val/test metric at that epoch, time, parameters
         curves.png      loss and metric per epoch
+        confusion.png   classification runs: the best model's per-class confusion (+ .json, .csv)
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from rich.console import Console
 
 from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights, remove_stale_temp_files
 from .config import RunConfig, dump_config, load_config
+from .confusion import write_confusion
 from .distributed import DistInfo, broadcast_object, close_distributed, init_distributed, resolve_device
+from .model_inputs import MODEL_INPUTS_FILE, ModelInputs, inputs_of_dataset, read_model_inputs, write_model_inputs
 from .plots import plot_curves
 from .progress import make_reporter
 from .trainer import Trainer, TrainingDiverged, seed_everything
@@ -39,6 +43,8 @@ __all__ = [
     "evaluate_run",
     "build_dataset",
     "build_model",
+    "run_encodings",
+    "model_inputs_of_run",
     "RunResult",
     "make_run_dir",
 ]
@@ -76,15 +82,7 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
         if "pip install" not in message:
             message += f" — dataset {data.name!r} needs the optional extra: pip install 'sparsegt[{extra}]'"
         raise ImportError(message) from err
-    encodings = dict(_required_encodings(config.model))
-    unknown = sorted(set(data.encodings) - set(ENCODINGS))
-    if unknown:
-        raise ValueError(
-            f"data.encodings: unknown encoding(s) {unknown}; known: {', '.join(ENCODINGS)} "
-            "(e.g. data.encodings.rwse=16)"
-        )
-    encodings.update(data.encodings)
-    encodings = {k: v for k, v in encodings.items() if v}
+    encodings = run_encodings(config)
     if encodings:
         from ..encodings import add_encodings
 
@@ -104,10 +102,38 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
     return dataset
 
 
+def run_encodings(config: RunConfig) -> dict[str, Any]:
+    """The keyword arguments of `sparsegt.encodings.add_encodings` for the run's graphs: what the model
+    requires, updated by ``data.encodings`` (zero / false entries left out)."""
+    encodings = dict(_required_encodings(config.model))
+    unknown = sorted(set(config.data.encodings) - set(ENCODINGS))
+    if unknown:
+        raise ValueError(
+            f"data.encodings: unknown encoding(s) {unknown}; known: {', '.join(ENCODINGS)} "
+            "(e.g. data.encodings.rwse=16)"
+        )
+    encodings.update(config.data.encodings)
+    return {k: v for k, v in encodings.items() if v}
+
+
+def model_inputs_of_run(folder: str | Path, config: RunConfig) -> ModelInputs:
+    """The run's (or pretrained model's) ``model_inputs.json``; for a run from before that record, the record
+    rebuilt from ``config`` by loading its dataset (no encodings computed)."""
+    recorded = read_model_inputs(folder)
+    if recorded is not None:
+        return recorded
+    config = copy.deepcopy(config)
+    if config.data.root and not Path(config.data.root).is_absolute() and not Path(config.data.root).exists():
+        config.data.root = None  # a run's relative cache folder, seen from elsewhere: use the default cache
+    return inputs_of_dataset(build_dataset(config, splits=()), run_encodings(config))
+
+
 def _required_encodings(model_config: Any) -> dict[str, Any]:
     try:
-        from ..models import required_encodings
+        from ..models import ModelConfig, required_encodings
     except ImportError:
+        return {}
+    if not isinstance(model_config, ModelConfig):  # a model of the caller's own (train_run(model=...))
         return {}
     return dict(required_encodings(model_config))
 
@@ -156,7 +182,7 @@ def _make_folder(path: Path) -> Path:
 
 
 # what a run folder holds before anything worth keeping was written (a failed start leaves no folder behind)
-_STARTING_FILES = {"config.yaml", "metrics.jsonl"}
+_STARTING_FILES = {"config.yaml", "metrics.jsonl", MODEL_INPUTS_FILE}
 
 
 def _remove_if_nothing_recorded(path: Path) -> None:
@@ -278,6 +304,8 @@ def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.n
     """`train_run` from the point its run folder exists."""
     if info.is_main and resume is None:
         dump_config(config, path / "config.yaml")
+    if info.is_main and (resume is None or not (path / MODEL_INPUTS_FILE).exists()):
+        write_model_inputs(path, inputs_of_dataset(dataset, run_encodings(config)))
     reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
     trainer = Trainer(
         config,
@@ -321,7 +349,18 @@ def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.n
     summary = {**summary, **extra}
     if info.is_main:
         _write_summary(path, config, summary)
+        _write_confusion(path, config, model, dataset, info)
     return RunResult(path, summary)
+
+
+def _write_confusion(path: Path, config: RunConfig, model: torch.nn.Module, dataset: Any, info: DistInfo) -> None:
+    """confusion.png/.json/.csv of a classification run's best model (`sparsegt.train.confusion`)."""
+    try:
+        write_confusion(path, model, dataset.task, {"val": dataset.val, "test": dataset.test},
+                        config.data.eval_batch_size or config.data.batch_size, info.device,
+                        title=f"{config.name} ({config.data.name})")
+    except Exception as err:  # like curves.png: a plot must never lose a finished run
+        print(f"warning: confusion.png not written ({type(err).__name__}: {err})")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -49,7 +49,8 @@ from .losses import make_loss
 from .progress import Reporter
 from .schedule import warmup_cosine_lr
 
-__all__ = ["Trainer", "TrainingDiverged", "select_prediction", "CHECKPOINT_FORMAT"]
+__all__ = ["Trainer", "TrainingDiverged", "select_prediction", "check_output_rows", "predict_batches",
+           "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 # what `Trainer.resume` needs in a last.pt (``warnings`` is optional: older checkpoints lack it)
@@ -68,15 +69,20 @@ def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Ten
     store = batch.node_data if task.level == "node" else batch.graph_data
     if "y" not in store:
         raise ValueError(f"the batch has no {task.level}-level labels y, but the task is {task.level}-level")
-    target = store["y"]
+    output, target = check_output_rows(output, batch, task), store["y"]
+    mask = batch.node_data.get(TARGET_MASK) if task.level == "node" else None
+    return (output, target) if mask is None else (output[mask], target[mask])
+
+
+def check_output_rows(output: Tensor, batch: Graph, task: TaskSpec) -> Tensor:
+    """``output`` itself, after checking it has one row per node (node-level task) or per graph."""
     expected = batch.num_nodes if task.level == "node" else batch.num_graphs
     if output.shape[0] != expected:
         raise ValueError(
             f"the model returned {output.shape[0]} rows but a {task.level}-level task needs "
             f"{expected} (one per {task.level}); check the model's head"
         )
-    mask = batch.node_data.get(TARGET_MASK) if task.level == "node" else None
-    return (output, target) if mask is None else (output[mask], target[mask])
+    return output
 
 
 def _is_better(new: float, old: float | None, higher_is_better: bool) -> bool:
@@ -526,9 +532,38 @@ class Trainer:
         batch = batch.to(self.dist.device)
         select_prediction(self.model(batch), batch, self.task)  # a head that does not fit the task fails here
 
+    def _open_loggers(self) -> None:
+        """TensorBoard / W&B (``train.loggers``) on rank 0 of a run with a folder; the next epoch is the first step."""
+        self.loggers: list[Any] = []
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        from .config import config_to_dict
+        from .loggers import make_loggers
+
+        self.loggers = make_loggers(list(getattr(self.cfg, "loggers", [])), self.run_dir,
+                                    config=config_to_dict(self.config), first_step=self.epoch + 1,
+                                    notice=self.reporter.message)
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        if not getattr(self, "loggers", None):
+            return
+        from .loggers import epoch_scalars, peak_memory_mb
+
+        scalars = epoch_scalars(record, self.task.metric)
+        memory = peak_memory_mb(self.dist.device)
+        if memory is not None:
+            scalars["memory/peak_mb"] = memory
+        for logger in self.loggers:
+            logger.log(scalars, record["epoch"] + 1)
+
+    def _close_loggers(self) -> None:
+        for logger in getattr(self, "loggers", []):
+            logger.close()
+
     def fit(self) -> dict[str, Any]:
         """Train to the end (or early stop / time limit); returns the summary (also ``summary.json``)."""
         self._warm_up()
+        self._open_loggers()
         self._session_start = time.monotonic()
         self._last_checkpoint = time.monotonic()
         if self.history or self.next_batch:
@@ -555,6 +590,7 @@ class Trainer:
                         record["partial_batches"] = self.next_batch
                         self.history.append(record)
                         self._write_history()
+                        self._log_epoch(record)
                         self.reporter.end_epoch(record)
                     break
                 record = self._end_epoch(epoch, start_elapsed)
@@ -565,6 +601,7 @@ class Trainer:
                 self._reset_accumulators()
                 self._write_history()
                 self._save_last()
+                self._log_epoch(record)
                 self.reporter.end_epoch(record)
                 if getattr(self, "_lr_exhausted", False):
                     self.status = "min_lr_reached"
@@ -585,6 +622,7 @@ class Trainer:
             self.status = "diverged"
             raise
         finally:
+            self._close_loggers()
             self.reporter.close()
         return self.summary()
 
@@ -633,14 +671,19 @@ class Trainer:
 
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches: Iterable[Graph], task: TaskSpec, device: torch.device,
-                    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
+                    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *, labelled: bool = True
                     ) -> tuple[list[Tensor], list[Tensor], float]:
     """Eval-mode predictions of ``model`` on each batch: ``(predictions, targets, loss_sum)`` with one
-    [items, ...] tensor per batch (on CPU) and the loss summed over items (0 without ``loss_fn``)."""
+    [items, ...] tensor per batch (on CPU) and the loss summed over items (0 without ``loss_fn``).
+
+    ``labelled=False``: graphs without labels (``sparsegt predict``); ``targets`` is then empty."""
     model.eval()
     predictions, targets, loss_sum = [], [], 0.0
     for batch in batches:
         batch = batch.to(device)
+        if not labelled:
+            predictions.append(check_output_rows(model(batch), batch, task).detach().float().cpu())
+            continue
         prediction, target = select_prediction(model(batch), batch, task)
         if loss_fn is not None:
             loss_sum += float(loss_fn(prediction, target)) * target.shape[0]
