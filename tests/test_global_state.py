@@ -239,3 +239,26 @@ def test_a_first_call_computes_what_later_calls_compute():
         print(json.dumps([all(torch.equal(a, b) for a, b in zip(first, later)) for later in (second, third)]))
     """)
     assert same == [True, True]
+
+
+# ----------------------------------------------------------------------------------------- matplotlib
+def test_drawing_leaves_matplotlibs_backend_and_figures_alone():
+    """`draw_pattern` and `plot_curves` used to call ``matplotlib.use("Agg")``, switching a notebook's
+    backend; they draw on a `Figure` of their own now."""
+    state = _run("""
+        import json, os, tempfile
+        import matplotlib
+        matplotlib.use("svg")  # a backend the user chose
+        import matplotlib.pyplot as plt
+        from sparsegt.patterns import window
+        from sparsegt.patterns.draw import draw_pattern
+        from sparsegt.train.plots import plot_curves
+
+        folder = tempfile.mkdtemp()
+        draw_pattern(window(16, 2), os.path.join(folder, "pattern.png"))
+        history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "train_metric": 0.5} for e in range(3)]
+        plot_curves(history, "accuracy", os.path.join(folder, "curves.png"))
+        print(json.dumps({"backend": matplotlib.get_backend(), "open figures": len(plt.get_fignums()),
+                          "files": sorted(os.listdir(folder))}))
+    """)
+    assert state == {"backend": "svg", "open figures": 0, "files": ["curves.png", "pattern.png"]}

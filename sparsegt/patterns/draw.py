@@ -46,16 +46,14 @@ def draw_pattern(pattern: Graph, path: str | Path, *, heat: Tensor | None = None
     Returns:
         the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend and open figures stay as they are
 
     path = Path(path)
     nq, nk = pattern.num_nodes, pattern.num_cols
     density = pattern.num_edges / max(nq * nk, 1)
     title = title or f"{nq} x {nk}, {pattern.num_edges} entries, density {density:.3g}"
-    fig, ax = plt.subplots(figsize=(6, 6 * min(max(nq, 1) / max(nk, 1), 2.0) + 0.6))
+    fig = Figure(figsize=(6, 6 * min(max(nq, 1) / max(nk, 1), 2.0) + 0.6))
+    ax = fig.subplots()
     extent = (-0.5, nk - 0.5, nq - 0.5, -0.5)
     if heat is not None:
         if tuple(heat.shape) != (nq, nk):
@@ -84,7 +82,6 @@ def draw_pattern(pattern: Graph, path: str | Path, *, heat: Tensor | None = None
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
