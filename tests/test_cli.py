@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
+from sparsegt import cli
 from sparsegt.cli import build_parser, main
 
 
@@ -106,3 +110,43 @@ def test_runs_lists_runs_and_prints_their_epochs(capsys, tmp_path):
     assert main(["runs", str(tmp_path / "a")]) == 0
     assert "running" in capsys.readouterr().out
     assert main(["runs", str(tmp_path / "missing")]) == 2
+
+
+class _Restarted(Exception):
+    pass
+
+
+def _record_execv(monkeypatch) -> list:
+    calls = []
+
+    def execv(path, args):
+        calls.append((path, list(args), os.environ.get("OMP_WAIT_POLICY")))
+        raise _Restarted
+
+    monkeypatch.setattr(cli.os, "execv", execv)
+    return calls
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the restart is POSIX-only")
+def test_the_train_command_restarts_itself_with_sleeping_openmp_threads(monkeypatch):
+    """OpenMP reads OMP_WAIT_POLICY when torch loads it, before the command runs: the command owns its
+    process, so it sets the variable and runs its own command line again (issue #20; `import sparsegt`
+    sets nothing)."""
+    calls = _record_execv(monkeypatch)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(sys, "argv", ["sparsegt", "train", "--show-config"])
+    with pytest.raises(_Restarted):
+        main()
+    assert calls == [(sys.executable, [sys.executable, *sys.orig_argv[1:]], "PASSIVE")]
+
+
+def test_no_restart_when_the_user_chose_a_policy_or_python_called_main(monkeypatch, capsys):
+    calls = _record_execv(monkeypatch)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(sys, "argv", ["sparsegt", "train", "--show-config"])
+    assert main() == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert main(["train", "--show-config"]) == 0  # called from Python: the process is the caller's
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert calls == []

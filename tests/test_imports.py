@@ -9,6 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sparsegt"
 # top to bottom; a module may import its own layer and the layers below it. `sparsify` works on built models
 # (Zero-TPrune wraps a GraphTransformer), so it sits above `models`; below `train`, so the trainer can apply it.
 LAYERS = ["cli", "train", "sparsify", "models", "nn", "encodings", "data", "patterns", "attention", "graph"]
+# inside the bottom layer, one concept a module, top to bottom (a module imports only those below it)
+GRAPH_MODULES = ["core", "convert", "batch", "plans", "validate"]
 
 
 def _modules() -> dict[str, Path]:
@@ -67,6 +69,19 @@ def test_imports_only_point_down():
             if layer in LAYERS and LAYERS.index(layer) < LAYERS.index(source):
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
     assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
+
+
+def test_graph_modules_import_only_down_their_order():
+    modules = {name: path for name, path in _modules().items() if name.startswith("sparsegt.graph.")}
+    assert {name.rsplit(".", 1)[1] for name in modules} == set(GRAPH_MODULES)
+    upward = []
+    for name, path in modules.items():
+        source = GRAPH_MODULES.index(name.rsplit(".", 1)[1])
+        for target, _, line in _runtime_imports(path, name):
+            parts = target.split(".")  # imports of other layers: test_imports_only_point_down
+            if parts[:2] == ["sparsegt", "graph"] and len(parts) > 2 and GRAPH_MODULES.index(parts[2]) <= source:
+                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
+    assert not upward, "imports inside sparsegt.graph that do not point down:\n" + "\n".join(upward)
 
 
 def test_no_import_cycles_between_modules():

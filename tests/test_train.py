@@ -303,6 +303,17 @@ def test_fit_writes_a_complete_run_dir(tmp_path):
     assert 0.0 <= summary["test_metric"] <= 1.0
 
 
+def test_train_run_gives_the_caller_its_thread_count_back(tmp_path):
+    """``train.threads`` is the run's setting, not the process's (issue #20, global state)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit_tiny(tmp_path / "run", tiny_config(epochs=1, threads=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resume_after_a_crash_mid_epoch_reproduces_the_run(tmp_path):
     full = fit_tiny(tmp_path / "full", tiny_config(epochs=3)).summary
     crashing = tiny_config(epochs=3, checkpoint_every_batches=2)
@@ -475,7 +486,7 @@ def test_a_run_that_fails_at_its_start_leaves_no_folder(tmp_path):
     config = tiny_config()
     config.out_dir = str(tmp_path / "runs")
     data = tiny_dataset()
-    data.task = TaskSpec("graph", "multiclass", 2, "accuracy")  # a node model on a graph task fails at warm-up
+    data.task = TaskSpec("graph", "multiclass", 2, "accuracy")  # a node model on a graph task fails before training
     with pytest.raises(ValueError, match="graph-level"):
         train_run(config, model=TinyNodeModel(config.model), dataset=data, quiet=True)
     with pytest.raises(ValueError, match="graph-level"):

@@ -69,7 +69,7 @@ class _CpuAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, bias, gate, pattern, scale, dropout_p, dropout_seed, piece, score_clamp):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
         np_dtype = rt.numpy_float(q.dtype)
-        threads = rt.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
+        threads = rt.thread_count(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         piece = piece or _piece_size(pattern.indptr, threads)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
         q2, k2, v2 = rt.flat(q), rt.flat(k), rt.flat(v)
@@ -82,7 +82,7 @@ class _CpuAttention(torch.autograd.Function):
         part_out = np.empty((num_slots, num_heads * vdim), np_dtype)
         part_lse = np.empty((num_slots, num_heads), np_dtype)
         dropout = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads, np_dtype)
-        with rt.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
+        with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
             kern.attention_forward(
                 q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
                 gate2.numpy(), bias is not None, gate is not None, score_clamp is not None,
@@ -108,7 +108,7 @@ class _CpuAttention(torch.autograd.Function):
         num_edges = pattern.num_edges
         dtype = q2.dtype
         np_dtype = rt.numpy_float(dtype)
-        rt.use_threads(num_edges * (q2.shape[1] + v2.shape[1]), PARALLEL_MIN_WORK)
+        threads = rt.thread_count(num_edges * (q2.shape[1] + v2.shape[1]), PARALLEL_MIN_WORK)
         need_dgate = ctx.has_gate and ctx.needs_input_grad[4]
         dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else rt.flat(dout).numpy()
         dlse2 = (np.zeros((num_rows, num_heads), np_dtype) if dlse is None
@@ -124,7 +124,7 @@ class _CpuAttention(torch.autograd.Function):
         dbias_clamped = torch.empty((num_edges, num_heads) if separate_dbias else (1, 1), dtype=dtype)
         seg_row, seg_start, seg_end, seg_slot, chunk_ptr, split_row, split_ptr = _plan(pattern, "rows", piece)
         part_dq = np.empty((int(split_ptr[-1]), q2.shape[1]), np_dtype)
-        with rt.DynamicSchedule():
+        with rt.numba_threads(threads), rt.DynamicSchedule():
             with record_function("sparsegt.cpu.backward_queries"):
                 kern.attention_backward_rows(
                     q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),

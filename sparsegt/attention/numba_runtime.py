@@ -1,9 +1,10 @@
 """The numba runtime shared by every fused CPU kernel (attention backends and the GatedGCN and GRIT layers).
 
 One home for what a numba kernel's caller needs, public to `sparsegt.nn`:
-- calling: `use_threads` (numba's thread count for a call, following torch's), `DynamicSchedule` (chunks
-  handed out one at a time), `numpy_float` (the kernels' scalar type for a torch dtype), `flat` (a tensor
-  as the kernels' 2-D contiguous array), `row_chunks` (rows cut into runs of about equal edges);
+- calling: `thread_count` (how many threads a call runs on, following torch's) and `numba_threads` (that
+  count for one block, the caller's restored after), `DynamicSchedule` (chunks handed out one at a time),
+  `numpy_float` (the kernels' scalar type for a torch dtype), `flat` (a tensor as the kernels' 2-D
+  contiguous array), `row_chunks` (rows cut into runs of about equal edges);
 - which inputs the numba kernels take: `numba_cpu_reasons` (CPU tensors of one dtype, float32 or float64);
 - math inside kernels: `exp` (a vectorisable float32 exp);
 - dropout: `keep_table` and `dense_keep_factors` compute the same bits as `dropout.keep_mask` (int64
@@ -13,7 +14,8 @@ One home for what a numba kernel's caller needs, public to `sparsegt.nn`:
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -21,10 +23,6 @@ import torch
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
-
-# numba's pedantic SSA check flags the phi nodes of `exp`'s float32 body when a kernel inlines it inside a
-# branch (a false alarm: the kernels are tested against the reference); keep it off users' screens
-warnings.filterwarnings("ignore", message="variable '_exp_float32", category=numba.NumbaIRAssumptionWarning)
 
 MASK32 = 0xFFFFFFFF
 MIX1 = 0x7FEB352D
@@ -35,13 +33,28 @@ NUMBA_DTYPES = (torch.float32, torch.float64)  # what the fused kernels compute 
 
 
 # ---------------------------------------------------------------------------------------------- calling
-def use_threads(work: int, min_work: int) -> int:
-    """Set numba's thread count for a call doing ``work`` units: torch's count, or 1 below ``min_work``,
-    where waking a second thread (on a busy machine, waiting for a core) costs more than the work."""
+def thread_count(work: int, min_work: int) -> int:
+    """How many threads a call doing ``work`` units should run on: torch's count, or 1 below ``min_work``,
+    where waking a second thread (on a busy machine, waiting for a core) costs more than the work; never
+    more than numba's pool. Changes nothing; `numba_threads` applies it."""
     threads = 1 if work < min_work else torch.get_num_threads()
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+@contextmanager
+def numba_threads(threads: int) -> Iterator[int]:
+    """Run numba's parallel loops inside the block on ``threads`` threads, and give the caller's count back on
+    exit. numba's count belongs to the calling thread and outlives any call: a kernel call must not leave it
+    lowered for every later parallel loop, ours or the user's.
+
+    ``with numba_threads(thread_count(work, MIN_WORK)) as threads: kernel(...)``
+    """
+    previous = numba.get_num_threads()
     numba.set_num_threads(threads)
-    return threads
+    try:
+        yield threads
+    finally:
+        numba.set_num_threads(previous)
 
 
 class DynamicSchedule:
@@ -117,6 +130,19 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def _select_float32(typingctx, condition, if_true, if_false):
+    """``if_true if condition else if_false`` as one LLVM ``select``, the code a conditional expression
+    compiles to, but with no branch in numba's IR: a conditional expression in `exp`'s body, inlined into
+    a kernel inside a branch, trips numba's pedantic SSA check (NumbaIRAssumptionWarning ``variable
+    '_exp_float32...' is not in scope``) on every first compile."""
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return types.float32(types.boolean, types.float32, types.float32), codegen
+
+
 def _exp_float32(x):  # compiled through `exp`'s overload
     xc = min(max(x, np.float32(-87.33)), np.float32(88.0))
     n = np.float32(np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5)))
@@ -129,8 +155,8 @@ def _exp_float32(x):  # compiled through `exp`'s overload
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
     y = p * _float32_from_bits(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))  # times 2^n
-    y = y if x >= np.float32(-87.33) else np.float32(0.0)
-    return y if x == x else x
+    y = _select_float32(x >= np.float32(-87.33), y, np.float32(0.0))
+    return _select_float32(x == x, y, x)  # NaN stays NaN
 
 
 @njit(cache=True, inline="always")

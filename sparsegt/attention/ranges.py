@@ -89,7 +89,7 @@ class _RangesAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, bias, pattern, scale, dropout_p, dropout_seed):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
         np_dtype = rt.numpy_float(q.dtype)
-        rt.use_threads(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
+        threads = rt.thread_count(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
         q2, kt, vt = rt.flat(q), _keys_first(k), _keys_first(v)
         bias_t = torch.zeros((1, 1), dtype=q.dtype) if bias is None else bias.detach().t().contiguous()
@@ -97,7 +97,7 @@ class _RangesAttention(torch.autograd.Function):
                                                         np_dtype)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
         lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
-        with rt.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
+        with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
             kern.runs_forward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                               bias_t.numpy(), bias is not None, np_dtype(scale), np_dtype(0.0), use_dropout, keep_t,
                               keep_scale, chunk_ptr, max_len, out.numpy(), lse.numpy())
@@ -115,7 +115,7 @@ class _RangesAttention(torch.autograd.Function):
         num_rows, num_heads = lse.shape
         dtype = q2.dtype
         np_dtype = rt.numpy_float(dtype)
-        rt.use_threads(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
+        threads = rt.thread_count(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
         lo, chunk_ptr, span_lo, span_hi, part_ptr, max_len = _plan(pattern)
         need_dbias = ctx.has_bias and ctx.needs_input_grad[3]
         dout2 = np.zeros(tuple(out.shape), np_dtype) if dout is None else rt.flat(dout).numpy()
@@ -126,7 +126,7 @@ class _RangesAttention(torch.autograd.Function):
         part_k = np.empty((kt.shape[0], width), np_dtype)
         part_v = np.empty((vt.shape[0], width), np_dtype)
         dbias_t = torch.empty((num_heads, pattern.num_edges) if need_dbias else (1, 1), dtype=dtype)
-        with rt.DynamicSchedule(), record_function("sparsegt.ranges.backward"):
+        with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.ranges.backward"):
             kern.runs_backward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                                bias_t.numpy(),
                                ctx.has_bias, need_dbias, np_dtype(ctx.scale), np_dtype(0.0), *ctx.dropout,

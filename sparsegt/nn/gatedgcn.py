@@ -27,7 +27,15 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..attention.backend import first_runnable
-from ..attention.numba_runtime import DynamicSchedule, flat, numba_cpu_reasons, numpy_float, row_chunks, use_threads
+from ..attention.numba_runtime import (
+    DynamicSchedule,
+    flat,
+    numba_cpu_reasons,
+    numba_threads,
+    numpy_float,
+    row_chunks,
+    thread_count,
+)
 from ..graph import Graph
 from . import gatedgcn_kernels as kernels
 from .segment import gather_keys, gather_queries, segment_sum
@@ -38,8 +46,8 @@ PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a secon
 CHUNKS_PER_THREAD = 4  # handed out one at a time: a slow or shared core does not hold the others up
 
 
-def _chunks(indptr: Tensor, work: int) -> np.ndarray:
-    threads = use_threads(work, PARALLEL_MIN_WORK)
+def _chunks(indptr: Tensor, threads: int) -> np.ndarray:
+    """Row bounds for a kernel on ``threads`` threads: one chunk, or 4 a thread handed out one at a time."""
     return row_chunks(indptr.contiguous().numpy(), threads * CHUNKS_PER_THREAD if threads > 1 else 1)
 
 
@@ -51,9 +59,10 @@ class _GatedAggregation(torch.autograd.Function):
         agg, den = torch.empty_like(d2), torch.empty_like(d2)
         per_edge = c2.shape[0] == graph.num_edges
         one = numpy_float(d.dtype)(1.0)
-        with DynamicSchedule():
+        threads = thread_count(edge_hat.numel(), PARALLEL_MIN_WORK)
+        with numba_threads(threads), DynamicSchedule():
             kernels.gated_forward(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
-                                  _chunks(graph.indptr, edge_hat.numel()), d2.numpy(), e2.numpy(), b2.numpy(),
+                                  _chunks(graph.indptr, threads), d2.numpy(), e2.numpy(), b2.numpy(),
                                   c2.numpy(), per_edge, one, edge_hat.numpy(), agg.numpy(), den.numpy())
         ctx.graph, ctx.per_edge = graph, per_edge
         ctx.save_for_backward(b2, edge_hat, agg, den)
@@ -71,13 +80,14 @@ class _GatedAggregation(torch.autograd.Function):
         grad_num, grad_e, grad_b = torch.empty_like(agg), torch.empty_like(b2), torch.empty_like(b2)  # e, b: [Nk, C]
         col_indptr, row_indices, edge_id = graph.csc()
         one = numpy_float(b2.dtype)(1.0)
-        with DynamicSchedule():
+        threads = thread_count(edge_hat.numel(), PARALLEL_MIN_WORK)
+        with numba_threads(threads), DynamicSchedule():
             kernels.gated_backward_rows(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
-                                        _chunks(graph.indptr, edge_hat.numel()), b2.numpy(), edge_hat.numpy(),
+                                        _chunks(graph.indptr, threads), b2.numpy(), edge_hat.numpy(),
                                         agg.numpy(), den.numpy(), grad_agg.numpy(), grad_hat.numpy(), has_grad_hat,
                                         one, grad_edge.numpy(), grad_d.numpy(), grad_num.numpy())
             kernels.gated_backward_keys(col_indptr.contiguous().numpy(), row_indices.contiguous().numpy(),
-                                        edge_id.contiguous().numpy(), _chunks(col_indptr, edge_hat.numel()),
+                                        edge_id.contiguous().numpy(), _chunks(col_indptr, threads),
                                         edge_hat.numpy(), grad_num.numpy(), grad_edge.numpy(), one,
                                         grad_e.numpy(), grad_b.numpy())
         grad_c = grad_edge if ctx.per_edge else grad_edge.sum(0, keepdim=True)

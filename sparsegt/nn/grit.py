@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..attention.backend import first_runnable
-from ..attention.numba_runtime import DynamicSchedule, flat, numba_cpu_reasons, row_chunks, use_threads
+from ..attention.numba_runtime import DynamicSchedule, flat, numba_cpu_reasons, numba_threads, row_chunks, thread_count
 from ..encodings.relative import rrwp
 from ..graph import Graph
 from . import grit_kernels as kernels
@@ -126,17 +126,18 @@ def _array(t: Tensor) -> np.ndarray:
     return flat(t).numpy()
 
 
-def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, indices, row chunk bounds) as numpy; the bounds cached on the pattern per thread count.
+def _plan(pattern: Graph, work: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(indptr, indices, row chunk bounds) as numpy, and the threads the kernel runs on (`numba_threads`); the
+    bounds cached on the pattern per thread count.
 
     With several threads, 4 chunks per thread handed out one at a time (a slow or shared core does not
     hold the others up), as long as the per-chunk key buffers stay under half an [E, C] tensor."""
-    threads = use_threads(work, kernels.PARALLEL_MIN_WORK)
+    threads = thread_count(work, kernels.PARALLEL_MIN_WORK)
     chunks = threads
     if threads > 1:
         chunks = max(threads, min(4 * threads, pattern.num_edges // (2 * max(pattern.num_cols, 1))))
     bounds = pattern.plan("row_chunks", lambda: row_chunks(pattern.indptr.contiguous().numpy(), chunks), key=chunks)
-    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), bounds
+    return pattern.indptr.contiguous().numpy(), pattern.indices.contiguous().numpy(), bounds, threads
 
 
 class _PairHat(torch.autograd.Function):
@@ -146,11 +147,11 @@ class _PairHat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, pair, weight_ew, bias_ew, e_bias, score_weight, pattern):  # type: ignore[override]
         e_weight = F.linear(pair, weight_ew, bias_ew)
-        indptr, indices, bounds = _plan(pattern, e_weight.numel())
+        indptr, indices, bounds, threads = _plan(pattern, e_weight.numel())
         out = torch.empty(e_weight.shape, dtype=q.dtype)
         score = torch.empty(e_weight.shape[0], q.shape[1], dtype=q.dtype)
         eps = np.dtype(out.numpy().dtype).type(EPS)
-        with DynamicSchedule():
+        with numba_threads(threads), DynamicSchedule():
             kernels.pair_hat_forward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
                                      _array(e_bias), score_weight.detach().contiguous().view(-1).numpy(),
                                      out.numpy(), score.numpy(), eps, np.sqrt(eps), q.shape[2])
@@ -164,7 +165,7 @@ class _PairHat(torch.autograd.Function):
         q, k, pair, weight_ew, bias_ew, score_weight, out = ctx.saved_tensors
         pattern: Graph = ctx.pattern
         e_weight = F.linear(pair, weight_ew, bias_ew)
-        indptr, indices, bounds = _plan(pattern, e_weight.numel())
+        indptr, indices, bounds, threads = _plan(pattern, e_weight.numel())
         channels = q.shape[1] * q.shape[2]
         chunks = len(bounds) - 1
         grad = torch.zeros_like(out) if grad is None else grad
@@ -175,7 +176,7 @@ class _PairHat(torch.autograd.Function):
         grad_k = torch.zeros(chunks, k.shape[0], channels, dtype=q.dtype)
         grad_score_weight = torch.zeros(chunks, channels, dtype=q.dtype)
         eps = np.dtype(grad_q.numpy().dtype).type(EPS)
-        with DynamicSchedule():
+        with numba_threads(threads), DynamicSchedule():
             kernels.pair_hat_backward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
                                       score_weight.detach().contiguous().view(-1).numpy(), _array(out),
                                       _array(grad), _array(grad_score), _array(grad_weight), _array(grad_bias),
@@ -188,10 +189,10 @@ class _WeightedSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, attn, value, pair_hat, pattern):  # type: ignore[override]
         head_dim = value.shape[2]
-        indptr, indices, bounds = _plan(pattern, pair_hat.numel())
+        indptr, indices, bounds, threads = _plan(pattern, pair_hat.numel())
         out_value = torch.empty(pattern.num_nodes, *value.shape[1:], dtype=value.dtype)
         out_pair = torch.empty_like(out_value)
-        with DynamicSchedule():
+        with numba_threads(threads), DynamicSchedule():
             kernels.weighted_sums_forward(indptr, indices, bounds, _array(attn), _array(value), _array(pair_hat),
                                           _array(out_value), _array(out_pair), head_dim)
         ctx.pattern = pattern
@@ -203,14 +204,14 @@ class _WeightedSums(torch.autograd.Function):
     def backward(ctx, grad_value_out, grad_pair_out):  # type: ignore[override]
         attn, value, pair_hat = ctx.saved_tensors
         pattern: Graph = ctx.pattern
-        indptr, indices, bounds = _plan(pattern, pair_hat.numel())
+        indptr, indices, bounds, threads = _plan(pattern, pair_hat.numel())
         shape = (pattern.num_nodes, *value.shape[1:])
         grad_value_out = value.new_zeros(shape) if grad_value_out is None else grad_value_out
         grad_pair_out = value.new_zeros(shape) if grad_pair_out is None else grad_pair_out
         grad_attn = torch.empty(attn.shape, dtype=attn.dtype)
         grad_pair = torch.empty(pair_hat.shape, dtype=attn.dtype)
         grad_value = value.new_zeros(len(bounds) - 1, value.shape[0], value.shape[1] * value.shape[2])
-        with DynamicSchedule():
+        with numba_threads(threads), DynamicSchedule():
             kernels.weighted_sums_backward(indptr, indices, bounds, _array(attn), _array(value), _array(pair_hat),
                                            _array(grad_value_out), _array(grad_pair_out), _array(grad_attn),
                                            _array(grad_pair), grad_value.numpy(), value.shape[2])

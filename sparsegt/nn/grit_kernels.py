@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["pair_hat_forward", "pair_hat_backward", "weighted_sums_forward",
            "weighted_sums_backward"]
 
-PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a second one (`use_threads`)
+PARALLEL_MIN_WORK = 1 << 18  # E * C below which one thread beats waking a second one (`thread_count`)
 
 
 # Written with row views and without branches in the channel loops, so that LLVM vectorises them.

@@ -46,19 +46,15 @@ def draw_pattern(pattern: Graph, path: str | Path, *, heat: Tensor | None = None
     Returns:
         the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend and open figures stay as they are
 
     path = Path(path)
     nq, nk = pattern.num_nodes, pattern.num_cols
-    fig, ax = plt.subplots(figsize=(6, 6 * min(max(nq, 1) / max(nk, 1), 2.0) + 0.6))
-    draw_pattern_on(ax, pattern, heat=heat, title=title, max_pixels=max_pixels)
+    fig = Figure(figsize=(6, 6 * min(max(nq, 1) / max(nk, 1), 2.0) + 0.6))
+    draw_pattern_on(fig.subplots(), pattern, heat=heat, title=title, max_pixels=max_pixels)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 

@@ -107,12 +107,8 @@ def _processes(jobs: int) -> int:
 
 def _run_jobs(jobs: list[tuple[str, str, int, RunConfig, str]], processes: int, report) -> None:
     if processes == 1:
-        threads = torch.get_num_threads()  # train_run sets one thread: give the caller its setting back
-        try:
-            for job in jobs:
-                report(*_train_job(job))
-        finally:
-            torch.set_num_threads(threads)
+        for job in jobs:
+            report(*_train_job(job))
         return
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked OpenMP/numba state
     with context.Pool(processes) as pool:

@@ -10,13 +10,11 @@ __all__ = ["plot_curves"]
 
 def plot_curves(history: list[dict[str, Any]], metric: str, path: str | Path, title: str = "") -> None:
     """Two panels from ``metrics.jsonl`` records: loss per epoch, and the metric per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend and open figures stay as they are
 
     epochs = [r["epoch"] + 1 for r in history]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], marker=".", label="train")
     val_loss = [(r["epoch"] + 1, r["val_loss"]) for r in history if r.get("val_loss") is not None]
     if val_loss:
@@ -50,5 +48,4 @@ def plot_curves(history: list[dict[str, Any]], metric: str, path: str | Path, ti
     path = Path(path)
     tmp = path.with_name("." + path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)

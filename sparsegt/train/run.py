@@ -241,7 +241,8 @@ def train_run(
 
     ``model``/``dataset`` may be given to bypass `build_model`/`build_dataset` (tests, notebooks); ``run_dir``
     fixes the output folder instead of ``out_dir/name-timestamp``. Under torchrun this joins the process
-    group; only rank 0 writes.
+    group; only rank 0 writes. ``train.threads`` sets torch's thread count for the run; the caller's count
+    is given back when it returns.
     """
     if resume is not None:
         resume = Path(resume)
@@ -261,6 +262,7 @@ def train_run(
     elif config is None:
         raise ValueError("train_run needs a config or a run directory to resume")
     own_dist = dist is None
+    callers_threads = torch.get_num_threads()
     info = dist or init_distributed(config.train.device)
     try:
         if config.train.threads:
@@ -295,6 +297,7 @@ def train_run(
                 _remove_if_nothing_recorded(created)
             raise
     finally:
+        torch.set_num_threads(callers_threads)
         if own_dist:
             close_distributed()
 

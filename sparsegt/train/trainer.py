@@ -515,14 +515,12 @@ class Trainer:
         return record
 
     @torch.no_grad()
-    def _warm_up(self) -> None:
-        """One forward pass in eval mode (no RNG drawn, no state changed) before training.
+    def _check_output_fits_task(self) -> None:
+        """One forward pass in eval mode (no RNG drawn, no state changed) on two validation graphs: a model
+        whose output does not fit the task (one row per node or per graph) fails here, before any training.
 
-        The first call of a compiled (numba) kernel changes the process's floating-point environment, so the
-        very first training step of a process would round differently from the same step in a long-running
-        process; a resumed run would then drift from the uninterrupted one in the last bits. Warming up
-        makes every process compute the same way from its first step. It also checks, before any training,
-        that the model's output fits the task (one row per node or per graph).
+        Nothing else depends on it: a kernel's first call in a process computes what its later calls
+        compute (tests/test_global_state.py), so a resumed run matches an uninterrupted one without it.
         """
         self.model.eval()
         if hasattr(self.loader, "evaluation_batches"):  # one chunk of a large graph, not the whole graph
@@ -562,7 +560,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the end (or early stop / time limit); returns the summary (also ``summary.json``)."""
-        self._warm_up()
+        self._check_output_fits_task()
         self._open_loggers()
         self._session_start = time.monotonic()
         self._last_checkpoint = time.monotonic()
