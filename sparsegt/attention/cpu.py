@@ -1,7 +1,8 @@
 """The CPU backend of `sparse_attention`: fused numba CSR kernels, forward and backward.
 
-Forward: one pass over each query row's edges with an online softmax; only ``out`` [Nq, H, Dv] and
-``lse`` [Nq, H] are kept. Backward: flash-style recomputation of the probabilities from ``lse``;
+Forward: one pass over each query row's edges with an online softmax; only ``out`` [Nq, H, Dv] and the
+row statistics of `row_stats` (row maximum and sum, [Nq, H] each) are kept. Backward: flash-style
+recomputation of the probabilities from those statistics (exact at any constant offset of the scores);
 ``dq``, ``dbias``, ``dgate`` per query row, ``dk``/``dv`` per key column over the transposed (CSC)
 pattern, cached on the `Graph`, so there are no atomics and results are deterministic. Extra memory:
 one [E, 2H] buffer in the backward (the score gradient, which is also ``dbias`` unless a score clamp
@@ -31,6 +32,7 @@ from . import cpu_kernels as kern
 from . import cpu_primitives as prim
 from . import numba_runtime as rt
 from .backend import AttentionInputs, Backend, Support, unsupported_error
+from .row_stats import RowStats
 
 __all__ = ["cpu_attention", "CPU"]
 CHUNKS_PER_THREAD = 16  # chunks are handed out dynamically: slack to absorb a slow or shared core
@@ -77,10 +79,11 @@ class _CpuAttention(torch.autograd.Function):
         bias2 = dummy if bias is None else rt.flat(bias)
         gate2 = dummy if gate is None else rt.flat(gate)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
-        lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
+        stats = RowStats.empty((num_rows, num_heads), q.dtype)
         num_slots = int(split_ptr[-1])
         part_out = np.empty((num_slots, num_heads * vdim), np_dtype)
-        part_lse = np.empty((num_slots, num_heads), np_dtype)
+        part_max = np.empty((num_slots, num_heads), np_dtype)
+        part_sum = np.empty((num_slots, num_heads), np_dtype)
         dropout = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads, np_dtype)
         with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.cpu.forward"):
             kern.attention_forward(
@@ -88,23 +91,24 @@ class _CpuAttention(torch.autograd.Function):
                 gate2.numpy(), bias is not None, gate is not None, score_clamp is not None,
                 np_dtype(score_clamp or 0.0), np_dtype(scale), np_dtype(0.0), *dropout,
                 seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
-                out.numpy(), lse.numpy(), part_out, part_lse)
+                out.numpy(), stats.row_max.numpy(), stats.row_sum.numpy(), part_out, part_max, part_sum)
             if num_slots:
-                prim.merge_by_lse(split_row, split_ptr, part_out, part_lse, out.numpy(), lse.numpy())
+                prim.merge_by_max(split_row, split_ptr, part_out, part_max, part_sum, out.numpy(),
+                                  stats.row_max.numpy(), stats.row_sum.numpy())
         ctx.pattern, ctx.scale, ctx.dropout, ctx.piece, ctx.score_clamp = pattern, scale, dropout, piece, score_clamp
         ctx.has_bias, ctx.has_gate = bias is not None, gate is not None
         ctx.shapes = (q.shape, k.shape, v.shape)
         # the contiguous copies the kernel read, so the backward does not copy again
-        ctx.save_for_backward(q2, k2, v2, bias2, gate2, out, lse)
-        return out.view(num_rows, num_heads, vdim), lse
+        ctx.save_for_backward(q2, k2, v2, bias2, gate2, out, *stats)
+        return out.view(num_rows, num_heads, vdim), stats.lse()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dlse):
-        q2, k2, v2, bias2, gate2, out, lse = ctx.saved_tensors
+        q2, k2, v2, bias2, gate2, out, row_max, row_sum = ctx.saved_tensors
         pattern, scale, piece = ctx.pattern, ctx.scale, ctx.piece
         q_shape, k_shape, v_shape = ctx.shapes
-        num_rows, num_heads = lse.shape
+        num_rows, num_heads = row_max.shape
         num_edges = pattern.num_edges
         dtype = q2.dtype
         np_dtype = rt.numpy_float(dtype)
@@ -130,7 +134,8 @@ class _CpuAttention(torch.autograd.Function):
                     q2.numpy(), k2.numpy(), v2.numpy(), pattern.indices.contiguous().numpy(), bias2.numpy(),
                     gate2.numpy(), ctx.has_bias, ctx.has_gate, need_dgate, clamp is not None,
                     np_dtype(clamp or 0.0), np_dtype(scale), np_dtype(0.0), *ctx.dropout,
-                    seg_row, seg_start, seg_end, seg_slot, chunk_ptr, out.numpy(), lse.numpy(), dout2, dlse2,
+                    seg_row, seg_start, seg_end, seg_slot, chunk_ptr, out.numpy(), row_max.numpy(), row_sum.numpy(),
+                    dout2, dlse2,
                     dq.numpy(), part_dq, dscore_weight.numpy(), dgate.numpy(), separate_dbias, dbias_clamped.numpy())
                 if part_dq.shape[0]:
                     prim.merge_by_sum(split_row, split_ptr, part_dq, dq.numpy())

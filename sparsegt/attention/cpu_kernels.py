@@ -67,6 +67,12 @@ def _clamp(t, bound):
 
 
 @njit(inline="always")
+def _nan_or_zero(t, zero):
+    """NaN for a NaN score, else 0: the weight of an edge of a row whose softmax is undefined."""
+    return t if t != t else zero
+
+
+@njit(inline="always")
 def clamp_and_bias4(t0, t1, t2, t3, has_clamp, bound, has_bias, bias, h, e0, e1, e2, e3):
     """Scores from the dot products: clamped to [-bound, bound] (GT's clamp), then the edge bias added
     (so a -inf bias still masks)."""
@@ -82,20 +88,21 @@ def clamp_and_bias4(t0, t1, t2, t3, has_clamp, bound, has_bias, bias, h, e0, e1,
 def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clamp, bound, scale, zero,
                       use_dropout, keep, keep_scale,
                       seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
-                      out, lse, part_out, part_lse):
-    """Streaming (online) softmax per segment. Writes ``out`` [Nq, H*Dv] and ``lse`` [Nq, H] (or, for
-    rows cut into pieces, each piece's normalised output and lse into ``part_out`` / ``part_lse``)."""
+                      out, row_max, row_sum, part_out, part_max, part_sum):
+    """Streaming (online) softmax per segment. Writes ``out`` [Nq, H*Dv] and the row statistics of
+    `row_stats`, ``row_max`` and ``row_sum`` [Nq, H] (or, for rows cut into pieces, each piece's normalised
+    output and statistics into ``part_out`` / ``part_max`` / ``part_sum``)."""
     num_edges = indices.shape[0]
-    num_heads = lse.shape[1]
+    num_heads = row_max.shape[1]
     dim = q.shape[1] // num_heads
     vdim = v.shape[1] // num_heads
     for c in prange(chunk_ptr.shape[0] - 1):
         acc = np.empty(num_heads * vdim, out.dtype)
-        run_max = np.empty(num_heads, lse.dtype)
-        run_sum = np.empty(num_heads, lse.dtype)
+        run_max = np.empty(num_heads, row_max.dtype)
+        run_sum = np.empty(num_heads, row_max.dtype)
         row_nan = np.zeros(num_heads, np.bool_)
-        minus_inf = np.full(1, -np.inf, lse.dtype)[0]
-        not_a_number = np.full(1, np.nan, lse.dtype)[0]
+        minus_inf = np.full(1, -np.inf, row_max.dtype)[0]
+        not_a_number = np.full(1, np.nan, row_max.dtype)[0]
         for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
             i = seg_row[s]
             end = seg_end[s]
@@ -153,21 +160,21 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clam
             slot = seg_slot[s]
             for h in range(num_heads):
                 o = h * vdim
-                if row_nan[h] or run_sum[h] != run_sum[h]:  # NaN in, NaN out (never a plausible number)
+                top, total = run_max[h], run_sum[h]
+                if row_nan[h] or total != total:  # NaN in, NaN out (never a plausible number)
                     inv = not_a_number
-                    row_lse = not_a_number
-                elif run_sum[h] > 0.0:
-                    inv = 1.0 / run_sum[h]
-                    row_lse = run_max[h] + np.log(run_sum[h])
-                else:
+                    top, total = not_a_number, not_a_number
+                elif total > 0.0:
+                    inv = 1.0 / total
+                else:  # no edge, or only -inf scores
                     inv = 0.0
-                    row_lse = -np.inf
+                    top = minus_inf
                 if slot < 0:
-                    lse[i, h] = row_lse
+                    row_max[i, h], row_sum[i, h] = top, total
                     for d in range(vdim):
                         out[i, o + d] = acc[o + d] * inv
                 else:
-                    part_lse[slot, h] = row_lse
+                    part_max[slot, h], part_sum[slot, h] = top, total
                     for d in range(vdim):
                         part_out[slot, o + d] = acc[o + d] * inv
 
@@ -176,20 +183,25 @@ def attention_forward(q, k, v, indices, bias, gate, has_bias, has_gate, has_clam
 def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, need_dgate, has_clamp, bound,
                             scale, zero, use_dropout, keep, keep_scale,
                             seg_row, seg_start, seg_end, seg_slot, chunk_ptr,
-                            out, lse, dout, dlse, dq, part_dq, dscore_weight, dgate, separate_dbias, dbias):
-    """Query pass: recompute ``p = exp(s - lse)``; with ``delta = dout.out - dlse`` the score gradient is
-    ``ds = p (dp - delta)``, ``dp = dout . v`` (``dlse`` [Nq, H] arrives through the returned lse).
+                            out, row_max, row_sum, dout, dlse, dq, part_dq, dscore_weight, dgate, separate_dbias,
+                            dbias):
+    """Query pass: recompute ``p = exp(s - row_max) / row_sum`` (`row_stats`); with ``delta = dout.out -
+    dlse`` the score gradient is ``ds = p (dp - delta)``, ``dp = dout . v`` (``dlse`` [Nq, H] arrives
+    through the returned lse). On a row with a NaN score (NaN statistics) the weights are undefined: its
+    NaN-score edges get ``p = NaN`` and its other edges no weight and no gradient (``delta = 0``), so the
+    NaN reaches that edge's bias, key and value and the row's query, as in the reference, and no further.
     Writes ``dscore_weight`` [E, 2H]: the gradient of the dot products in ``[:, :H]`` (ds, which is also
     dL/dbias, except where a clamp cut it) and the dropped-out weights in ``[:, H:]``, side by side so
     the key pass reads one cache line per edge; ``dq`` [Nq, H*D] (pieces of cut rows into ``part_dq``),
     when asked ``dgate`` [E, H*D], and with a clamp and a bias gradient ``dbias`` [E, H] = ds."""
     num_edges = indices.shape[0]
-    num_heads = lse.shape[1]
+    num_heads = row_max.shape[1]
     dim = q.shape[1] // num_heads
     vdim = v.shape[1] // num_heads
     for c in prange(chunk_ptr.shape[0] - 1):
         acc = np.empty(num_heads * dim, dq.dtype)
-        delta = np.empty(num_heads, lse.dtype)
+        delta = np.empty(num_heads, row_max.dtype)
+        inv_sum = np.empty(num_heads, row_max.dtype)
         for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
             i = seg_row[s]
             end = seg_end[s]
@@ -199,7 +211,8 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                 t = zero
                 for d in range(vdim):
                     t += dout[i, o + d] * out[i, o + d]
-                delta[h] = t - dlse[i, h]
+                delta[h] = t - dlse[i, h] if row_max[i, h] == row_max[i, h] else zero
+                inv_sum[h] = 1.0 / row_sum[i, h] if row_sum[i, h] > 0.0 else zero
             for e0 in range(seg_start[s], end, LANES):
                 for u in range(LANES):
                     if e0 + PREFETCH + u < num_edges:
@@ -212,10 +225,11 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                 for h in range(num_heads):
                     o = h * dim
                     ov = h * vdim
-                    row_lse = lse[i, h]
+                    top = row_max[i, h]
+                    nan_row = top != top
                     p0, p1, p2, p3 = zero, zero, zero, zero
                     inside0, inside1, inside2, inside3 = True, True, True, True
-                    if row_lse > -np.inf:
+                    if top > -np.inf or nan_row:
                         t0, t1, t2, t3 = scores4(q, k, gate, has_gate, scale, zero, i, o, dim, j0, j1, j2, j3,
                                                  e0, e1, e2, e3)
                         if has_clamp:  # no gradient through a clamped score (as torch.clamp's)
@@ -223,8 +237,13 @@ def attention_backward_rows(q, k, v, indices, bias, gate, has_bias, has_gate, ne
                             inside2, inside3 = -bound <= t2 <= bound, -bound <= t3 <= bound
                         t0, t1, t2, t3 = clamp_and_bias4(t0, t1, t2, t3, has_clamp, bound, has_bias, bias, h,
                                                          e0, e1, e2, e3)
-                        p0, p1 = exp(t0 - row_lse), exp(t1 - row_lse)
-                        p2, p3 = exp(t2 - row_lse), exp(t3 - row_lse)
+                        if nan_row:
+                            p0, p1 = _nan_or_zero(t0, zero), _nan_or_zero(t1, zero)
+                            p2, p3 = _nan_or_zero(t2, zero), _nan_or_zero(t3, zero)
+                        else:
+                            inv = inv_sum[h]
+                            p0, p1 = exp(t0 - top) * inv, exp(t1 - top) * inv
+                            p2, p3 = exp(t2 - top) * inv, exp(t3 - top) * inv
                     dp0, dp1, dp2, dp3 = dots4(dout, i, v, j0, j1, j2, j3, ov, vdim, zero)
                     w0, w1, w2, w3 = p0, p1, p2, p3
                     if use_dropout:  # a dropped weight passes no gradient back to its probability

@@ -2,7 +2,7 @@
 
 Work plan: rows (or, in the backward key pass, columns) become *segments* of at most ``piece`` edges;
 a row longer than that (a hub) is cut into several segments whose partial results go to a small
-scratch buffer and are merged afterwards (`merge_by_lse` in the forward, `merge_by_sum` in the
+scratch buffer and are merged afterwards (`merge_by_max` in the forward, `merge_by_sum` in the
 backward). Consecutive segments are grouped into chunks of roughly equal cost and the parallel loops
 hand out chunks, so one hub row with 10^5 edges never leaves one thread working alone.
 
@@ -130,30 +130,40 @@ def plan_segments(indptr, piece):
 
 
 @njit(parallel=True, cache=True)
-def merge_by_lse(split_row, split_ptr, part_out, part_lse, out, lse):
-    """Combine the partial softmaxes of cut rows: ``lse = logsumexp_p(lse_p)``,
-    ``out = sum_p exp(lse_p - lse) out_p``."""
-    num_heads = lse.shape[1]
+def merge_by_max(split_row, split_ptr, part_out, part_max, part_sum, out, row_max, row_sum):
+    """Combine the partial softmaxes of cut rows (statistics as in `row_stats`): ``row_max = max_p m_p``,
+    ``row_sum = sum_p exp(m_p - row_max) l_p``, ``out = sum_p exp(m_p - row_max) l_p / row_sum * out_p``.
+    A NaN piece makes the row NaN."""
+    num_heads = row_max.shape[1]
     vdim = out.shape[1] // num_heads
     for r in prange(split_row.shape[0]):
         i = split_row[r]
         for h in range(num_heads):
             top = -np.inf
+            has_nan = False
             for p in range(split_ptr[r], split_ptr[r + 1]):
-                top = max(top, part_lse[p, h])
+                m = part_max[p, h]
+                if m != m:
+                    has_nan = True
+                elif m > top:
+                    top = m
             o = h * vdim
+            if has_nan:
+                row_max[i, h], row_sum[i, h] = np.nan, np.nan
+                for d in range(vdim):
+                    out[i, o + d] = np.nan
+                continue
             for d in range(vdim):
                 out[i, o + d] = 0.0
             if top == -np.inf:
-                lse[i, h] = -np.inf
+                row_max[i, h], row_sum[i, h] = -np.inf, 0.0
                 continue
             total = 0.0
             for p in range(split_ptr[r], split_ptr[r + 1]):
-                total += np.exp(part_lse[p, h] - top)
-            row_lse = top + np.log(total)
-            lse[i, h] = row_lse
+                total += np.exp(part_max[p, h] - top) * part_sum[p, h]
+            row_max[i, h], row_sum[i, h] = top, total
             for p in range(split_ptr[r], split_ptr[r + 1]):
-                w = np.exp(part_lse[p, h] - row_lse)
+                w = np.exp(part_max[p, h] - top) * part_sum[p, h] / total
                 for d in range(vdim):
                     out[i, o + d] += w * part_out[p, o + d]
 

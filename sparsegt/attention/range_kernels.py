@@ -76,20 +76,28 @@ def plan_runs(indptr, lo, chunk_work):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _scores(s, q, i, kt, o, dim, lo, n, scale, bias_t, h, e0, has_bias):
-    """s[:n] = scale * q[i, o:o+dim] . kt[o:o+dim, lo:lo+n] (+ bias_t[h, e0:e0+n]). Slices are taken
-    before the inner loops: their indices are then known non-negative and the loops vectorise."""
-    if has_bias:
-        b = bias_t[h, e0:e0 + n]
+    """s[:n] = (q[i, o:o+dim] . kt[o:o+dim, lo:lo+n]) * scale (+ bias_t[h, e0:e0+n]), as the reference
+    rounds it: the dot products first, the bias added once (summing the products onto the bias would round
+    every product to the bias' ulp: 1e-3 relative at a bias of 8192). Slices are taken before the inner
+    loops: their indices are then known non-negative and the loops vectorise."""
+    if dim == 0:  # (sparse_attention refuses D = 0; direct calls of the backend do not)
+        s[:n] = 0.0
+    else:  # the first product is stored, not added to a zeroed row: no pass more than the bias needs
+        first, key = q[i, o], kt[o, lo:lo + n]
         for j in range(n):
-            s[j] = b[j]
-    else:
-        for j in range(n):
-            s[j] = 0.0
-    for d in range(dim):
-        qd = q[i, o + d] * scale
+            s[j] = first * key[j]
+    for d in range(1, dim):
+        qd = q[i, o + d]
         key = kt[o + d, lo:lo + n]
         for j in range(n):
             s[j] += qd * key[j]
+    if has_bias:
+        b = bias_t[h, e0:e0 + n]
+        for j in range(n):
+            s[j] = s[j] * scale + b[j]
+    else:
+        for j in range(n):
+            s[j] *= scale
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -113,10 +121,11 @@ def _row_max(s, n):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropout, keep_t, keep_scale,
-                 chunk_ptr, max_len, out, lse):
-    """``out`` [Nq, H*Dv] and ``lse`` [Nq, H] of every row: scores of the run, softmax, weighted values.
-    ``zero``: 0 in the dtype of the tensors (keeps float32 sums in float32)."""
-    num_heads = lse.shape[1]
+                 chunk_ptr, max_len, out, row_max, row_sum):
+    """``out`` [Nq, H*Dv] and the statistics of `row_stats`, ``row_max`` and ``row_sum`` [Nq, H], of every
+    row: scores of the run, softmax, weighted values. ``zero``: 0 in the dtype of the tensors (keeps float32
+    sums in float32)."""
+    num_heads = row_max.shape[1]
     dim = q.shape[1] // num_heads
     vdim = vt.shape[0] // num_heads
     for c in prange(chunk_ptr.shape[0] - 1):
@@ -127,7 +136,7 @@ def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropo
             start = lo[i]
             for h in range(num_heads):
                 ov = h * vdim
-                lse[i, h] = -np.inf
+                row_max[i, h], row_sum[i, h] = -np.inf, zero
                 out[i, ov:ov + vdim] = zero
                 if n == 0:
                     continue
@@ -145,26 +154,31 @@ def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropo
                     for j in range(n):
                         s[j] *= kept[j] * keep_scale
                 inv = 1.0 / total
-                lse[i, h] = top + np.log(total)
+                # a NaN score makes the sum NaN (the maximum may have skipped it): NaN statistics mark the row
+                row_max[i, h] = top if total == total else total
+                row_sum[i, h] = total
                 for d in range(vdim):
                     out[i, ov + d] = _dot(s, vt[ov + d, start:start + n], n, zero) * inv
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, zero, use_dropout, keep_t,
-                  keep_scale, chunk_ptr, span_lo, part_ptr, max_len, out, lse, dout, dlse,
+                  keep_scale, chunk_ptr, span_lo, part_ptr, max_len, out, row_max, row_sum, dout, dlse,
                   dq, part_k, part_v, dbias_t):
-    """Per row: recompute ``p = exp(s - lse)``, ``dp = dout . v``, ``ds = p (dp - delta)`` with
-    ``delta = dout . out - dlse``; ``dq`` [Nq, H*D] directly, ``dbias_t`` [H, E] when asked, and the
-    chunk's key/value gradients into its scratch slices ``part_k`` [H*D, P], ``part_v`` [H*Dv, P]
-    (columns ``part_ptr[c]`` on; `sum_parts` adds them up)."""
-    num_heads = lse.shape[1]
+    """Per row: recompute ``p = exp(s - row_max) / row_sum`` (`row_stats`), ``dp = dout . v``, ``ds = p (dp -
+    delta)`` with ``delta = dout . out - dlse``; ``dq`` [Nq, H*D] directly, ``dbias_t`` [H, E] when asked,
+    and the chunk's key/value gradients into its scratch slices ``part_k`` [H*D, P], ``part_v`` [H*Dv, P]
+    (columns ``part_ptr[c]`` on; `sum_parts` adds them up). A row with a NaN score (NaN statistics): NaN
+    weight on its NaN-score edges, none on the others and ``delta = 0``, so the NaN reaches that edge's
+    bias, key and value and the row's query, as in the reference, and no further."""
+    num_heads = row_max.shape[1]
     dim = q.shape[1] // num_heads
     vdim = vt.shape[0] // num_heads
     for c in prange(chunk_ptr.shape[0] - 1):
         p = np.empty(max_len, q.dtype)
         ds = np.empty(max_len, q.dtype)
         w = np.empty(max_len, q.dtype)
+        inv_sum = np.empty(1, q.dtype)
         base = part_ptr[c]
         part_k[:, base:part_ptr[c + 1]] = zero
         part_v[:, base:part_ptr[c + 1]] = zero
@@ -176,19 +190,27 @@ def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, ze
             for h in range(num_heads):
                 o = h * dim
                 ov = h * vdim
-                row_lse = lse[i, h]
-                if n == 0 or row_lse == -np.inf:
+                top = row_max[i, h]
+                if n == 0 or top == -np.inf:
                     dq[i, o:o + dim] = zero
                     if need_dbias:
                         dbias_t[h, e0:e0 + n] = zero
                     continue
-                delta = -dlse[i, h]
-                for d in range(vdim):
-                    delta += dout[i, ov + d] * out[i, ov + d]
                 _scores(p, q, i, kt, o, dim, start, n, scale, bias_t, h, e0, has_bias)
-                for j in range(n):
-                    p[j] = exp(p[j] - row_lse)
-                    ds[j] = zero
+                if top != top:  # a NaN row
+                    delta = zero
+                    for j in range(n):
+                        p[j] = p[j] if p[j] != p[j] else zero
+                        ds[j] = zero
+                else:
+                    delta = -dlse[i, h]
+                    for d in range(vdim):
+                        delta += dout[i, ov + d] * out[i, ov + d]
+                    inv_sum[0] = 1.0 / row_sum[i, h]  # through the array: a float32 scalar for float32 rows
+                    inv = inv_sum[0]
+                    for j in range(n):
+                        p[j] = exp(p[j] - top) * inv
+                        ds[j] = zero
                 for d in range(vdim):
                     g = dout[i, ov + d]
                     value = vt[ov + d, start:start + n]

@@ -28,6 +28,7 @@ from . import numba_runtime as rt
 from . import range_kernels as kern
 from .backend import AttentionInputs, Backend, Support, unsupported_error
 from .cpu import _dropout_args
+from .row_stats import RowStats
 
 __all__ = ["ranges_attention", "is_runs", "RANGES"]
 
@@ -96,23 +97,24 @@ class _RangesAttention(torch.autograd.Function):
         use_dropout, keep_t, keep_scale = _dropout_args(dropout_p, dropout_seed, pattern.num_edges, num_heads,
                                                         np_dtype)
         out = torch.empty((num_rows, num_heads * vdim), dtype=q.dtype)
-        lse = torch.empty((num_rows, num_heads), dtype=q.dtype)
+        stats = RowStats.empty((num_rows, num_heads), q.dtype)
         with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
             kern.runs_forward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                               bias_t.numpy(), bias is not None, np_dtype(scale), np_dtype(0.0), use_dropout, keep_t,
-                              keep_scale, chunk_ptr, max_len, out.numpy(), lse.numpy())
+                              keep_scale, chunk_ptr, max_len, out.numpy(), stats.row_max.numpy(),
+                              stats.row_sum.numpy())
         ctx.pattern, ctx.scale, ctx.dropout = pattern, scale, (use_dropout, keep_t, keep_scale)
         ctx.has_bias, ctx.shapes = bias is not None, (q.shape, k.shape, v.shape)
-        ctx.save_for_backward(q2, kt, vt, bias_t, out, lse)
-        return out.view(num_rows, num_heads, vdim), lse
+        ctx.save_for_backward(q2, kt, vt, bias_t, out, *stats)
+        return out.view(num_rows, num_heads, vdim), stats.lse()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dlse):
-        q2, kt, vt, bias_t, out, lse = ctx.saved_tensors
+        q2, kt, vt, bias_t, out, row_max, row_sum = ctx.saved_tensors
         pattern: Graph = ctx.pattern
         q_shape, k_shape, v_shape = ctx.shapes
-        num_rows, num_heads = lse.shape
+        num_rows, num_heads = row_max.shape
         dtype = q2.dtype
         np_dtype = rt.numpy_float(dtype)
         threads = rt.thread_count(pattern.num_edges * (kt.shape[0] + vt.shape[0]), PARALLEL_MIN_WORK)
@@ -130,7 +132,8 @@ class _RangesAttention(torch.autograd.Function):
             kern.runs_backward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                                bias_t.numpy(),
                                ctx.has_bias, need_dbias, np_dtype(ctx.scale), np_dtype(0.0), *ctx.dropout,
-                               chunk_ptr, span_lo, part_ptr, max_len, out.numpy(), lse.numpy(), dout2, dlse2,
+                               chunk_ptr, span_lo, part_ptr, max_len, out.numpy(), row_max.numpy(), row_sum.numpy(),
+                               dout2, dlse2,
                                dq.numpy(), part_k, part_v, dbias_t.numpy())
             dk = torch.zeros((kt.shape[1], kt.shape[0]), dtype=dtype)
             dv = torch.zeros((vt.shape[1], vt.shape[0]), dtype=dtype)

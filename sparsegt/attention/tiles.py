@@ -13,8 +13,13 @@ Two ways to compute a chunk:
   dense SDPA runs, with an additive 0 / -inf mask; the backward is theirs too unless the returned lse
   gets a gradient;
 - otherwise: batched matrix products with the softmax in between, a flash-style backward that
-  recomputes the probabilities from ``lse``, a bias gathered per entry, and the counter-based dropout
-  mask of `dropout.keep_mask` bit for bit.
+  recomputes the probabilities from each row's maximum and sum (`row_stats`: exact at any constant offset of
+  the scores), a bias gathered per entry, and the counter-based dropout mask of `dropout.keep_mask` bit for
+  bit.
+
+The fused backward rebuilds the weights from the float32 lse, which is exact enough only while the lse is
+small: row tiles with a larger lse, a NaN row, or an lse gradient take the second way, recomputing their
+rows' maximum and sum from the scores (one more pass over the tile).
 
 A ``gate`` (a per-edge factor inside q.k, not a matrix product) and duplicate edges (two edges cannot
 share one dense entry) raise ValueError here; ``backend="auto"`` sends such calls to the CPU kernel.
@@ -34,9 +39,11 @@ from ..graph import Graph
 from . import numba_runtime as rt
 from .backend import AttentionInputs, Backend, Support, unsupported_error
 from .dropout import keep_mask
+from .row_stats import RowStats
 from .tile_plan import TileChunk, TilePlan, tile_fill, tile_plan
 
 EXP_FLOOR = -80.0
+FLASH_MAX_LSE = 16.0  # rows whose |lse| is larger do not take the fused backward (`_flash_backward_tiles`)
 # torch's fused CPU flash-attention kernels (the ones dense SDPA runs), with an additive mask: used per
 # chunk when there is no bias and no dropout (they cannot take either in our form) and D == Dv
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -156,20 +163,49 @@ def _safe(t: Tensor) -> Tensor:
     return torch.where(torch.isinf(t), torch.zeros_like(t), t)
 
 
+def _bias_by_head(bias: Tensor | None) -> Tensor | None:
+    """[E, H] -> [H, E + 1], the last column 0: the entries of a tile without an edge (edge map -1) read 0, not
+    the last edge's bias (a NaN there would reach every row of the tile)."""
+    if bias is None:
+        return None
+    return torch.cat([bias.detach().t(), bias.new_zeros((bias.shape[1], 1))], 1)
+
+
+def _softmax(s: Tensor, edge: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Of scores ``s`` [H, c, R, W] that hold -inf where there is no edge: the unnormalised weights
+    ``exp(s - row_max)`` (in ``s``'s memory) and the statistics of `row_stats`, ``row_max`` and ``row_sum``
+    [H, c, R, 1]."""
+    row_max = s.amax(-1, keepdim=True)
+    p = _exp_masked(s, _safe(row_max), edge)
+    return p, row_max, p.sum(-1, keepdim=True)
+
+
+def _flash_backward_tiles(plan: TilePlan, lse: Tensor) -> Tensor:
+    """[row tiles] bool: the tiles whose every row torch's fused backward can take exactly. That kernel
+    rebuilds the weights as ``exp(s - lse)`` from the float32 lse, which costs about ``|lse| * 2**-24`` relative
+    error: below 1e-6 while ``|lse| <= FLASH_MAX_LSE``; other tiles recompute their rows' maximum and sum."""
+    exact = (lse.abs() <= FLASH_MAX_LSE) | torch.isneginf(lse)  # [H, Nq', 1]
+    return exact.view(lse.shape[0], -1, plan.tile_rows).all(-1).all(0)
+
+
 class _TilesAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, pattern, plan, scale, dropout_p, dropout_seed):
         num_rows, heads, vdim = q.shape[0], q.shape[1], v.shape[2]
         rows, cols = plan.tile_rows, plan.block_cols
         qh, kh, vh = _heads_first(q * scale, rows), _heads_first(k, cols), _heads_first(v, cols)
-        bias_h = None if bias is None else bias.detach().t()
+        bias_h = _bias_by_head(bias)
         dropout = None
         if dropout_p > 0.0:
             dropout = _Dropout(dropout_p, dropout_seed, pattern.num_edges, heads, q.dtype, q.device)
         out = torch.zeros((heads, qh.shape[1], vdim), dtype=q.dtype, device=q.device)
-        lse = torch.full((heads, qh.shape[1], 1), -torch.inf, dtype=q.dtype, device=q.device)
-        work = _Workspace(q.dtype, q.device)
         fused = _fused(q, v, bias, dropout_p)
+        # the fused kernels give the lse only; otherwise the row statistics of `row_stats` are kept
+        stats_shape = (heads, qh.shape[1], 1)
+        lse = torch.full(stats_shape, -torch.inf, dtype=q.dtype, device=q.device) if fused else None
+        stats = None if fused else RowStats(torch.full(stats_shape, -torch.inf, dtype=q.dtype, device=q.device),
+                                            torch.zeros(stats_shape, dtype=q.dtype, device=q.device))
+        work = _Workspace(q.dtype, q.device)
         for chunk in plan.chunks(heads):
             no_edge = chunk.no_edge_mask(q.dtype)
             if fused:  # rows without an edge come back as 0 with lse 0: their lse is set to -inf
@@ -181,17 +217,18 @@ class _TilesAttention(torch.autograd.Function):
                 continue
             s = _scores(chunk, _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k"),
                         bias_h, work).add_(no_edge)
-            row_max = _safe(s.amax(-1, keepdim=True))
-            p = _exp_masked(s, row_max, chunk.edge_weight(q.dtype))  # unnormalised
-            row_sum = p.sum(-1, keepdim=True)
+            p, row_max, row_sum = _softmax(s, chunk.edge_weight(q.dtype))
             if dropout:
                 p.mul_(dropout.factors(chunk, work.take("factors", p.shape)))
             tile_out = torch.matmul(p, _gather_keys(chunk, vh, cols, work, "v"), out=work.take("out", (
                 heads, *chunk.shape[:2], vdim)))
             tile_out.div_(torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum)))
             _scatter_rows(chunk, out, tile_out, rows)
-            _scatter_rows(chunk, lse, row_max.add_(row_sum.log_()), rows)
-        ctx.save_for_backward(qh, kh, vh, bias, out, lse)
+            _scatter_rows(chunk, stats.row_max, row_max, rows)
+            _scatter_rows(chunk, stats.row_sum, row_sum, rows)
+        ctx.save_for_backward(qh, kh, vh, bias, out, lse, *(stats or (None, None)))
+        if not fused:
+            lse = stats.lse()
         ctx.set_materialize_grads(False)  # an unused lse arrives as None: the fused backward can run
         ctx.pattern, ctx.plan, ctx.scale, ctx.dropout, ctx.fused = pattern, plan, scale, dropout, fused
         ctx.sizes = (num_rows, k.shape[0])
@@ -200,38 +237,57 @@ class _TilesAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dlse):
-        qh, kh, vh, bias, out, lse = ctx.saved_tensors
+        qh, kh, vh, bias, out, lse, row_max, row_sum = ctx.saved_tensors
         pattern, plan, scale, dropout = ctx.pattern, ctx.plan, ctx.scale, ctx.dropout
         heads, (num_rows, num_keys) = qh.shape[0], ctx.sizes
         rows, cols = plan.tile_rows, plan.block_cols
+        dtype = qh.dtype
+        stats = None if row_max is None else RowStats(row_max, row_sum)
         dout = torch.zeros_like(out) if dout is None else _heads_first(dout, rows)
-        fused = ctx.fused and dlse is None  # the fused backward takes no lse gradient
-        if not fused:
+        # rows with a NaN score: NaN weight on those edges, none on the others (as the reference's gradient)
+        nan_rows = torch.isnan(lse if stats is None else stats.row_max)  # [H, Nq', 1]
+        has_nan = bool(nan_rows.any())
+        flash_tiles = None  # the fused backward takes no lse gradient, and NaN rows would reach other rows
+        if ctx.fused and dlse is None and not has_nan:
+            flash_tiles = _flash_backward_tiles(plan, lse)
+        if flash_tiles is None or not bool(flash_tiles.all()):
             delta = (dout * out).sum(-1, keepdim=True)  # [H, Nq', 1]
             if dlse is not None:
                 delta[:, :num_rows] -= dlse.t()[..., None]
-        bias_h = None if bias is None else bias.detach().t()
+            delta.masked_fill_(nan_rows, 0.0)
+        bias_h = _bias_by_head(bias)
         dq, dk, dv = torch.zeros_like(qh), torch.zeros_like(kh), torch.zeros_like(vh)
         need_dbias = bias is not None and ctx.needs_input_grad[3]
-        dbias = torch.zeros((heads, pattern.num_edges + 1), dtype=qh.dtype, device=qh.device) if need_dbias else None
-        work = _Workspace(qh.dtype, qh.device)
-        safe_lse = _safe(lse)
+        dbias = torch.zeros((heads, pattern.num_edges + 1), dtype=dtype, device=qh.device) if need_dbias else None
+        work = _Workspace(dtype, qh.device)
+        safe_lse = None if flash_tiles is None else _safe(lse)
         for chunk in plan.chunks(heads):
-            if fused:  # with the forward's out and lse (0 on rows without an edge, as the kernel left them)
+            if flash_tiles is not None and bool(flash_tiles[chunk.tiles].all()):
+                # with the forward's out and lse (0 on rows without an edge, as the kernel left them)
                 tile_q, tile_k = _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k")
                 tile_dq, tile_dk, tile_dv = _FLASH_BACKWARD(
                     _gather_rows(chunk, dout, rows, work, "dout"), tile_q, tile_k,
                     _gather_keys(chunk, vh, cols, work, "v"), _gather_rows(chunk, out, rows, work, "out"),
                     _gather_rows(chunk, safe_lse, rows, work, "lse")[..., 0], 0.0, False,
-                    attn_mask=chunk.no_edge_mask(qh.dtype)[None], scale=1.0)
+                    attn_mask=chunk.no_edge_mask(dtype)[None], scale=1.0)
                 _scatter_rows(chunk, dq, tile_dq.mul_(scale), rows)
                 _add_keys(chunk, dk, tile_dk, cols)
                 _add_keys(chunk, dv, tile_dv, cols)
                 continue
             tile_q, tile_k = _gather_rows(chunk, qh, rows, work, "q"), _gather_keys(chunk, kh, cols, work, "k")
             tile_v, tile_dout = _gather_keys(chunk, vh, cols, work, "v"), _gather_rows(chunk, dout, rows, work, "dout")
-            p = _exp_masked(_scores(chunk, tile_q, tile_k, bias_h, work),
-                            _gather_rows(chunk, safe_lse, rows, work, "lse"), chunk.edge_weight(qh.dtype))
+            s = _scores(chunk, tile_q, tile_k, bias_h, work)
+            nan_scores = torch.isnan(s) & (chunk.edge_map >= 0) if has_nan else None
+            edge = chunk.edge_weight(dtype)
+            if stats is None:  # the forward ran the fused kernels: recompute the rows' maximum and sum
+                p, _, tile_sum = _softmax(s.add_(chunk.no_edge_mask(dtype)), edge)
+            else:
+                tile_sum = _gather_rows(chunk, stats.row_sum, rows, work, "row_sum")
+                p = _exp_masked(s, _safe(_gather_rows(chunk, stats.row_max, rows, work, "row_max")), edge)
+            p.div_(torch.where(tile_sum > 0, tile_sum, torch.ones_like(tile_sum)))
+            if nan_scores is not None:
+                p.masked_fill_(torch.isnan(tile_sum), 0.0).masked_fill_(nan_scores, torch.nan)
+                tile_q.masked_fill_(torch.isnan(tile_q), 0.0)  # a NaN query reaches dk through ds only
             dp = torch.matmul(tile_dout, tile_v.transpose(-1, -2), out=work.take("dp", p.shape))
             if dropout:
                 keep = dropout.factors(chunk, work.take("factors", p.shape))
