@@ -8,6 +8,7 @@
 - Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS; also called PyG's way, in place of ``GPSConv``),
   `GRITLayer`, `ExphormerLayer`, `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention`
   (per-graph FAVOR+).
+- `CombinerAttention` (Combiner): own-region keys directly, other regions through pooled summaries.
 - Activation sparsity: `TopKReLU` / `StatisticalTopKReLU` (Lazy Neuron, Spark) as ``FeedForward.activation``,
   `sparsify_feed_forward` to swap them into a built model, `activation_density` to measure it.
 """
@@ -15,6 +16,7 @@
 from .activation_density import activation_density
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
+from .combiner import CombinerAttention, combiner_attention
 from .exphormer import (
     ExphormerAttention,
     ExphormerEmbeddings,
@@ -51,5 +53,5 @@ __all__ = [
     "exphormer_pattern",
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
     "TopKReLU", "StatisticalTopKReLU", "sparsify_feed_forward", "statistical_topk_threshold", "topk_mask",
-    "activation_density",
+    "activation_density", "CombinerAttention", "combiner_attention",
 ]
