@@ -9,6 +9,7 @@
   `GRITLayer`, `ExphormerLayer`, `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention`
   (per-graph FAVOR+).
 - `CombinerAttention` (Combiner): own-region keys directly, other regions through pooled summaries.
+- `GINAttention` / `GINAttentionAdapter` (Graph-Aware Isomorphic Attention): GIN / PNA over the attention graph.
 - Activation sparsity: `TopKReLU` / `StatisticalTopKReLU` (Lazy Neuron, Spark) as ``FeedForward.activation``,
   `sparsify_feed_forward` to swap them into a built model, `activation_density` to measure it.
 """
@@ -27,6 +28,7 @@ from .exphormer import (
 )
 from .gatedgcn import GatedGCNConv
 from .gcn import GCNConv
+from .gin_attention import GINAttention, GINAttentionAdapter
 from .gine import GINEConv
 from .gps import GPSLayer
 from .grit import GRITAttention, GRITLayer, rrwp_pairs
@@ -54,4 +56,5 @@ __all__ = [
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
     "TopKReLU", "StatisticalTopKReLU", "sparsify_feed_forward", "statistical_topk_threshold", "topk_mask",
     "activation_density", "CombinerAttention", "combiner_attention",
+    "GINAttention", "GINAttentionAdapter",
 ]
