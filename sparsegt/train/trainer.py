@@ -62,12 +62,12 @@ class TrainingDiverged(RuntimeError):
 
 def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Tensor, Tensor]:
     """(prediction, target) of a batch: node-level [N, C] vs ``node_data["y"]``, graph-level [B, C] vs
-    ``graph_data["y"]``."""
-    store = batch.node_data if task.level == "node" else batch.graph_data
+    ``graph_data["y"]``, edge-level [E, C] vs ``edge_data["y"]`` (the batch's edges, CSR order)."""
+    store = {"node": batch.node_data, "edge": batch.edge_data}.get(task.level, batch.graph_data)
     if "y" not in store:
         raise ValueError(f"the batch has no {task.level}-level labels y, but the task is {task.level}-level")
     target = store["y"]
-    expected = batch.num_nodes if task.level == "node" else batch.num_graphs
+    expected = {"node": batch.num_nodes, "edge": batch.num_edges}.get(task.level, batch.num_graphs)
     if output.shape[0] != expected:
         raise ValueError(
             f"the model returned {output.shape[0]} rows but a {task.level}-level task needs "
@@ -375,7 +375,7 @@ class Trainer:
                 group["lr"] = lr
             with self._autocast():
                 prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
-            loss = self.loss_fn(prediction.float(), target)
+            loss = self.loss_fn(prediction.float(), target, batch=batch)
             loss_value = float(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             diverged = not math.isfinite(loss_value)
@@ -578,7 +578,7 @@ class Trainer:
         budget = self.cfg.chance_check_epochs
         if not budget or record["epoch"] + 1 != min(budget, self.cfg.epochs):
             return
-        store = "node_data" if self.task.level == "node" else "graph_data"
+        store = {"node": "node_data", "edge": "edge_data"}.get(self.task.level, "graph_data")
         targets = torch.cat([getattr(g, store)["y"] for g in self.train_graphs])
         chance, loss = chance_loss(self.loss_fn, self.task, targets), record["train_loss"]
         if not learnt_something(loss, chance):
@@ -625,7 +625,7 @@ def predict_batches(model: nn.Module, batches: Iterable[Graph], task: TaskSpec, 
         batch = batch.to(device)
         prediction, target = select_prediction(model(batch), batch, task)
         if loss_fn is not None:
-            loss_sum += float(loss_fn(prediction, target)) * target.shape[0]
+            loss_sum += float(loss_fn(prediction, target, batch=batch)) * target.shape[0]
         predictions.append(prediction.detach().float().cpu())
         targets.append(target.detach().cpu())
     return predictions, targets, loss_sum
