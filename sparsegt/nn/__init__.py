@@ -8,6 +8,8 @@
 - Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS; also called PyG's way, in place of ``GPSConv``),
   `GRITLayer`, `ExphormerLayer`, `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention`
   (per-graph FAVOR+).
+- `CombinerAttention` (Combiner): own-region keys directly, other regions through pooled summaries.
+- `GINAttention` / `GINAttentionAdapter` (Graph-Aware Isomorphic Attention): GIN / PNA over the attention graph.
 - Activation sparsity: `TopKReLU` / `StatisticalTopKReLU` (Lazy Neuron, Spark) as ``FeedForward.activation``,
   `sparsify_feed_forward` to swap them into a built model, `activation_density` to measure it.
 """
@@ -15,6 +17,7 @@
 from .activation_density import activation_density
 from .attention import SparseMultiheadAttention, record_attention
 from .blocks import FeedForward, make_norm
+from .combiner import CombinerAttention, combiner_attention
 from .exphormer import (
     ExphormerAttention,
     ExphormerEmbeddings,
@@ -25,6 +28,7 @@ from .exphormer import (
 )
 from .gatedgcn import GatedGCNConv
 from .gcn import GCNConv
+from .gin_attention import GINAttention, GINAttentionAdapter
 from .gine import GINEConv
 from .gps import GPSLayer
 from .grit import GRITAttention, GRITLayer, rrwp_pairs
@@ -52,5 +56,6 @@ __all__ = [
     "exphormer_pattern",
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
     "TopKReLU", "StatisticalTopKReLU", "sparsify_feed_forward", "statistical_topk_threshold", "topk_mask",
-    "activation_density",
+    "activation_density", "CombinerAttention", "combiner_attention",
+    "GINAttention", "GINAttentionAdapter",
 ]

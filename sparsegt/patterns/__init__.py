@@ -5,6 +5,7 @@ degree-based edge trimming. See docs/patterns.md.
 """
 
 from .blocks import antidiagonal_block_mass, block_select, select_blocks
+from .combiner import CombinerPattern, block_regions, combiner_pattern
 from .compose import add_self_loops, bigbird, causal, intersect, subsample, union
 from .content import edge_scores, threshold_topk, topk
 from .draw import draw_pattern, pattern_defaults, show_pattern
@@ -41,4 +42,5 @@ __all__ = [
     "scatterbrain_attention",
     "draw_pattern", "show_pattern", "pattern_defaults",
     "teddy_edge_scores", "trim_edges", "kept_edge_counts",
+    "combiner_pattern", "CombinerPattern", "block_regions",
 ]

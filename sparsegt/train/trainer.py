@@ -64,9 +64,10 @@ class TrainingDiverged(RuntimeError):
 
 def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Tensor, Tensor]:
     """(prediction, target) of a batch: node-level [N, C] vs ``node_data["y"]``, graph-level [B, C] vs
-    ``graph_data["y"]``. A node-level batch with ``node_data[TARGET_MASK]`` (a split of one graph, or a
-    sampled batch's seeds) keeps the masked nodes' rows only."""
-    store = batch.node_data if task.level == "node" else batch.graph_data
+    ``graph_data["y"]``, edge-level [E, C] vs ``edge_data["y"]`` (the batch's edges, CSR order). A node-level
+    batch with ``node_data[TARGET_MASK]`` (a split of one graph, or a sampled batch's seeds) keeps the masked
+    nodes' rows only."""
+    store = {"node": batch.node_data, "edge": batch.edge_data}.get(task.level, batch.graph_data)
     if "y" not in store:
         raise ValueError(f"the batch has no {task.level}-level labels y, but the task is {task.level}-level")
     output, target = check_output_rows(output, batch, task), store["y"]
@@ -75,8 +76,8 @@ def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Ten
 
 
 def check_output_rows(output: Tensor, batch: Graph, task: TaskSpec) -> Tensor:
-    """``output`` itself, after checking it has one row per node (node-level task) or per graph."""
-    expected = batch.num_nodes if task.level == "node" else batch.num_graphs
+    """``output`` itself, after checking it has one row per node, edge or graph (the task's level)."""
+    expected = {"node": batch.num_nodes, "edge": batch.num_edges}.get(task.level, batch.num_graphs)
     if output.shape[0] != expected:
         raise ValueError(
             f"the model returned {output.shape[0]} rows but a {task.level}-level task needs "
@@ -393,7 +394,7 @@ class Trainer:
                 group["lr"] = lr
             with self._autocast():
                 prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
-            loss = self.loss_fn(prediction.float(), target)
+            loss = self.loss_fn(prediction.float(), target, batch=batch)
             loss_value = float(loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             diverged = not math.isfinite(loss_value)
@@ -630,7 +631,7 @@ class Trainer:
         budget = self.cfg.chance_check_epochs
         if not budget or record["epoch"] + 1 != min(budget, self.cfg.epochs):
             return
-        store = "node_data" if self.task.level == "node" else "graph_data"
+        store = {"node": "node_data", "edge": "edge_data"}.get(self.task.level, "graph_data")
         masked = store == "node_data" and TARGET_MASK in self.train_graphs[0].node_data  # a split of one graph
         targets = torch.cat([g.node_data["y"][g.node_data[TARGET_MASK]] if masked else getattr(g, store)["y"]
                              for g in self.train_graphs])
@@ -684,7 +685,7 @@ def predict_batches(model: nn.Module, batches: Iterable[Graph], task: TaskSpec, 
             continue
         prediction, target = select_prediction(model(batch), batch, task)
         if loss_fn is not None:
-            loss_sum += float(loss_fn(prediction, target)) * target.shape[0]
+            loss_sum += float(loss_fn(prediction, target, batch=batch)) * target.shape[0]
         predictions.append(prediction.detach().float().cpu())
         targets.append(target.detach().cpu())
     return predictions, targets, loss_sum
