@@ -9,6 +9,11 @@ of (seed, epoch, rank, world_size), and batch b's neighbourhood sample is keyed 
 (`hash_random`): the loader holds no random state, so a run resumed at batch b sees exactly the batches it
 would have seen. Each batch is the sampled subgraph (`NeighborSampler`, seeds first) with ``TARGET_MASK``
 marking its seeds, so the loss and metrics count each seed once and the other nodes only feed them.
+
+With ``partition="metis"`` (or ``"contiguous"``) and more than one rank, rank r draws its seeds from part r of
+the seed nodes (`sparsegt.data.partition`) instead of every W-th position of a shared permutation: its epoch is
+a permutation of its own part (keyed by (seed, epoch, rank)), padded by repetition to the largest part's size
+so that all ranks take the same number of steps.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from ..graph import Graph
 from .hash_random import derive_key
 from .neighbor_sampler import NeighborSampler, check_fanouts
+from .partition import PARTITIONS, partition_seeds
 from .spec import TARGET_MASK
 
 __all__ = ["NeighborLoader"]
@@ -52,11 +58,13 @@ class NeighborLoader:
         eval_fanouts: the fan-outs of `evaluation_batches` (default: ``fanouts``).
         shuffle, seed, drop_last, rank, world_size: as `sparsegt.data.DataLoader`, over seed nodes instead of
             graphs (the epoch's permutation is padded by repetition to divide among ranks unless ``drop_last``).
+        partition: ``"none"`` (ranks share one permutation), ``"metis"`` or ``"contiguous"``: each rank samples
+            from its own part of the seed nodes (`sparsegt.data.partition`); ``parts`` holds them.
     """
 
     def __init__(self, graphs: Sequence[Graph], batch_size: int, *, fanouts: Sequence[int],
                  eval_fanouts: Sequence[int] | None = None, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, partition: str = "none") -> None:
         if len(graphs) != 1:
             raise ValueError(f"NeighborLoader samples seed nodes of one graph; got {len(graphs)} graphs (sampling "
                              "is for a dataset of one large graph: drop data.fanouts to batch whole graphs)")
@@ -72,7 +80,13 @@ class NeighborLoader:
             raise ValueError("NeighborLoader: the graph has no target node to sample (its target mask is empty)")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
         self.sampler = NeighborSampler(self.graph)
+        self.partition = partition
+        # [world_size] sorted seed ids of each rank's part, or None (one shared permutation)
+        self.parts = (partition_seeds(self.graph, self.seeds, world_size, partition)
+                      if partition != "none" and world_size > 1 else None)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -81,6 +95,9 @@ class NeighborLoader:
     @property
     def num_samples(self) -> int:
         """Seed nodes this rank visits per epoch (padded or dropped to an equal share)."""
+        if self.parts is not None:
+            sizes = [p.shape[0] for p in self.parts]
+            return min(sizes) if self.drop_last else max(sizes)
         n = self.seeds.shape[0]
         if self.world_size == 1:
             return n
@@ -93,6 +110,11 @@ class NeighborLoader:
 
     def indices(self, epoch: int) -> np.ndarray:
         """[num_samples] the seed node ids this rank visits in ``epoch``, in order."""
+        if self.parts is not None:
+            mine = self.parts[self.rank]
+            order = (np.random.default_rng([self.seed, epoch, self.rank]).permutation(mine.shape[0]) if self.shuffle
+                     else np.arange(mine.shape[0]))
+            return mine[np.resize(order, self.num_samples)]
         n = self.seeds.shape[0]
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         total = self.num_samples * self.world_size

@@ -2,7 +2,7 @@
 
 ```yaml
 model:
-  layer: gps            # gps | gt | grit | exphormer | mpnn_vn | topk | gine | gatedgcn | gcn
+  layer: gps            # gps | gt | grit | exphormer | mpnn_vn | topk | gine | gatedgcn | gcn | largegt
   num_layers: 6
   hidden: 64
   num_heads: 4
@@ -130,6 +130,10 @@ class ModelConfig:
             GRIT's ``DummyEdge``: ``nn.Embedding(1, C)``, N(0, 1)) so that layers that keep edge states
             start from it (else they start from nothing: GatedGCN's first edge residual is skipped).
         seed: seed of the random patterns (expander).
+        num_centroids: largegt: centroids K of the global codebook (0: local module only).
+        codebook_dim: largegt: width of the embeddings the codebook clusters. codebook_decay: its EMA decay.
+        feature_hops: largegt: hop aggregates Â X .. Â^T X precomputed on the whole graph (T tokens per node
+            besides its state). local_hops: largegt: hops of the seed neighbourhood its local module attends over.
     """
 
     layer: str = "gps"
@@ -154,6 +158,11 @@ class ModelConfig:
     head_l2norm: bool = False
     dummy_edge: bool = False
     seed: int = 0
+    num_centroids: int = 4096
+    codebook_dim: int = 64
+    codebook_decay: float = 0.99
+    feature_hops: int = 2
+    local_hops: int = 2
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("layer", self.layer, tuple(FAMILIES)), ("local", self.local, LOCAL_KINDS),
@@ -183,6 +192,11 @@ class ModelConfig:
                              "num_virtual > 0")
         if self.layer == "gps" and self.local == "none" and self.attention == "none":
             raise ValueError("model.local and model.attention are both 'none': a gps layer would do nothing")
+        if self.num_centroids < 0 or self.codebook_dim < 1 or not 0 <= self.codebook_decay < 1:
+            raise ValueError("model.num_centroids must be >= 0 (0: no global codebook), codebook_dim >= 1 and "
+                             "codebook_decay in [0, 1)")
+        if self.feature_hops < 1 or self.local_hops < 0:
+            raise ValueError("model.feature_hops must be >= 1 and model.local_hops >= 0")
         if isinstance(self.lap_pe, dict):
             self.lap_pe = _from_dict(LapPEConfig, self.lap_pe, "model.lap_pe")
         if isinstance(self.rwse, dict):
@@ -191,6 +205,9 @@ class ModelConfig:
                 self.layer == "exphormer" and self.local == "gatedgcn"):
             raise ValueError("model.lap_pe.combine='gate' (EquivStableLapPE) gates GatedGCN messages: it needs "
                              "layer='exphormer' with local='gatedgcn'")
+        if self.layer == "largegt" and (self.lap_pe is not None or self.rwse is not None):
+            raise ValueError("model.layer='largegt' encodes its hop tokens with the node encoder alone: drop "
+                             "model.lap_pe and model.rwse (the paper's node2vec input is not supported)")
         concat = sum(pe.dim for pe in (self.lap_pe, self.rwse) if pe is not None and pe.combine == "concat")
         if concat >= self.hidden:
             raise ValueError(f"concatenated encodings take {concat} of hidden={self.hidden} channels; "

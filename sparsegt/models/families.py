@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..data.hop_features import HOP_FEATURES
+from ..data.spec import TARGET_MASK
 from ..nn import (
     ExphormerEmbeddings,
     ExphormerInputs,
@@ -27,15 +29,18 @@ from ..nn import (
     GPSLayer,
     GRITLayer,
     GTLayer,
+    LargeGTInputs,
+    LargeGTLayer,
     LayerState,
     MPNNLayer,
     MPNNVirtualNodeLayer,
     TopKAttentionLayer,
     exphormer_pattern,
     rrwp_pairs,
+    token_pattern,
 )
 from ..nn.segment import edge_positions
-from ..patterns import expander, full, union
+from ..patterns import expander, full, seed_neighbourhood, union
 from .encoders import RRWPEncoder
 
 if TYPE_CHECKING:
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
     from .graph_transformer import GraphTransformer
 
 __all__ = ["Family", "FAMILIES", "GPSFamily", "GTFamily", "GRITFamily", "ExphormerFamily",
-           "MPNNVirtualNodeFamily", "TopKFamily", "MPNNFamily"]
+           "MPNNVirtualNodeFamily", "TopKFamily", "MPNNFamily", "LargeGTFamily"]
 
 
 class Family:
@@ -187,6 +192,38 @@ class MPNNFamily(Family):
         return MPNNLayer(config.layer, config.hidden, dropout=config.dropout, norm=config.norm)
 
 
+class LargeGTFamily(Family):
+    """`LargeGTLayer`: per batch, the seeds (target rows), their 2-hop token pattern and the encoded hop tokens.
+
+    The batch must carry ``node_data["hop_x"]`` [n, T, F] (`sparsegt.data.hop_features`, precomputed on the
+    whole graph; ``required_encodings`` asks the run for it). The hop aggregates go through the model's own
+    node encoder, as the authors pass X, ÂX and Â²X through one input MLP."""
+
+    @staticmethod
+    def make_layer(config: ModelConfig, edge_features: bool) -> nn.Module:
+        c = config
+        return LargeGTLayer(c.hidden, c.num_heads, num_centroids=c.num_centroids, codebook_dim=c.codebook_dim,
+                            codebook_decay=c.codebook_decay, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                            norm=c.norm)
+
+    @staticmethod
+    def prepare(model: GraphTransformer, state: LayerState) -> LayerState:
+        batch = state.graph
+        hop_x = batch.node_data.get(HOP_FEATURES)
+        if hop_x is None:
+            raise ValueError(f"layer 'largegt' reads node_data[{HOP_FEATURES!r}] (Â X, Â² X of the whole graph): "
+                             "add it with sparsegt.data.hop_features.add_hop_features(dataset) "
+                             "(sparsegt train does it for model.layer=largegt)")
+        mask = batch.node_data.get(TARGET_MASK)
+        seeds = (torch.arange(batch.num_nodes, device=batch.device) if mask is None
+                 else torch.nonzero(mask).reshape(-1))
+        n, hops, width = hop_x.shape
+        tokens = model.node_encoder(hop_x.reshape(n * hops, width), n * hops).view(n, hops, -1)
+        neighbourhood = seed_neighbourhood(batch.pattern(), seeds, model.config.local_hops)
+        pattern = token_pattern(neighbourhood, 1 + hops)
+        return replace(state, pattern=pattern, context=LargeGTInputs(seeds, tokens))
+
+
 FAMILIES: dict[str, type[Family]] = {
     "gps": GPSFamily,
     "gt": GTFamily,
@@ -197,4 +234,5 @@ FAMILIES: dict[str, type[Family]] = {
     "gine": MPNNFamily,
     "gatedgcn": MPNNFamily,
     "gcn": MPNNFamily,
+    "largegt": LargeGTFamily,
 }

@@ -31,7 +31,8 @@ __all__ = ["GraphTransformer", "required_encodings"]
 
 def required_encodings(config: ModelConfig) -> dict[str, Any]:
     """What `sparsegt.encodings.add_encodings` must precompute for this model: ``{"lap_pe": k, "rwse": K}``
-    and the Laplacian's options when they are not the defaults (only the encodings the config uses).
+    and the Laplacian's options when they are not the defaults (only the encodings the config uses);
+    ``{"hop_features": T}`` for LargeGT (`sparsegt.data.hop_features.add_hop_features`, not add_encodings).
     GRIT's RRWP is computed per batch inside the model: it has
     n^2 * K values per graph (all pairs): 11 GiB for PATTERN's training split at K = 21, too much to keep,
     while the batched dense powers cost a few milliseconds per graph."""
@@ -44,6 +45,8 @@ def required_encodings(config: ModelConfig) -> dict[str, Any]:
             needed["lap_skip_trivial"] = True
     if config.rwse is not None:
         needed["rwse"] = config.rwse.steps
+    if config.layer == "largegt":
+        needed["hop_features"] = config.feature_hops  # Â X .. Â^T X of the whole graph (data.hop_features)
     return needed
 
 

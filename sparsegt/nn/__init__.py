@@ -8,6 +8,7 @@
 - Layers: `GTLayer` (Dwivedi & Bresson), `GPSLayer` (GraphGPS; also called PyG's way, in place of ``GPSConv``),
   `GRITLayer`, `ExphormerLayer`, `MPNNVirtualNodeLayer`, `TopKAttentionLayer` (TANGNN), `PerformerAttention`
   (per-graph FAVOR+).
+- `LargeGTLayer` (LargeGT: seeds attend to their sampled 2-hop tokens and to an `EMACodebook` of the graph).
 - `CombinerAttention` (Combiner): own-region keys directly, other regions through pooled summaries.
 - `GINAttention` / `GINAttentionAdapter` (Graph-Aware Isomorphic Attention): GIN / PNA over the attention graph.
 - Activation sparsity: `TopKReLU` / `StatisticalTopKReLU` (Lazy Neuron, Spark) as ``FeedForward.activation``,
@@ -17,6 +18,7 @@
 from .activation_density import activation_density
 from .attention import SparseMultiheadAttention, record_attention
 from .blocks import FeedForward, make_norm
+from .codebook import EMACodebook
 from .combiner import CombinerAttention, combiner_attention
 from .exphormer import (
     ExphormerAttention,
@@ -33,6 +35,13 @@ from .gine import GINEConv
 from .gps import GPSLayer
 from .grit import GRITAttention, GRITLayer, rrwp_pairs
 from .gt import GTLayer
+from .largegt import (
+    LargeGTGlobalAttention,
+    LargeGTInputs,
+    LargeGTLayer,
+    LargeGTLocalAttention,
+    token_pattern,
+)
 from .local import EdgeIndexConv, local_update, make_local
 from .mpnn import MPNNLayer
 from .mpnn_vn import MPNNVirtualNodeLayer
@@ -58,4 +67,6 @@ __all__ = [
     "TopKReLU", "StatisticalTopKReLU", "sparsify_feed_forward", "statistical_topk_threshold", "topk_mask",
     "activation_density", "CombinerAttention", "combiner_attention",
     "GINAttention", "GINAttentionAdapter",
+    "EMACodebook", "LargeGTLayer", "LargeGTLocalAttention", "LargeGTGlobalAttention", "LargeGTInputs",
+    "token_pattern",
 ]

@@ -1,4 +1,5 @@
-"""Patterns over the nodes of a graph batch: `full`, `khop`, `expander` (Exphormer), `virtual_nodes`.
+"""Patterns over the nodes of a graph batch: `full`, `khop`, `seed_neighbourhood` (LargeGT), `expander`
+(Exphormer), `virtual_nodes`.
 
 All take a `Graph` (a batch from `Graph.batch`, or one graph) or PyG's tensors (``edge_index`` [2, E] with
 ``batch`` [N] or ``ptr`` [B+1]; `full` and `expander` need only ``batch`` or ``ptr``) and never connect nodes
@@ -16,7 +17,7 @@ from ..attention.dropout import MASK32, hash32_torch
 from ..graph import Graph
 from ._csr import as_batch, check_int, csr_from_pairs, finish, graph_offsets, segment_arange
 
-__all__ = ["full", "khop", "expander", "virtual_nodes", "virtual_token_graph"]
+__all__ = ["full", "khop", "seed_neighbourhood", "expander", "virtual_nodes", "virtual_token_graph"]
 
 
 def _square_batch(batch: Graph, name: str) -> tuple[Tensor, Tensor]:
@@ -108,6 +109,52 @@ def khop(graph: Graph | Tensor, k: int, *, batch: Tensor | None = None, ptr: Ten
     indptr = torch.zeros(n + 1, dtype=torch.long, device=graph.device)
     indptr[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
     return finish(indptr, (reach_key - row * width).contiguous(), n, graph.ptr, graph.col_ptr, {"hop": hop})
+
+
+def seed_neighbourhood(graph: Graph, seeds: Tensor, hops: int) -> Graph:
+    """The rectangular pattern [S, N] from each seed to every node within ``hops`` steps of it, itself included.
+
+    Row s lists node j when a walk ``seeds[s] -> ... -> j`` of 0..hops pattern edges exists (rows of ``graph``
+    are the nodes that look, as everywhere: seed i's first hop is its row). On a sampled subgraph
+    (`sparsegt.data.NeighborSampler`, fan-outs f_1, f_2) with ``hops = 2`` this is LargeGT's local token set of
+    each seed: the seed, its sampled neighbours and theirs (at most 1 + f_1 + f_1 f_2 nodes).
+
+    Args:
+        graph: one square `Graph` (or a batch: walks never leave a graph). seeds: [S] row ids.
+        hops: >= 0.
+    Returns:
+        `Graph` with S rows and ``graph.num_nodes`` columns, sorted, no duplicates, and ``edge_data["hop"]``
+        [E] int64: the length of the shortest walk (0 for the seed itself). Memory O(entries + one frontier).
+    """
+    hops = check_int("seed_neighbourhood: hops", hops, 0)
+    _square_batch(graph, "seed_neighbourhood")
+    seeds = torch.as_tensor(seeds, dtype=torch.long, device=graph.device).reshape(-1)
+    n, num_seeds = graph.num_nodes, seeds.numel()
+    if num_seeds and (int(seeds.min()) < 0 or int(seeds.max()) >= n):
+        raise ValueError(f"seed_neighbourhood: seed ids must lie in 0..{n - 1}, got {seeds.min()}..{seeds.max()}")
+    width = max(n, 1)
+    reach_key = torch.arange(num_seeds, device=graph.device) * width + seeds
+    hop = torch.zeros_like(reach_key)
+    frontier_row, frontier_col = torch.arange(num_seeds, device=graph.device), seeds
+    for step in range(1, hops + 1):
+        counts = graph.indptr.diff()[frontier_col]
+        row = torch.repeat_interleave(frontier_row, counts)
+        first_edge = torch.repeat_interleave(graph.indptr[frontier_col], counts)
+        col = graph.indices[first_edge + segment_arange(counts)]
+        new_key = torch.unique(row * width + col)
+        new_key = new_key[~torch.isin(new_key, reach_key)]
+        if new_key.numel() == 0:
+            break
+        reach_key = torch.cat([reach_key, new_key])
+        hop = torch.cat([hop, torch.full_like(new_key, step)])
+        frontier_row = torch.div(new_key, width, rounding_mode="floor")
+        frontier_col = new_key - frontier_row * width
+    order = torch.argsort(reach_key)
+    reach_key, hop = reach_key[order], hop[order]
+    row = torch.div(reach_key, width, rounding_mode="floor")
+    indptr = torch.zeros(num_seeds + 1, dtype=torch.long, device=graph.device)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_seeds), 0)
+    return finish(indptr, (reach_key - row * width).contiguous(), n, None, None, {"hop": hop})
 
 
 def _graph_permutation_keys(sizes: Tensor, graph_of_node: Tensor, local: Tensor, seed: int, j: int) -> Tensor:

@@ -52,8 +52,10 @@ class DataConfig:
     ``fanouts``: sample neighbourhoods instead of batching whole graphs (a dataset of one large graph):
     ``[10, 5]`` takes 10 neighbours per node at hop 1 and 5 at hop 2 (-1: all); ``batch_size`` then counts seed
     nodes, and evaluation runs in chunks of ``eval_batch_size`` seeds sampled with ``eval_fanouts`` (default
-    ``fanouts``) (`sparsegt.data.NeighborLoader`). ``root``: the cache folder, or the data folder of
-    ``name=folder``.
+    ``fanouts``) (`sparsegt.data.NeighborLoader`). ``partition``: with ``fanouts`` under torchrun, each rank
+    samples seeds from its own part of the training nodes: ``"metis"`` (pymetis, the extra ``sparsegt[large]``;
+    without it a contiguous split and a notice), ``"contiguous"``, or ``"none"`` (one shared permutation).
+    ``root``: the cache folder, or the data folder of ``name=folder``.
     """
 
     name: str = "pattern-small"
@@ -65,8 +67,14 @@ class DataConfig:
     encodings: dict = field(default_factory=dict)
     fanouts: list | None = None
     eval_fanouts: list | None = None
+    partition: str = "none"
 
     def __post_init__(self) -> None:
+        if self.partition not in ("none", "metis", "contiguous"):
+            raise ValueError(f"data.partition must be none, metis or contiguous, got {self.partition!r}")
+        if self.partition != "none" and not self.fanouts:
+            raise ValueError(f"data.partition={self.partition} splits the seed nodes of a sampled graph among ranks: "
+                             "it needs data.fanouts (e.g. data.fanouts=[10,5])")
         if self.batch_size < 1 or (self.eval_batch_size is not None and self.eval_batch_size < 1):
             raise ValueError(f"data.batch_size ({self.batch_size}) and data.eval_batch_size "
                              f"({self.eval_batch_size}) must be >= 1")

@@ -53,6 +53,10 @@ def published_run(model_preset: str, dataset: str, name: str | None = None) -> R
             grad_clip=1.0 if t["clip_grad_norm"] else None,
             loss=t["loss"],
         )
+    elif t["scheduler"] == "constant":
+        train = TrainConfig(epochs=t["epochs"], lr=t["lr"], weight_decay=t["weight_decay"], optimizer=t["optimizer"],
+                            warmup_epochs=0.0, scheduler="constant", grad_clip=1.0 if t["clip_grad_norm"] else None,
+                            loss=t["loss"])
     else:
         raise ValueError(f"preset {model_preset}: scheduler {t['scheduler']!r} is not supported")
     return RunConfig(
@@ -89,6 +93,16 @@ def _zinc_gps(dataset: str, name: str, **data) -> RunConfig:
         model=model,
         train=TrainConfig(epochs=2000, lr=1e-3, weight_decay=1e-5, warmup_epochs=50, grad_clip=1.0),
     )
+
+
+def _largegt_dcsbm() -> RunConfig:
+    """`sparsegt.models.PRESETS["largegt-dcsbm"]` with its training settings, sampling 2 hops with fan-outs
+    [10, 9] (at most 100 nodes a seed, as LargeGT's ``sample_node_len`` 100), 1024 seeds a batch and evaluation
+    chunks of 256 seeds (the sources and the choices: `sparsegt.models.presets`)."""
+    config = published_run("largegt-dcsbm", "dcsbm")
+    config.data.batch_size, config.data.eval_batch_size = 1024, 256
+    config.data.fanouts = [10, 9]
+    return config
 
 
 def demo_config(attention: str = "full", *, local: str = "gatedgcn", lap_pe: bool = True, fold: int = 0) -> RunConfig:
@@ -196,6 +210,10 @@ RUN_PRESETS: dict[str, RunPreset] = {
     "exphormer-cluster": RunPreset(
         "Exphormer on CLUSTER, published config (78.071% published)",
         lambda: published_run("exphormer-cluster", "cluster"),
+    ),
+    "largegt-dcsbm": RunPreset(
+        "LargeGT (sampled 2-hop tokens + global codebook) on dcsbm (10^6 nodes; data.options.num_nodes=...)",
+        lambda: _largegt_dcsbm(),
     ),
     "gps-moses-plogp": RunPreset(
         "GraphGPS's ZINC recipe on MOSES-pLogP (ZINC-like, MAE)",

@@ -64,7 +64,7 @@ def _barrier(info: DistInfo) -> None:
 
 
 # what `sparsegt.encodings.add_encodings` precomputes, and its options
-ENCODINGS = ("lap_pe", "rwse", "lap_normalization", "lap_skip_trivial")
+ENCODINGS = ("lap_pe", "rwse", "lap_normalization", "lap_skip_trivial", "hop_features")
 
 
 def build_dataset(config: RunConfig, *, progress: bool = False,
@@ -83,6 +83,11 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
             message += f" — dataset {data.name!r} needs the optional extra: pip install 'sparsegt[{extra}]'"
         raise ImportError(message) from err
     encodings = run_encodings(config)
+    hops = encodings.pop("hop_features", 0)
+    if hops:  # Â X .. Â^T X on the whole graph (LargeGT's tokens); cheap (T sparse products), not cached
+        from ..data.hop_features import add_hop_features
+
+        dataset = add_hop_features(dataset, hops, splits)
     if encodings:
         from ..encodings import add_encodings
 
@@ -152,7 +157,8 @@ def make_loader_for(config: RunConfig) -> Any:
         return None
     from ..data.neighbor_loader import NeighborLoader
 
-    return functools.partial(NeighborLoader, fanouts=config.data.fanouts, eval_fanouts=config.data.eval_fanouts)
+    return functools.partial(NeighborLoader, fanouts=config.data.fanouts, eval_fanouts=config.data.eval_fanouts,
+                             partition=config.data.partition)
 
 
 def make_run_dir(out_dir: str | Path, name: str) -> Path:

@@ -122,14 +122,23 @@ def check_graphs_fit(graphs: Sequence[Graph], inputs: ModelInputs, source: str =
         _check_features(g.edge_attr, inputs.edge_features, "edge features edge_attr", i, source, inputs)
 
 
+HOP_FEATURES_OPTION = "hop_features"  # the run's encodings entry for `sparsegt.data.hop_features`
+
+
 def prepare_graphs(trained: TrainedModel, graphs: Sequence[Graph], source: str = "input") -> list[Graph]:
     """``graphs`` checked against the model's record, with the encodings its training graphs had."""
     graphs = list(graphs)
     if not graphs:
         raise ValueError(f"{source}: no graphs to predict on")
     check_graphs_fit(graphs, trained.inputs, source)
-    if trained.inputs.encodings:
+    encodings = dict(trained.inputs.encodings)
+    hops = encodings.pop(HOP_FEATURES_OPTION, 0)
+    if hops:  # LargeGT's Â X .. Â^T X, each graph on its own
+        from ..data.hop_features import HOP_FEATURES, propagated_features
+
+        graphs = [g.with_data(node_data={HOP_FEATURES: propagated_features(g, hops)}) for g in graphs]
+    if encodings:
         from ..encodings import add_encodings
 
-        graphs = add_encodings(graphs, **trained.inputs.encodings)
+        graphs = add_encodings(graphs, **encodings)
     return graphs
