@@ -78,14 +78,13 @@ def _is_better(new: float, old: float | None, higher_is_better: bool) -> bool:
 
 @dataclass
 class FitSession:
-    """What one ``fit()`` call keeps for itself and never saves: its clocks, the speed of its last epoch, whether
-    the plateau schedule has run the rate below ``train.min_lr``, its loggers."""
+    """What one ``fit()`` call keeps for itself and never saves: its clocks, the speed of its last epoch, and
+    whether the plateau schedule has run the rate below ``train.min_lr``."""
 
     started: float = field(default_factory=time.monotonic)  # when elapsed_s last took this session's time
     last_checkpoint: float = field(default_factory=time.monotonic)
     graphs_per_s: float = 0.0
     lr_exhausted: bool = False
-    loggers: list[Any] = field(default_factory=list)
 
 
 class Trainer:
@@ -104,7 +103,8 @@ class Trainer:
         compute_metric: ``(name, prediction, target) -> float``; defaults to `sparsegt.train.metrics`.
 
     ``state`` (`TrainingState`) is how far training has come — all that ``last.pt`` saves besides the model,
-    the optimizer and the RNG states; ``session`` (`FitSession`) what the current ``fit()`` tracks.
+    the optimizer and the RNG states; ``session`` (`FitSession`) what the current ``fit()`` tracks; ``loggers``
+    its TensorBoard / W&B loggers.
     """
 
     def __init__(
@@ -162,6 +162,7 @@ class Trainer:
         self.optimizer = optimizer(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.state = TrainingState()
         self.session = FitSession()
+        self.loggers: list[Any] = []  # TensorBoard / W&B while fit() runs (`_open_loggers`)
 
     # ------------------------------------------------------------------------------------------ set-up
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -487,13 +488,13 @@ class Trainer:
                             first_step=self.state.epoch + 1, notice=self.reporter.message)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
-        if not self.session.loggers:
+        if not self.loggers:
             return
         scalars = epoch_scalars(record, self.task.metric)
         memory = peak_memory_mb(self.dist.device)
         if memory is not None:
             scalars["memory/peak_mb"] = memory
-        for logger in self.session.loggers:
+        for logger in self.loggers:
             logger.log(scalars, record["epoch"] + 1)
 
     def _finish_epoch(self, record: dict[str, Any]) -> None:
@@ -507,7 +508,8 @@ class Trainer:
         """Train to the end (or early stop / time limit); returns the summary (also ``summary.json``)."""
         state, train = self.state, self.config.train
         self._check_output_fits_task()
-        self.session = FitSession(loggers=self._open_loggers())
+        self.loggers = self._open_loggers()
+        self.session = FitSession()
         if state.history or state.next_batch:
             self.reporter.message(f"resuming at epoch {state.epoch + 1}, batch {state.next_batch + 1}")
         else:
@@ -560,7 +562,7 @@ class Trainer:
             state.status = "diverged"
             raise
         finally:
-            for logger in self.session.loggers:
+            for logger in self.loggers:
                 logger.close()
             self.reporter.close()
         return self.summary()
