@@ -185,14 +185,14 @@ class ExphormerAttention(nn.Module):
         for linear in (self.query, self.key, self.value, self.edge):
             linear.reset_parameters()
 
-    def forward(self, tokens: Tensor, structure: ExphormerPattern, edge_types: Tensor,
+    def forward(self, tokens: Tensor, pattern: ExphormerPattern, edge_types: Tensor,
                 edge_attr: Tensor | None = None) -> Tensor:
         """tokens [T, C]; edge_types [U, C] (`ExphormerEmbeddings.edge_types`); edge_attr [E_graph, C] gate
         features of the graph edges (batch CSR order), or None (graph edges use ``edge_types[0]``) -> [T, C]."""
         H, D, total = self.num_heads, self.head_dim, tokens.shape[0]
-        if edge_types.shape[0] != structure.num_types:
+        if edge_types.shape[0] != pattern.num_types:
             raise ValueError(f"edge_types has {edge_types.shape[0]} rows but the pattern has "
-                             f"{structure.num_types} entry types (2 + 2 * num_virtual)")
+                             f"{pattern.num_types} entry types (2 + 2 * num_virtual)")
         q, k, v = (lin(tokens).view(-1, H, D) for lin in (self.query, self.key, self.value))
         gates = self.edge(edge_types.to(tokens.dtype))                                       # [U, C]
         dropout = self.attn_dropout if self.training else 0.0
@@ -200,12 +200,12 @@ class ExphormerAttention(nn.Module):
             count = gates.shape[0]
             keys = (k.unsqueeze(0) * gates.view(count, 1, H, D)).reshape(count * total, H, D)
             values = v.unsqueeze(0).expand(count, total, H, D).reshape(count * total, H, D)
-            out = sparse_attention(q, keys, values, structure.typed(), dropout_p=dropout,
+            out = sparse_attention(q, keys, values, pattern.typed(), dropout_p=dropout,
                                    score_clamp=self.score_clamp)
         else:
-            gate = gates[structure.entry_type].index_copy(0, structure.graph_edge_position,
-                                                           self.edge(edge_attr.to(tokens.dtype)))
-            out = sparse_attention(q, k, v, structure.pattern, gate=gate.view(-1, H, D), dropout_p=dropout,
+            gate = gates[pattern.entry_type].index_copy(0, pattern.graph_edge_position,
+                                                         self.edge(edge_attr.to(tokens.dtype)))
+            out = sparse_attention(q, k, v, pattern.pattern, gate=gate.view(-1, H, D), dropout_p=dropout,
                                    score_clamp=self.score_clamp)
         return out.reshape(total, self.channels)
 
@@ -270,17 +270,17 @@ class ExphormerLayer(nn.Module):
         EquivStableLapPE encodings (with ``pe_gate``).
         Returns the state with new ``x`` [N, C], ``edge_attr`` and ``virtual`` [B * V, C] (or None).
         """
-        x, graph, structure, virtual, inputs, pe = (state.x, state.graph, state.pattern, state.virtual,
-                                                    state.context, state.pe)
+        x, graph, pattern, virtual, inputs, pe = (state.x, state.graph, state.pattern, state.virtual,
+                                                  state.context, state.pe)
         n = x.shape[0]
-        expected = structure.pattern.num_nodes - n
+        expected = pattern.pattern.num_nodes - n
         if (virtual.shape[0] if virtual is not None else 0) != expected:
             raise ValueError(f"virtual must have B * num_virtual = {expected} rows, got "
                              f"{None if virtual is None else virtual.shape[0]}")
         if (self.pe_gate is not None) != (pe is not None):
             raise ValueError("pe (EquivStableLapPE) must be given exactly when the layer has pe_gate=True")
         tokens = x if virtual is None else torch.cat([x, virtual])
-        attended = self.attention(tokens, structure, inputs.edge_types, inputs.attention_edge_attr)
+        attended = self.attention(tokens, pattern, inputs.edge_types, inputs.attention_edge_attr)
         branches, edge_attr = [], state.edge_attr
         if self.local_model is not None:
             scale = {}
