@@ -49,6 +49,7 @@ reference keeps); ``norm="layer"`` is LayerNorm (the reference: GraphNorm).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -59,6 +60,7 @@ from ..graph import Graph
 from ..patterns import expander
 from .blocks import FeedForward, make_norm
 from .local import local_update, make_local
+from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerEmbeddings", "ExphormerAttention",
@@ -137,14 +139,15 @@ class ExphormerEmbeddings(nn.Module):
     [1, C]; ``virtual_in`` [V, C] (virtual v <- real) and ``virtual_out`` [V, C] (real <- virtual v).
     """
 
-    def __init__(self, channels: int, num_virtual: int) -> None:
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_virtual: int) -> None:
         super().__init__()
         self.num_virtual = num_virtual
-        self.virtual = nn.Parameter(torch.empty(num_virtual, channels))
-        self.graph_edge = nn.Parameter(torch.empty(1, channels))
-        self.expander_edge = nn.Parameter(torch.empty(1, channels))
-        self.virtual_in = nn.Parameter(torch.empty(num_virtual, channels))
-        self.virtual_out = nn.Parameter(torch.empty(num_virtual, channels))
+        self.virtual = nn.Parameter(torch.empty(num_virtual, hidden))
+        self.graph_edge = nn.Parameter(torch.empty(1, hidden))
+        self.expander_edge = nn.Parameter(torch.empty(1, hidden))
+        self.virtual_in = nn.Parameter(torch.empty(num_virtual, hidden))
+        self.virtual_out = nn.Parameter(torch.empty(num_virtual, hidden))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -165,21 +168,29 @@ class ExphormerAttention(nn.Module):
     """Softmax attention over an `ExphormerPattern`, gated by each entry's type vector or edge features.
 
     Args:
-        channels: C. num_heads: H. score_clamp: the clamp of the scaled scores (reference: 5).
+        hidden: C. num_heads: H. score_clamp: the clamp of the scaled scores (reference: 5).
         attn_dropout: on the attention weights (the reference has none; kept as an option).
     """
 
-    def __init__(self, channels: int, num_heads: int, score_clamp: float | None = 5.0,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, score_clamp: float | None = 5.0,
                  attn_dropout: float = 0.0) -> None:
         super().__init__()
-        if num_heads < 1 or channels % num_heads:  # num_heads 0 was a ZeroDivisionError
-            raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
-        self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
+        if num_heads < 1 or hidden % num_heads:  # num_heads 0 was a ZeroDivisionError
+            raise ValueError(f"hidden ({hidden}) must be a positive multiple of num_heads ({num_heads})")
+        self.hidden, self.num_heads, self.head_dim = hidden, num_heads, hidden // num_heads
         self.score_clamp, self.attn_dropout = score_clamp, float(attn_dropout)
-        self.query = nn.Linear(channels, channels, bias=False)
-        self.key = nn.Linear(channels, channels, bias=False)
-        self.value = nn.Linear(channels, channels, bias=False)
-        self.edge = nn.Linear(channels, channels, bias=False)
+        self.query = nn.Linear(hidden, hidden, bias=False)
+        self.key = nn.Linear(hidden, hidden, bias=False)
+        self.value = nn.Linear(hidden, hidden, bias=False)
+        self.edge = nn.Linear(hidden, hidden, bias=False)
+
+    @property
+    def channels(self) -> int:
+        """Deprecated: the old name of ``hidden``."""
+        warnings.warn(f"{type(self).__name__}.channels is deprecated and will be removed in the next release; "
+                      "use .hidden", DeprecationWarning, stacklevel=2)
+        return self.hidden
 
     def reset_parameters(self) -> None:
         for linear in (self.query, self.key, self.value, self.edge):
@@ -207,7 +218,7 @@ class ExphormerAttention(nn.Module):
                                                          self.edge(edge_attr.to(tokens.dtype)))
             out = sparse_attention(q, k, v, pattern.pattern, gate=gate.view(-1, H, D), dropout_p=dropout,
                                    score_clamp=self.score_clamp)
-        return out.reshape(total, self.channels)
+        return out.reshape(total, self.hidden)
 
 
 @dataclass
@@ -229,32 +240,33 @@ class ExphormerLayer(nn.Module):
     then FFN.
 
     Args:
-        channels: C. num_heads: H. local: local MPNN module or name (`sparsegt.nn.local`). dropout: in the
+        hidden: C. num_heads: H. local: local MPNN module or name (`sparsegt.nn.local`). dropout: in the
         GatedGCN, after the attention and in the FFN. attn_dropout: on the attention weights (reference:
         none). norm: ``"batch"``, ``"layer"`` or ``"none"``. score_clamp: attention score clamp (reference: 5).
         pe_gate: EquivStableLapPE's gate of the GatedGCN messages (needs ``local="gatedgcn"`` and
         ``state.pe``).
     """
 
-    def __init__(self, channels: int, num_heads: int, local: str | nn.Module | None = "gatedgcn",
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, local: str | nn.Module | None = "gatedgcn",
                  dropout: float = 0.0, attn_dropout: float = 0.0, norm: str = "batch", score_clamp: float | None = 5.0,
                  pe_gate: bool = False) -> None:
         super().__init__()
-        local_model = make_local(local, channels, dropout, norm, ("gatedgcn", "gine", "none"))
+        local_model = make_local(local, hidden, dropout, norm, ("gatedgcn", "gine", "none"))
         if pe_gate and not getattr(local_model, "accepts_edge_scale", False):
             raise ValueError(f"pe_gate (EquivStableLapPE) gates GatedGCN messages: it needs local='gatedgcn', "
                              f"got {local!r}")
         self.norm_local: nn.Module = nn.Identity()  # registered before local_model: the checkpoints' key order
         self.local_model: nn.Module | None = local_model
         if self.local_model is not None:
-            self.norm_local = make_norm(norm, channels)
-        self.pe_gate = (nn.Sequential(nn.Linear(1, channels), nn.ReLU(), nn.Linear(channels, 1), nn.Sigmoid())
+            self.norm_local = make_norm(norm, hidden)
+        self.pe_gate = (nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
                         if pe_gate else None)
-        self.attention = ExphormerAttention(channels, num_heads, score_clamp, attn_dropout)
+        self.attention = ExphormerAttention(hidden, num_heads, score_clamp, attn_dropout)
         self.dropout = nn.Dropout(dropout)
-        self.norm_attention = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout)
-        self.norm_out = make_norm(norm, channels)
+        self.norm_attention = make_norm(norm, hidden)
+        self.feed_forward = FeedForward(hidden, 2, dropout)
+        self.norm_out = make_norm(norm, hidden)
 
     def reset_parameters(self) -> None:
         for module in self.modules():
