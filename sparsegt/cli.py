@@ -259,8 +259,9 @@ def _resolve_train_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.allocator import keep_large_allocations
-    from .train.config import apply_overrides, dump_config, load_config
+    from .train.config import dump_config
     from .train.report import print_run_table, print_seeds_table
+    from .train.resume import open_run
     from .train.run import train_run, train_seeds
 
     keep_large_allocations()  # per-edge tensors of 32+ MiB: reuse them instead of page-faulting them in
@@ -274,15 +275,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.seeds:
             raise ValueError("--resume continues one run; resume each seed's folder (RUN_DIR/seed-S) on its own")
-        config = (
-            load_config(Path(args.resume) / "config.yaml") if (Path(args.resume) / "config.yaml").exists() else None
-        )
-        if config is None:
-            raise ValueError(f"{args.resume} is not a run directory (no config.yaml)")
-        if args.overrides:
-            apply_overrides(config, args.overrides)
-            console.print(f"[yellow]resuming with overrides {' '.join(args.overrides)}[/]")
-        result = train_run(config, resume=args.resume, quiet=args.quiet, console=console)
+        run = open_run(args.resume, args.overrides)
+        if run.overrides:
+            console.print(f"[yellow]resuming with overrides {' '.join(run.overrides)}[/]")
+        result = train_run(resume=run, quiet=args.quiet, console=console)
         print_run_table([result.summary], console)
         return 0
     config = _resolve_train_config(args)

@@ -6,6 +6,8 @@ adds or concatenates; how they are combined with the node features is the model'
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -92,15 +94,25 @@ class LapPEEncoder(nn.Module):
 
 
 class RWSEEncoder(nn.Module):
-    """RWSE encoder (GraphGPS kernel PE): BatchNorm over the K return probabilities, then a linear map
-    (``kind="linear"``) or a two-layer MLP (``"mlp"``): [N, K] -> [N, out_dim]."""
+    """RWSE encoder (GraphGPS kernel PE): BatchNorm over the K return probabilities (``norm="batch"``; ``"none"``:
+    none), then a linear map (``kind="linear"``) or a two-layer MLP (``"mlp"``): [N, K] -> [N, out_dim].
+    ``batch_norm: bool``, the old spelling of ``norm``, is deprecated."""
 
-    def __init__(self, steps: int, out_dim: int, kind: str = "linear", batch_norm: bool = True) -> None:
+    def __init__(self, steps: int, out_dim: int, kind: str = "linear", norm: str = "batch", *,
+                 batch_norm: bool | None = None) -> None:
         super().__init__()
         if kind not in ("linear", "mlp"):
             raise ValueError(f"kind must be 'linear' or 'mlp', got {kind!r}")
+        if isinstance(norm, bool):  # the fourth positional argument was batch_norm
+            norm, batch_norm = "batch", norm
+        if batch_norm is not None:  # the layers' `renamed_keywords` lives in nn/, above this package
+            warnings.warn("RWSEEncoder(batch_norm=...) is deprecated and will be removed in the next release; use "
+                          "norm='batch' or norm='none'", DeprecationWarning, stacklevel=2)
+            norm = "batch" if batch_norm else "none"
+        if norm not in ("batch", "none"):
+            raise ValueError(f"norm must be 'batch' or 'none', got {norm!r}")
         self.steps = steps
-        self.norm = nn.BatchNorm1d(steps) if batch_norm else nn.Identity()
+        self.norm = nn.BatchNorm1d(steps) if norm == "batch" else nn.Identity()
         self.proj = (nn.Linear(steps, out_dim) if kind == "linear" else
                      nn.Sequential(nn.Linear(steps, 2 * out_dim), nn.ReLU(), nn.Linear(2 * out_dim, out_dim)))
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .renamed import renamed_keywords
+
 __all__ = ["FeedForward", "make_norm", "NORMS"]
 
 NORMS = ("batch", "layer", "none")
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
+def make_norm(kind: str, hidden: int) -> nn.Module:
     """``"batch"`` -> BatchNorm1d over nodes, ``"layer"`` -> LayerNorm per node, ``"none"`` -> identity."""
     if kind == "batch":
-        return nn.BatchNorm1d(channels)
+        return nn.BatchNorm1d(hidden)
     if kind == "layer":
-        return nn.LayerNorm(channels)
+        return nn.LayerNorm(hidden)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
@@ -28,12 +30,13 @@ class FeedForward(nn.Module):
     checkpoints are the same whichever it is; `activation_density` hooks it to measure activation sparsity.
     ``output_dropout=False`` leaves out the outer dropout (GRIT's FFN: ``W2 Dropout(act(W1 x))``)."""
 
-    def __init__(self, channels: int, expansion: int = 2, dropout: float = 0.0, output_dropout: bool = True,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, expansion: int = 2, dropout: float = 0.0, output_dropout: bool = True,
                  activation: nn.Module | None = None) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(channels, expansion * channels)
+        self.lin1 = nn.Linear(hidden, expansion * hidden)
         self.activation = nn.ReLU() if activation is None else activation
-        self.lin2 = nn.Linear(expansion * channels, channels)
+        self.lin2 = nn.Linear(expansion * hidden, hidden)
         self.dropout = nn.Dropout(dropout)
         self.output_dropout = output_dropout
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..attention import sparse_attention
 from ..patterns.combiner import CombinerPattern
 from .attention import SparseMultiheadAttention
+from .renamed import renamed_keywords
 
 __all__ = ["CombinerAttention", "combiner_attention"]
 
@@ -74,10 +75,11 @@ class CombinerAttention(nn.Module):
     ``torch.nn.MultiheadAttention``), plus ``pool_score`` (C -> H, the in-region pooling score, zero-initialised).
     """
 
-    def __init__(self, channels: int, num_heads: int, bias: bool = True, backend: str = "auto") -> None:
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, bias: bool = True, backend: str = "auto") -> None:
         super().__init__()
-        self.attention = SparseMultiheadAttention(channels, num_heads, bias=bias, backend=backend)
-        self.pool_score = nn.Linear(channels, num_heads)
+        self.attention = SparseMultiheadAttention(hidden, num_heads, bias=bias, backend=backend)
+        self.pool_score = nn.Linear(hidden, num_heads)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -49,6 +49,7 @@ reference keeps); ``norm="layer"`` is LayerNorm (the reference: GraphNorm).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -59,6 +60,7 @@ from ..graph import Graph
 from ..patterns import expander
 from .blocks import FeedForward, make_norm
 from .local import local_update, make_local
+from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerEmbeddings", "ExphormerAttention",
@@ -137,14 +139,15 @@ class ExphormerEmbeddings(nn.Module):
     [1, C]; ``virtual_in`` [V, C] (virtual v <- real) and ``virtual_out`` [V, C] (real <- virtual v).
     """
 
-    def __init__(self, channels: int, num_virtual: int) -> None:
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_virtual: int) -> None:
         super().__init__()
         self.num_virtual = num_virtual
-        self.virtual = nn.Parameter(torch.empty(num_virtual, channels))
-        self.graph_edge = nn.Parameter(torch.empty(1, channels))
-        self.expander_edge = nn.Parameter(torch.empty(1, channels))
-        self.virtual_in = nn.Parameter(torch.empty(num_virtual, channels))
-        self.virtual_out = nn.Parameter(torch.empty(num_virtual, channels))
+        self.virtual = nn.Parameter(torch.empty(num_virtual, hidden))
+        self.graph_edge = nn.Parameter(torch.empty(1, hidden))
+        self.expander_edge = nn.Parameter(torch.empty(1, hidden))
+        self.virtual_in = nn.Parameter(torch.empty(num_virtual, hidden))
+        self.virtual_out = nn.Parameter(torch.empty(num_virtual, hidden))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -165,34 +168,42 @@ class ExphormerAttention(nn.Module):
     """Softmax attention over an `ExphormerPattern`, gated by each entry's type vector or edge features.
 
     Args:
-        channels: C. num_heads: H. score_clamp: the clamp of the scaled scores (reference: 5).
+        hidden: C. num_heads: H. score_clamp: the clamp of the scaled scores (reference: 5).
         attn_dropout: on the attention weights (the reference has none; kept as an option).
     """
 
-    def __init__(self, channels: int, num_heads: int, score_clamp: float | None = 5.0,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, score_clamp: float | None = 5.0,
                  attn_dropout: float = 0.0) -> None:
         super().__init__()
-        if num_heads < 1 or channels % num_heads:  # num_heads 0 was a ZeroDivisionError
-            raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
-        self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
+        if num_heads < 1 or hidden % num_heads:  # num_heads 0 was a ZeroDivisionError
+            raise ValueError(f"hidden ({hidden}) must be a positive multiple of num_heads ({num_heads})")
+        self.hidden, self.num_heads, self.head_dim = hidden, num_heads, hidden // num_heads
         self.score_clamp, self.attn_dropout = score_clamp, float(attn_dropout)
-        self.query = nn.Linear(channels, channels, bias=False)
-        self.key = nn.Linear(channels, channels, bias=False)
-        self.value = nn.Linear(channels, channels, bias=False)
-        self.edge = nn.Linear(channels, channels, bias=False)
+        self.query = nn.Linear(hidden, hidden, bias=False)
+        self.key = nn.Linear(hidden, hidden, bias=False)
+        self.value = nn.Linear(hidden, hidden, bias=False)
+        self.edge = nn.Linear(hidden, hidden, bias=False)
+
+    @property
+    def channels(self) -> int:
+        """Deprecated: the old name of ``hidden``."""
+        warnings.warn(f"{type(self).__name__}.channels is deprecated and will be removed in the next release; "
+                      "use .hidden", DeprecationWarning, stacklevel=2)
+        return self.hidden
 
     def reset_parameters(self) -> None:
         for linear in (self.query, self.key, self.value, self.edge):
             linear.reset_parameters()
 
-    def forward(self, tokens: Tensor, structure: ExphormerPattern, edge_types: Tensor,
+    def forward(self, tokens: Tensor, pattern: ExphormerPattern, edge_types: Tensor,
                 edge_attr: Tensor | None = None) -> Tensor:
         """tokens [T, C]; edge_types [U, C] (`ExphormerEmbeddings.edge_types`); edge_attr [E_graph, C] gate
         features of the graph edges (batch CSR order), or None (graph edges use ``edge_types[0]``) -> [T, C]."""
         H, D, total = self.num_heads, self.head_dim, tokens.shape[0]
-        if edge_types.shape[0] != structure.num_types:
+        if edge_types.shape[0] != pattern.num_types:
             raise ValueError(f"edge_types has {edge_types.shape[0]} rows but the pattern has "
-                             f"{structure.num_types} entry types (2 + 2 * num_virtual)")
+                             f"{pattern.num_types} entry types (2 + 2 * num_virtual)")
         q, k, v = (lin(tokens).view(-1, H, D) for lin in (self.query, self.key, self.value))
         gates = self.edge(edge_types.to(tokens.dtype))                                       # [U, C]
         dropout = self.attn_dropout if self.training else 0.0
@@ -200,14 +211,14 @@ class ExphormerAttention(nn.Module):
             count = gates.shape[0]
             keys = (k.unsqueeze(0) * gates.view(count, 1, H, D)).reshape(count * total, H, D)
             values = v.unsqueeze(0).expand(count, total, H, D).reshape(count * total, H, D)
-            out = sparse_attention(q, keys, values, structure.typed(), dropout_p=dropout,
+            out = sparse_attention(q, keys, values, pattern.typed(), dropout_p=dropout,
                                    score_clamp=self.score_clamp)
         else:
-            gate = gates[structure.entry_type].index_copy(0, structure.graph_edge_position,
-                                                           self.edge(edge_attr.to(tokens.dtype)))
-            out = sparse_attention(q, k, v, structure.pattern, gate=gate.view(-1, H, D), dropout_p=dropout,
+            gate = gates[pattern.entry_type].index_copy(0, pattern.graph_edge_position,
+                                                         self.edge(edge_attr.to(tokens.dtype)))
+            out = sparse_attention(q, k, v, pattern.pattern, gate=gate.view(-1, H, D), dropout_p=dropout,
                                    score_clamp=self.score_clamp)
-        return out.reshape(total, self.channels)
+        return out.reshape(total, self.hidden)
 
 
 @dataclass
@@ -229,32 +240,33 @@ class ExphormerLayer(nn.Module):
     then FFN.
 
     Args:
-        channels: C. num_heads: H. local: local MPNN module or name (`sparsegt.nn.local`). dropout: in the
+        hidden: C. num_heads: H. local: local MPNN module or name (`sparsegt.nn.local`). dropout: in the
         GatedGCN, after the attention and in the FFN. attn_dropout: on the attention weights (reference:
         none). norm: ``"batch"``, ``"layer"`` or ``"none"``. score_clamp: attention score clamp (reference: 5).
         pe_gate: EquivStableLapPE's gate of the GatedGCN messages (needs ``local="gatedgcn"`` and
         ``state.pe``).
     """
 
-    def __init__(self, channels: int, num_heads: int, local: str | nn.Module | None = "gatedgcn",
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, local: str | nn.Module | None = "gatedgcn",
                  dropout: float = 0.0, attn_dropout: float = 0.0, norm: str = "batch", score_clamp: float | None = 5.0,
                  pe_gate: bool = False) -> None:
         super().__init__()
-        local_model = make_local(local, channels, dropout, norm, ("gatedgcn", "gine", "none"))
+        local_model = make_local(local, hidden, dropout, norm, ("gatedgcn", "gine", "none"))
         if pe_gate and not getattr(local_model, "accepts_edge_scale", False):
             raise ValueError(f"pe_gate (EquivStableLapPE) gates GatedGCN messages: it needs local='gatedgcn', "
                              f"got {local!r}")
         self.norm_local: nn.Module = nn.Identity()  # registered before local_model: the checkpoints' key order
         self.local_model: nn.Module | None = local_model
         if self.local_model is not None:
-            self.norm_local = make_norm(norm, channels)
-        self.pe_gate = (nn.Sequential(nn.Linear(1, channels), nn.ReLU(), nn.Linear(channels, 1), nn.Sigmoid())
+            self.norm_local = make_norm(norm, hidden)
+        self.pe_gate = (nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
                         if pe_gate else None)
-        self.attention = ExphormerAttention(channels, num_heads, score_clamp, attn_dropout)
+        self.attention = ExphormerAttention(hidden, num_heads, score_clamp, attn_dropout)
         self.dropout = nn.Dropout(dropout)
-        self.norm_attention = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout)
-        self.norm_out = make_norm(norm, channels)
+        self.norm_attention = make_norm(norm, hidden)
+        self.feed_forward = FeedForward(hidden, 2, dropout)
+        self.norm_out = make_norm(norm, hidden)
 
     def reset_parameters(self) -> None:
         for module in self.modules():
@@ -270,17 +282,17 @@ class ExphormerLayer(nn.Module):
         EquivStableLapPE encodings (with ``pe_gate``).
         Returns the state with new ``x`` [N, C], ``edge_attr`` and ``virtual`` [B * V, C] (or None).
         """
-        x, graph, structure, virtual, inputs, pe = (state.x, state.graph, state.pattern, state.virtual,
-                                                    state.context, state.pe)
+        x, graph, pattern, virtual, inputs, pe = (state.x, state.graph, state.pattern, state.virtual,
+                                                  state.context, state.pe)
         n = x.shape[0]
-        expected = structure.pattern.num_nodes - n
+        expected = pattern.pattern.num_nodes - n
         if (virtual.shape[0] if virtual is not None else 0) != expected:
             raise ValueError(f"virtual must have B * num_virtual = {expected} rows, got "
                              f"{None if virtual is None else virtual.shape[0]}")
         if (self.pe_gate is not None) != (pe is not None):
             raise ValueError("pe (EquivStableLapPE) must be given exactly when the layer has pe_gate=True")
         tokens = x if virtual is None else torch.cat([x, virtual])
-        attended = self.attention(tokens, structure, inputs.edge_types, inputs.attention_edge_attr)
+        attended = self.attention(tokens, pattern, inputs.edge_types, inputs.attention_edge_attr)
         branches, edge_attr = [], state.edge_attr
         if self.local_model is not None:
             scale = {}

@@ -21,6 +21,8 @@ attention backends (`sparsegt.attention.backend.first_runnable`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -38,6 +40,7 @@ from ..attention.numba_runtime import (
 )
 from ..graph import Graph
 from . import gatedgcn_kernels as kernels
+from .renamed import renamed_keywords
 from .segment import gather_keys, gather_queries, segment_sum
 
 __all__ = ["GatedGCNConv", "gated_aggregation", "gated_aggregation_torch"]
@@ -160,22 +163,30 @@ class GatedGCNConv(nn.Module):
     """GatedGCN layer (residual, BatchNorm, ReLU and dropout inside, as in GraphGPS).
 
     Args:
-        channels: C (nodes and edges). dropout: on both outputs. norm: ``"batch"``: BatchNorm on both
+        hidden: C (nodes and edges). dropout: on both outputs. norm: ``"batch"``: BatchNorm on both
             outputs (GraphGPS); anything else: none inside (the layer around it normalises).
         residual: add the inputs to the outputs.
     """
 
     accepts_edge_scale = True  # forward(..., edge_scale=): EquivStableLapPE's gate (ExphormerLayer)
 
-    def __init__(self, channels: int, dropout: float = 0.0, norm: str = "batch",
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, dropout: float = 0.0, norm: str = "batch",
                  residual: bool = True) -> None:
         super().__init__()
-        self.channels, self.residual = channels, residual
-        self.node_lin = nn.Linear(channels, 4 * channels)  # A, B, D, E stacked
-        self.edge_lin = nn.Linear(channels, channels)      # C
-        self.norm_x = nn.BatchNorm1d(channels) if norm == "batch" else nn.Identity()
-        self.norm_e = nn.BatchNorm1d(channels) if norm == "batch" else nn.Identity()
+        self.hidden, self.residual = hidden, residual
+        self.node_lin = nn.Linear(hidden, 4 * hidden)  # A, B, D, E stacked
+        self.edge_lin = nn.Linear(hidden, hidden)      # C
+        self.norm_x = nn.BatchNorm1d(hidden) if norm == "batch" else nn.Identity()
+        self.norm_e = nn.BatchNorm1d(hidden) if norm == "batch" else nn.Identity()
         self.dropout = nn.Dropout(dropout)
+
+    @property
+    def channels(self) -> int:
+        """Deprecated: the old name of ``hidden``."""
+        warnings.warn(f"{type(self).__name__}.channels is deprecated and will be removed in the next release; "
+                      "use .hidden", DeprecationWarning, stacklevel=2)
+        return self.hidden
 
     def reset_parameters(self) -> None:
         for module in (self.node_lin, self.edge_lin, self.norm_x, self.norm_e):

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ..attention import sparse_attention
 from ..graph import Graph
 from .attention import SparseMultiheadAttention
+from .renamed import renamed_keywords
 from .segment import gather_keys, gather_queries
 
 __all__ = ["GINAttention", "GINAttentionAdapter", "AGGREGATORS"]
@@ -38,23 +39,26 @@ class GINAttention(nn.Module):
     """Multi-head attention with a GIN or PNA update per head (module docstring): x [N, C] -> [N, C].
 
     Args:
-        channels: C. num_heads: H. aggregation: ``"gin"`` or ``"pna"``.
+        hidden: C. num_heads: H. aggregation: ``"gin"`` or ``"pna"``.
         mlp: the per-head MLP on the last dimension (input D for GIN, 5D for PNA; output D); default
             Linear -> ReLU -> Linear with hidden width ``mlp_hidden`` (default D).
-        eps: initial eps (learned, one per head).
+        eps: initial eps (learned, one per head). attn_dropout: on the attention weights (``dropout=``, its
+            name before, is deprecated).
     """
 
-    def __init__(self, channels: int, num_heads: int, aggregation: str = "gin", mlp: nn.Module | None = None,
-                 mlp_hidden: int | None = None, eps: float = 0.0, dropout: float = 0.0) -> None:
+    @renamed_keywords(channels="hidden", dropout="attn_dropout")
+    def __init__(self, hidden: int, num_heads: int, aggregation: str = "gin", mlp: nn.Module | None = None,
+                 mlp_hidden: int | None = None, eps: float = 0.0, attn_dropout: float = 0.0) -> None:
         super().__init__()
         if aggregation not in AGGREGATORS:
             raise ValueError(f"aggregation must be one of {AGGREGATORS}, got {aggregation!r}")
-        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=dropout)
+        self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout)
         self.aggregation = aggregation
         D = self.attention.head_dim
         width = D if aggregation == "gin" else 5 * D
-        hidden = mlp_hidden or D
-        self.mlp = mlp if mlp is not None else nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, D))
+        mlp_width = mlp_hidden or D
+        self.mlp = mlp if mlp is not None else nn.Sequential(nn.Linear(width, mlp_width), nn.ReLU(),
+                                                             nn.Linear(mlp_width, D))
         self.eps = nn.Parameter(torch.full((num_heads,), float(eps)))
 
     def forward(self, x: Tensor, pattern: Graph) -> Tensor:

@@ -11,10 +11,13 @@ one sparse-matrix product with no per-edge tensor at all). Returns ``(x [N, C], 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from ..graph import Graph
+from .renamed import renamed_keywords
 from .segment import gather_keys, neighbour_sum, segment_sum
 
 __all__ = ["GINEConv"]
@@ -26,20 +29,28 @@ class GINEConv(nn.Module):
     ``residual = False``: the layer around it adds the input (`sparsegt.nn.local.local_update`).
 
     Args:
-        channels: C (input = output width). train_eps: learn ``eps`` (initialised at 0).
+        hidden: C (input = output width). train_eps: learn ``eps`` (initialised at 0).
         edge_dim: width of ``edge_attr`` if it differs from C (a linear map brings it to C).
     """
 
     residual = False
 
-    def __init__(self, channels: int, train_eps: bool = False, edge_dim: int | None = None) -> None:
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, train_eps: bool = False, edge_dim: int | None = None) -> None:
         super().__init__()
-        self.channels = channels
-        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels))
+        self.hidden = hidden
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.eps = nn.Parameter(torch.zeros(1), requires_grad=train_eps)
-        self.edge_lin = nn.Linear(edge_dim, channels) if edge_dim not in (None, channels) else None
+        self.edge_lin = nn.Linear(edge_dim, hidden) if edge_dim not in (None, hidden) else None
         # The learned constant edge vector used when a graph has no edge features.
-        self.dummy_edge = nn.Parameter(torch.zeros(channels))
+        self.dummy_edge = nn.Parameter(torch.zeros(hidden))
+
+    @property
+    def channels(self) -> int:
+        """Deprecated: the old name of ``hidden``."""
+        warnings.warn(f"{type(self).__name__}.channels is deprecated and will be removed in the next release; "
+                      "use .hidden", DeprecationWarning, stacklevel=2)
+        return self.hidden
 
     def reset_parameters(self) -> None:
         for layer in self.mlp:

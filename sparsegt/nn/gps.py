@@ -47,6 +47,7 @@ from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
 from .local import LOCAL_MODELS, EdgeIndexConv, local_update, make_local
 from .performer import PerformerAttention
+from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["GPSLayer", "LOCAL_MODELS", "GLOBAL_ATTENTIONS", "state_dict_from_gpsconv"]
@@ -58,35 +59,36 @@ class GPSLayer(nn.Module):
     """One GraphGPS layer.
 
     Args:
-        channels: C. num_heads: H. local: local MPNN module or name (module docstring). attention: global
+        hidden: C. num_heads: H. local: local MPNN module or name (module docstring). attention: global
         attention kind.
         dropout: after each branch and in the FFN. attn_dropout: on the attention weights.
         norm: ``"batch"`` (GraphGPS default), ``"layer"`` or ``"none"``.
         topk: keys kept per node for ``attention="topk"``. performer_features: random features m.
     """
 
-    def __init__(self, channels: int, num_heads: int, local: str | nn.Module | None = "gine",
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, local: str | nn.Module | None = "gine",
                  attention: str = "full", dropout: float = 0.0, attn_dropout: float = 0.0, norm: str = "batch",
                  topk: int = 16, performer_features: int = 64) -> None:
         super().__init__()
         if attention not in GLOBAL_ATTENTIONS:
             raise ValueError(f"attention must be one of {GLOBAL_ATTENTIONS}, got {attention!r}")
-        self.local_model = make_local(local, channels, dropout, norm, LOCAL_MODELS)
+        self.local_model = make_local(local, hidden, dropout, norm, LOCAL_MODELS)
         if self.local_model is None and attention == "none":
             raise ValueError("a GPS layer needs a local model or a global attention (both are 'none')")
         self.attention_kind, self.topk = attention, int(topk)
         if self.local_model is not None:
-            self.norm_local = make_norm(norm, channels)
+            self.norm_local = make_norm(norm, hidden)
         self.attention: nn.Module | None = None
         if attention == "performer":
-            self.attention = PerformerAttention(channels, num_heads, performer_features)
+            self.attention = PerformerAttention(hidden, num_heads, performer_features)
         elif attention != "none":
-            self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout)
+            self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout)
         if self.attention is not None:
-            self.norm_attention = make_norm(norm, channels)
+            self.norm_attention = make_norm(norm, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.feed_forward = FeedForward(channels, 2, dropout)
-        self.norm_out = make_norm(norm, channels)
+        self.feed_forward = FeedForward(hidden, 2, dropout)
+        self.norm_out = make_norm(norm, hidden)
 
     def reset_parameters(self) -> None:
         for module in self.children():

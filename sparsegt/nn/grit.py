@@ -37,6 +37,7 @@ Shapes (the fields of the `LayerState` a layer reads): ``x`` [N, C]; ``pattern``
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -51,6 +52,7 @@ from ..encodings.relative import rrwp
 from ..graph import Graph
 from . import grit_kernels as kernels
 from .blocks import FeedForward, make_norm
+from .renamed import renamed_keywords
 from .segment import gather_keys, gather_queries, segment_softmax, segment_sum
 from .state import LayerState
 
@@ -166,15 +168,15 @@ class _PairHat(torch.autograd.Function):
         pattern: Graph = ctx.pattern
         e_weight = F.linear(pair, weight_ew, bias_ew)
         indptr, indices, bounds, threads = _plan(pattern, e_weight.numel())
-        channels = q.shape[1] * q.shape[2]
+        hidden = q.shape[1] * q.shape[2]
         chunks = len(bounds) - 1
         grad = torch.zeros_like(out) if grad is None else grad
         grad_score = out.new_zeros(out.shape[0], q.shape[1]) if grad_score is None else grad_score
         grad_weight = torch.empty(e_weight.shape, dtype=q.dtype)
         grad_bias = torch.empty(e_weight.shape, dtype=q.dtype)
-        grad_q = torch.empty(q.shape[0], channels, dtype=q.dtype)
-        grad_k = torch.zeros(chunks, k.shape[0], channels, dtype=q.dtype)
-        grad_score_weight = torch.zeros(chunks, channels, dtype=q.dtype)
+        grad_q = torch.empty(q.shape[0], hidden, dtype=q.dtype)
+        grad_k = torch.zeros(chunks, k.shape[0], hidden, dtype=q.dtype)
+        grad_score_weight = torch.zeros(chunks, hidden, dtype=q.dtype)
         eps = np.dtype(grad_q.numpy().dtype).type(EPS)
         with numba_threads(threads), DynamicSchedule():
             kernels.pair_hat_backward(indptr, indices, bounds, _array(q), _array(k), _array(e_weight),
@@ -265,27 +267,35 @@ class GRITAttention(nn.Module):
     """GRIT's attention over a pattern with pair representations. Returns ``(x̂ [N, C], ê [E, C])``.
 
     Args:
-        channels: C. num_heads: H. attn_dropout: on the attention weights. score_clamp: the scores are
+        hidden: C. num_heads: H. attn_dropout: on the attention weights. score_clamp: the scores are
             clamped to [-c, c] before the softmax (GRIT: 5), or None.
         fused: use the fused CPU kernels when the inputs allow (float32/64 on the CPU); False forces
             the torch-ops path (the same equations).
     """
 
-    def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, attn_dropout: float = 0.0,
                  score_clamp: float | None = 5.0, fused: bool = True) -> None:
         super().__init__()
-        if num_heads < 1 or channels % num_heads:  # num_heads 0 was a ZeroDivisionError
-            raise ValueError(f"channels ({channels}) must be a positive multiple of num_heads ({num_heads})")
-        self.channels, self.num_heads, self.head_dim = channels, num_heads, channels // num_heads
+        if num_heads < 1 or hidden % num_heads:  # num_heads 0 was a ZeroDivisionError
+            raise ValueError(f"hidden ({hidden}) must be a positive multiple of num_heads ({num_heads})")
+        self.hidden, self.num_heads, self.head_dim = hidden, num_heads, hidden // num_heads
         self.score_clamp, self.fused = score_clamp, fused
-        self.query = nn.Linear(channels, channels)
-        self.key = nn.Linear(channels, channels, bias=False)    # GRIT: use_bias = False for K and V
-        self.value = nn.Linear(channels, channels, bias=False)
-        self.edge_lin = nn.Linear(channels, 2 * channels)  # W_Ew (first C outputs) and W_Eb
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden, bias=False)    # GRIT: use_bias = False for K and V
+        self.value = nn.Linear(hidden, hidden, bias=False)
+        self.edge_lin = nn.Linear(hidden, 2 * hidden)  # W_Ew (first C outputs) and W_Eb
         self.score = nn.Parameter(torch.empty(num_heads, self.head_dim))                       # w_A
         self.edge_value = nn.Parameter(torch.empty(num_heads, self.head_dim, self.head_dim))  # W_Ev
         self.attn_dropout = nn.Dropout(attn_dropout)
         self.reset_parameters()
+
+    @property
+    def channels(self) -> int:
+        """Deprecated: the old name of ``hidden``."""
+        warnings.warn(f"{type(self).__name__}.channels is deprecated and will be removed in the next release; "
+                      "use .hidden", DeprecationWarning, stacklevel=2)
+        return self.hidden
 
     def reset_parameters(self) -> None:
         for linear in (self.query, self.key, self.value, self.edge_lin):
@@ -295,7 +305,7 @@ class GRITAttention(nn.Module):
         nn.init.xavier_normal_(self.edge_value)
 
     def forward(self, x: Tensor, pattern: Graph, pair: Tensor) -> tuple[Tensor, Tensor]:
-        H, D, C = self.num_heads, self.head_dim, self.channels
+        H, D, C = self.num_heads, self.head_dim, self.hidden
         q, k, v = (linear(x).view(-1, H, D) for linear in (self.query, self.key, self.value))
         # W_Ew e and W_Eb e as two products, not one [E, 2C] output: neither is kept for the backward.
         weight, bias = self.edge_lin.weight, self.edge_lin.bias
@@ -312,23 +322,24 @@ class GRITLayer(nn.Module):
     """One GRIT transformer layer (attention, degree scaler, node FFN; pair states updated).
 
     Args:
-        channels: C. num_heads: H. dropout: residual-branch dropout. attn_dropout: on the weights.
+        hidden: C. num_heads: H. dropout: residual-branch dropout. attn_dropout: on the weights.
         norm: ``"batch"`` (GRIT default) or ``"layer"``. degree_scaler: apply the log-degree scaler.
         score_clamp: score clamp (GRIT: 5), None for none.
     """
 
-    def __init__(self, channels: int, num_heads: int, dropout: float = 0.0, attn_dropout: float = 0.0,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, dropout: float = 0.0, attn_dropout: float = 0.0,
                  norm: str = "batch", degree_scaler: bool = True, score_clamp: float | None = 5.0) -> None:
         super().__init__()
-        self.attention = GRITAttention(channels, num_heads, attn_dropout, score_clamp)
-        self.degree_scaler = nn.Parameter(torch.empty(2, channels)) if degree_scaler else None
-        self.node_out = nn.Linear(channels, channels)
-        self.pair_out = nn.Linear(channels, channels)
+        self.attention = GRITAttention(hidden, num_heads, attn_dropout, score_clamp)
+        self.degree_scaler = nn.Parameter(torch.empty(2, hidden)) if degree_scaler else None
+        self.node_out = nn.Linear(hidden, hidden)
+        self.pair_out = nn.Linear(hidden, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.norm_node = make_norm(norm, channels)
-        self.norm_pair = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout, output_dropout=False)
-        self.norm_out = make_norm(norm, channels)
+        self.norm_node = make_norm(norm, hidden)
+        self.norm_pair = make_norm(norm, hidden)
+        self.feed_forward = FeedForward(hidden, 2, dropout, output_dropout=False)
+        self.norm_out = make_norm(norm, hidden)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

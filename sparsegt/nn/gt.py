@@ -25,6 +25,7 @@ from torch import nn
 
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
+from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["GTLayer"]
@@ -34,30 +35,31 @@ class GTLayer(nn.Module):
     """Graph transformer layer over the graph's own edges.
 
     Args:
-        channels: C. num_heads: H. dropout: on the residual branches. norm: ``"batch"``/``"layer"``.
+        hidden: C. num_heads: H. dropout: on the residual branches. norm: ``"batch"``/``"layer"``.
         edge_features: the layer takes and updates edge states ``edge_attr`` [E, C].
         attn_dropout: dropout on the attention weights (0 in the paper).
         score_clamp: the scores are clamped to [-c, c] before the softmax (5 in the paper; None: off).
     """
 
-    def __init__(self, channels: int, num_heads: int, dropout: float = 0.0, norm: str = "batch",
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, dropout: float = 0.0, norm: str = "batch",
                  edge_features: bool = False, attn_dropout: float = 0.0, score_clamp: float | None = 5.0) -> None:
         super().__init__()
         self.edge_features = edge_features
         # Q, K, V (and the edge projection E) without bias, O with one: GT's use_bias=False
-        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout,
-                                                  edge_dim=channels if edge_features else None,
+        self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout,
+                                                  edge_dim=hidden if edge_features else None,
                                                   edge_mode="gate" if edge_features else None,
                                                   score_clamp=score_clamp, qkv_bias=False)
         self.dropout = nn.Dropout(dropout)
-        self.norm_attention = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout)
-        self.norm_out = make_norm(norm, channels)
+        self.norm_attention = make_norm(norm, hidden)
+        self.feed_forward = FeedForward(hidden, 2, dropout)
+        self.norm_out = make_norm(norm, hidden)
         if edge_features:
-            self.edge_out = nn.Linear(channels, channels)
-            self.norm_edge_attention = make_norm(norm, channels)
-            self.edge_feed_forward = FeedForward(channels, 2, dropout)
-            self.norm_edge_out = make_norm(norm, channels)
+            self.edge_out = nn.Linear(hidden, hidden)
+            self.norm_edge_attention = make_norm(norm, hidden)
+            self.edge_feed_forward = FeedForward(hidden, 2, dropout)
+            self.norm_edge_out = make_norm(norm, hidden)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -20,6 +20,7 @@ from .blocks import make_norm
 from .gatedgcn import GatedGCNConv
 from .gcn import GCNConv
 from .gine import GINEConv
+from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["MPNNLayer", "MPNN_KINDS"]
@@ -28,18 +29,19 @@ MPNN_KINDS = ("gine", "gatedgcn", "gcn")
 
 
 class MPNNLayer(nn.Module):
-    """Residual MPNN layer. Args: kind (``MPNN_KINDS``), channels C, dropout, norm."""
+    """Residual MPNN layer. Args: kind (``MPNN_KINDS``), hidden C, dropout, norm."""
 
-    def __init__(self, kind: str, channels: int, dropout: float = 0.0, norm: str = "batch") -> None:
+    @renamed_keywords(channels="hidden")
+    def __init__(self, kind: str, hidden: int, dropout: float = 0.0, norm: str = "batch") -> None:
         super().__init__()
         if kind not in MPNN_KINDS:
             raise ValueError(f"kind must be one of {MPNN_KINDS}, got {kind!r}")
         self.kind = kind
         if kind == "gatedgcn":
-            self.conv: nn.Module = GatedGCNConv(channels, dropout=dropout, norm=norm)
+            self.conv: nn.Module = GatedGCNConv(hidden, dropout=dropout, norm=norm)
         else:
-            self.conv = GINEConv(channels) if kind == "gine" else GCNConv(channels, channels)
-            self.norm = make_norm(norm, channels)
+            self.conv = GINEConv(hidden) if kind == "gine" else GCNConv(hidden, hidden)
+            self.norm = make_norm(norm, hidden)
             self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:

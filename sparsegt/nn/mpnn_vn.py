@@ -20,6 +20,7 @@ from torch import nn
 
 from .blocks import make_norm
 from .local import local_update, make_local
+from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["MPNNVirtualNodeLayer"]
@@ -29,19 +30,20 @@ class MPNNVirtualNodeLayer(nn.Module):
     """Local MPNN (``"gine"`` or ``"gatedgcn"``) plus a per-graph virtual node.
 
     Args:
-        channels: C. local: MPNN kind. dropout: on the MPNN and virtual-node updates.
+        hidden: C. local: MPNN kind. dropout: on the MPNN and virtual-node updates.
         norm: ``"batch"``, ``"layer"`` or ``"none"`` for the node update.
     """
 
-    def __init__(self, channels: int, local: str | nn.Module = "gine", dropout: float = 0.0,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, local: str | nn.Module = "gine", dropout: float = 0.0,
                  norm: str = "batch") -> None:
         super().__init__()
-        self.local_model: nn.Module = make_local(local, channels, dropout, norm, ("gine", "gatedgcn"))
+        self.local_model: nn.Module = make_local(local, hidden, dropout, norm, ("gine", "gatedgcn"))
         # a module with its own residual brings its own norm (GatedGCN)
-        self.norm = nn.Identity() if getattr(self.local_model, "residual", False) else make_norm(norm, channels)
+        self.norm = nn.Identity() if getattr(self.local_model, "residual", False) else make_norm(norm, hidden)
         self.virtual_mlp = nn.Sequential(
-            nn.Linear(channels, 2 * channels), nn.LayerNorm(2 * channels), nn.ReLU(),
-            nn.Linear(2 * channels, channels), nn.LayerNorm(channels), nn.ReLU())
+            nn.Linear(hidden, 2 * hidden), nn.LayerNorm(2 * hidden), nn.ReLU(),
+            nn.Linear(2 * hidden, hidden), nn.LayerNorm(hidden), nn.ReLU())
         self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:

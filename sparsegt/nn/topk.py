@@ -24,6 +24,7 @@ from torch import nn
 from ..patterns import full
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
+from .renamed import renamed_keywords
 from .segment import neighbour_sum
 from .state import LayerState
 
@@ -34,20 +35,21 @@ class TopKAttentionLayer(nn.Module):
     """TANGNN-style layer.
 
     Args:
-        channels: C. num_heads: H. k: keys kept per node. dropout, attn_dropout, norm: as in `GPSLayer`.
+        hidden: C. num_heads: H. k: keys kept per node. dropout, attn_dropout, norm: as in `GPSLayer`.
     """
 
-    def __init__(self, channels: int, num_heads: int, k: int = 16, dropout: float = 0.0,
+    @renamed_keywords(channels="hidden")
+    def __init__(self, hidden: int, num_heads: int, k: int = 16, dropout: float = 0.0,
                  attn_dropout: float = 0.0, norm: str = "batch") -> None:
         super().__init__()
         self.k = int(k)
-        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout)
-        self.neighbour_lin = nn.Linear(channels, channels)
-        self.combine = nn.Linear(2 * channels, channels)
+        self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout)
+        self.neighbour_lin = nn.Linear(hidden, hidden)
+        self.combine = nn.Linear(2 * hidden, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.norm = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout)
-        self.norm_out = make_norm(norm, channels)
+        self.norm = make_norm(norm, hidden)
+        self.feed_forward = FeedForward(hidden, 2, dropout)
+        self.norm_out = make_norm(norm, hidden)
 
     def reset_parameters(self) -> None:
         for module in self.children():

@@ -11,6 +11,7 @@ from .config import DataConfig, RunConfig, TrainConfig, apply_overrides, dump_co
 from .metrics import HIGHER_IS_BETTER, compute_metric
 from .presets import RUN_PRESETS, get_preset
 from .run import RunResult, evaluate_run, train_run, train_seeds
+from .state import TrainingState
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RunResult",
     "Trainer",
     "TrainingDiverged",
+    "TrainingState",
     "compute_metric",
     "HIGHER_IS_BETTER",
 ]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..data.spec import TaskSpec
 from ..graph import Graph
 from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights
-from .trainer import predict_batches
+from .prediction import predict_batches
 
 __all__ = ["num_classes", "predicted_classes", "confusion_matrix", "plot_confusion", "write_confusion"]
 

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from ..data.spec import TaskSpec
 from ..graph import Graph
+from .prediction import predict_batches
 from .trained import TrainedModel, prepare_graphs
-from .trainer import predict_batches
 
 __all__ = ["PredictionTable", "predict", "model_outputs", "output_columns", "write_predictions"]
 

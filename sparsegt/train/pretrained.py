@@ -94,8 +94,8 @@ def evaluate_pretrained(name: str, *, limit: int | None = None, root: str | Path
     from ..graph import Graph
     from .losses import make_loss
     from .metrics import compute_metric
+    from .prediction import predict_batches, score_batches
     from .run import build_dataset, build_model
-    from .trainer import predict_batches, score_batches
 
     base = Path(root) if root is not None else pretrained_root()
     folder = base / name

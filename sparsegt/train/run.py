@@ -28,13 +28,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights, remove_stale_temp_files
+from .checkpoint import atomic_write_text, load_checkpoint, load_model_weights
 from .config import RunConfig, dump_config, load_config
 from .confusion import write_confusion
 from .distributed import DistInfo, broadcast_object, close_distributed, init_distributed, resolve_device
 from .model_inputs import MODEL_INPUTS_FILE, ModelInputs, inputs_of_dataset, read_model_inputs, write_model_inputs
 from .plots import plot_curves
 from .progress import make_reporter
+from .resume import RunToResume, checkpoint_to_continue, open_run, record_config
 from .trainer import Trainer, TrainingDiverged, seed_everything
 
 __all__ = [
@@ -203,12 +204,6 @@ def _remove_if_nothing_recorded(path: Path) -> None:
     path.rmdir()
 
 
-def _nothing_recorded(path: Path) -> bool:
-    metrics = path / "metrics.jsonl"
-    kept = ("last.pt", "best.pt", "summary.json")
-    return not any((path / name).exists() for name in kept) and not (metrics.exists() and metrics.read_text().strip())
-
-
 def _num_parameters(model: torch.nn.Module) -> int:
     if hasattr(model, "num_parameters"):
         return int(model.num_parameters())
@@ -233,7 +228,7 @@ def _write_summary(run_dir: Path, config: RunConfig, summary: dict[str, Any]) ->
 def train_run(
     config: RunConfig | None = None,
     *,
-    resume: str | Path | None = None,
+    resume: str | Path | RunToResume | None = None,
     quiet: bool = False,
     console: Console | None = None,
     run_dir: str | Path | None = None,
@@ -243,61 +238,37 @@ def train_run(
     make_loader: Any = None,
     log_prefix: str = "",
 ) -> RunResult:
-    """Train one run (or continue ``resume``, a run directory) and return its summary.
+    """Train one run (or continue ``resume``: a run directory, or `open_run`'s answer) and return its summary.
 
-    ``model``/``dataset`` may be given to bypass `build_model`/`build_dataset` (tests, notebooks); ``run_dir``
-    fixes the output folder instead of ``out_dir/name-timestamp``. Under torchrun this joins the process
-    group; only rank 0 writes. ``train.threads`` sets torch's thread count for the run; the caller's count
-    is given back when it returns.
+    ``config`` with ``resume``: the run's config as the caller loaded and perhaps changed it (else its
+    ``config.yaml`` is read). ``model``/``dataset`` may be given to bypass `build_model`/`build_dataset` (tests,
+    notebooks); ``run_dir`` fixes the output folder instead of ``out_dir/name-timestamp``. Under torchrun this
+    joins the process group; only rank 0 writes. ``train.threads`` sets torch's thread count for the run; the
+    caller's count is given back when it returns.
+
+    The steps: what to continue (`sparsegt.train.resume`), the data (`_dataset_for`), the model (`_model_for`),
+    the run folder (`_open_run_folder`), then training in it (`_train_in`).
     """
     if resume is not None:
-        resume = Path(resume)
-        if not (resume / "config.yaml").exists():
-            raise ValueError(f"{resume} is not a run directory (no config.yaml)")
-        if config is None:  # else: the caller loaded the run's config.yaml and may have changed some fields
-            config = load_config(resume / "config.yaml")
-        removed = remove_stale_temp_files(resume)  # a writer killed mid-write left these
-        if removed and not quiet:
-            print(f"removed {len(removed)} temporary file(s) of an interrupted checkpoint write in {resume}")
-        if not (resume / "last.pt").exists():
-            if not _nothing_recorded(resume):
-                raise ValueError(f"{resume} has no last.pt to resume from (but has results: evaluate it with "
-                                 "sparsegt eval, or start a new run)")
-            # killed before (or during) its first checkpoint: nothing to continue, so start it afresh in place
-            run_dir, resume = resume, None
+        run = resume if isinstance(resume, RunToResume) else open_run(resume, config=config)
+        config, last = run.config, checkpoint_to_continue(run, quiet=quiet)
+        if last is None:  # killed before its first checkpoint: nothing to continue, start afresh in place
+            run_dir = run.run_dir
     elif config is None:
         raise ValueError("train_run needs a config or a run directory to resume")
+    else:
+        last = None
     own_dist = dist is None
     callers_threads = torch.get_num_threads()
     info = dist or init_distributed(config.train.device)
     try:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
-        if dataset is None:
-            if not info.is_main:
-                _barrier(info)  # rank 0 generates and caches the data first
-            dataset = build_dataset(config, progress=not quiet and info.is_main)
-            if info.is_main:
-                _barrier(info)
-        seed_everything(config.train.seed)
-        if model is None:
-            model = build_model(config, dataset)
-        model = model.to(info.device)
-        if info.enabled and resume is None:
-            torch.manual_seed(config.train.seed * 1000 + info.rank)  # distinct dropout streams per rank
-        created = None  # the folder this call made: removed again if the run fails before recording anything
-        if resume is not None:
-            path = resume
-        elif run_dir is not None:
-            path = Path(run_dir)
-            if info.is_main:
-                created = None if path.exists() else path
-                _make_folder(path)
-        else:
-            path = created = make_run_dir(config.out_dir, config.name) if info.is_main else None
-            path = Path(broadcast_object(str(path) if path else None, info))
+        dataset = dataset if dataset is not None else _dataset_for(config, info, quiet)
+        model = _model_for(config, dataset, model, info, resuming=last is not None)
+        path, created = (last.parent, None) if last is not None else _open_run_folder(config, run_dir, info)
         try:
-            return _train_in(path, config, resume, model, dataset, info, quiet, console, make_loader, log_prefix)
+            return _train_in(path, config, last, model, dataset, info, quiet, console, make_loader, log_prefix)
         except BaseException:
             if created is not None and info.is_main:
                 _remove_if_nothing_recorded(created)
@@ -308,39 +279,69 @@ def train_run(
             close_distributed()
 
 
-def _train_in(path: Path, config: RunConfig, resume: Path | None, model: torch.nn.Module, dataset: Any,
+def _dataset_for(config: RunConfig, info: DistInfo, quiet: bool) -> Any:
+    """`build_dataset`, rank 0 first (it generates and caches the data the other ranks then read)."""
+    if not info.is_main:
+        _barrier(info)
+    dataset = build_dataset(config, progress=not quiet and info.is_main)
+    if info.is_main:
+        _barrier(info)
+    return dataset
+
+
+def _model_for(config: RunConfig, dataset: Any, model: torch.nn.Module | None, info: DistInfo,
+               resuming: bool) -> torch.nn.Module:
+    """The run's model (the caller's, or `build_model`'s from the seeded RNG) on the run's device; a fresh
+    distributed run then gives each rank its own dropout stream (a resumed one restores its RNG states)."""
+    seed_everything(config.train.seed)
+    if model is None:
+        model = build_model(config, dataset)
+    model = model.to(info.device)
+    if info.enabled and not resuming:
+        torch.manual_seed(config.train.seed * 1000 + info.rank)
+    return model
+
+
+def _open_run_folder(config: RunConfig, run_dir: str | Path | None, info: DistInfo) -> tuple[Path, Path | None]:
+    """(the folder a new run writes into, the folder if this call created it): ``run_dir``, or a new
+    ``out_dir/name-timestamp`` (named by rank 0, broadcast to the others)."""
+    if run_dir is not None:
+        path, created = Path(run_dir), None
+        if info.is_main:
+            created = None if path.exists() else path
+            _make_folder(path)
+        return path, created
+    created = make_run_dir(config.out_dir, config.name) if info.is_main else None
+    return Path(broadcast_object(str(created) if created else None, info)), created
+
+
+def _train_in(path: Path, config: RunConfig, last: Path | None, model: torch.nn.Module, dataset: Any,
               info: DistInfo, quiet: bool, console: Console | None, make_loader: Any, log_prefix: str) -> RunResult:
-    """`train_run` from the point its run folder exists."""
-    if info.is_main and resume is None:
+    """`train_run` from the point its run folder exists; ``last``: the checkpoint it continues (None: a new run)."""
+    if info.is_main and last is None:
         dump_config(config, path / "config.yaml")
-    if info.is_main and (resume is None or not (path / MODEL_INPUTS_FILE).exists()):
+    if info.is_main and (last is None or not (path / MODEL_INPUTS_FILE).exists()):
         write_model_inputs(path, inputs_of_dataset(dataset, run_encodings(config)))
     reporter = make_reporter(quiet=quiet, console=console, is_main=info.is_main, prefix=log_prefix)
-    trainer = Trainer(
-        config,
-        model,
-        dataset.task,
-        dataset.train,
-        dataset.val,
-        dataset.test,
-        run_dir=path,
-        reporter=reporter,
-        dist=info,
-        make_loader=make_loader or make_loader_for(config),
-    )
-    if resume is not None:
-        trainer.resume(path / "last.pt")  # fails (clearly) before the run folder is touched
-        if info.is_main and dump_config(config) != (path / "config.yaml").read_text():
-            # resumed with overrides: config.yaml describes what runs from now on, the old one stays
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-            (path / "config.yaml").rename(path / f"config.before-resume-{stamp}.yaml")
-            dump_config(config, path / "config.yaml")
+    trainer = Trainer(config, model, dataset.task, dataset.train, dataset.val, dataset.test, run_dir=path,
+                      reporter=reporter, dist=info, make_loader=make_loader or make_loader_for(config))
+    if last is not None:
+        trainer.resume(last)  # fails (clearly) before the run folder is touched
+        if info.is_main:
+            record_config(path, config)  # resumed with overrides: config.yaml describes what runs from now on
     if info.is_main:
         reporter.message(
             f"{config.name}: {dataset.name} ({len(dataset.train)}/{len(dataset.val)}/"
             f"{len(dataset.test)} graphs), {_num_parameters(model):,} parameters, "
             f"{info.world_size} process(es) on {info.device}, run dir {path}"
         )
+    return _fit_and_record(trainer, path, config, model, dataset, info)
+
+
+def _fit_and_record(trainer: Trainer, path: Path, config: RunConfig, model: torch.nn.Module, dataset: Any,
+                    info: DistInfo) -> RunResult:
+    """``trainer.fit()``, then (rank 0) summary.json, curves.png and the confusion matrices; a diverged run
+    writes its summary, with the error, before the error goes on."""
     extra = {
         "name": config.name,
         "dataset": dataset.name,

@@ -5,9 +5,9 @@ on validation every ``eval_every`` epochs, evaluates test whenever validation im
 test metric is the one *at the best validation epoch*) and writes, on rank 0, into the run directory:
 
 - ``metrics.jsonl``: one JSON record per epoch (loss, train/val/test metric, lr, graphs/s, time);
-- ``last.pt``: everything needed to continue bit-for-bit — model, optimizer, epoch and batch position,
-  the per-epoch accumulators and every RNG state — written at each epoch end and mid-epoch every
-  ``checkpoint_every_s`` seconds, atomically;
+- ``last.pt``: everything needed to continue bit-for-bit — model, optimizer, the `TrainingState` (epoch and
+  batch position, best evaluation, schedules, this epoch's sums) and every RNG state — written at each
+  epoch end and mid-epoch every ``checkpoint_every_s`` seconds, atomically;
 - ``best.pt``: the model at the best validation epoch.
 
 Data order is a pure function of (seed, epoch, rank, world size) (`sparsegt.data.DataLoader`), so a run
@@ -24,7 +24,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.loader import DataLoader
 from ..data.spec import TARGET_MASK, TaskSpec
 from ..graph import Graph
 from .batch_norm import recalibrate_batch_norm
@@ -43,17 +45,23 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .config import config_to_dict
 from .distributed import DistInfo, any_true, gather_objects
 from .health import chance_loss, learnt_something
+from .loggers import epoch_scalars, make_loggers, peak_memory_mb
 from .losses import make_loss
+from .metrics import compute_metric as default_compute_metric
+from .prediction import check_output_rows, predict_batches, score_batches, select_prediction
 from .progress import Reporter
 from .schedule import warmup_cosine_lr
+from .state import BestEvaluation, TrainingState
 
 __all__ = ["Trainer", "TrainingDiverged", "select_prediction", "check_output_rows", "predict_batches",
            "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
-# what `Trainer.resume` needs in a last.pt (``warnings`` is optional: older checkpoints lack it)
+# what `Trainer.resume` needs in a last.pt (``status``, ``warnings`` and ``final_test`` are optional: older
+# checkpoints lack them)
 RESUME_KEYS = ("format", "model", "optimizer", "epoch", "next_batch", "history", "best", "bad_evals", "plateau",
                "elapsed_s", "world_size", "ranks")
 
@@ -62,34 +70,21 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN/inf; ``last.pt`` holds the last good state."""
 
 
-def select_prediction(output: Tensor, batch: Graph, task: TaskSpec) -> tuple[Tensor, Tensor]:
-    """(prediction, target) of a batch: node-level [N, C] vs ``node_data["y"]``, graph-level [B, C] vs
-    ``graph_data["y"]``, edge-level [E, C] vs ``edge_data["y"]`` (the batch's edges, CSR order). A node-level
-    batch with ``node_data[TARGET_MASK]`` (a split of one graph, or a sampled batch's seeds) keeps the masked
-    nodes' rows only."""
-    store = {"node": batch.node_data, "edge": batch.edge_data}.get(task.level, batch.graph_data)
-    if "y" not in store:
-        raise ValueError(f"the batch has no {task.level}-level labels y, but the task is {task.level}-level")
-    output, target = check_output_rows(output, batch, task), store["y"]
-    mask = batch.node_data.get(TARGET_MASK) if task.level == "node" else None
-    return (output, target) if mask is None else (output[mask], target[mask])
-
-
-def check_output_rows(output: Tensor, batch: Graph, task: TaskSpec) -> Tensor:
-    """``output`` itself, after checking it has one row per node, edge or graph (the task's level)."""
-    expected = {"node": batch.num_nodes, "edge": batch.num_edges}.get(task.level, batch.num_graphs)
-    if output.shape[0] != expected:
-        raise ValueError(
-            f"the model returned {output.shape[0]} rows but a {task.level}-level task needs "
-            f"{expected} (one per {task.level}); check the model's head"
-        )
-    return output
-
-
 def _is_better(new: float, old: float | None, higher_is_better: bool) -> bool:
     if old is None or math.isnan(old):
         return not math.isnan(new)
     return new > old if higher_is_better else new < old
+
+
+@dataclass
+class FitSession:
+    """What one ``fit()`` call keeps for itself and never saves: its clocks, the speed of its last epoch, and
+    whether the plateau schedule has run the rate below ``train.min_lr``."""
+
+    started: float = field(default_factory=time.monotonic)  # when elapsed_s last took this session's time
+    last_checkpoint: float = field(default_factory=time.monotonic)
+    graphs_per_s: float = 0.0
+    lr_exhausted: bool = False
 
 
 class Trainer:
@@ -106,6 +101,10 @@ class Trainer:
         make_loader: ``(graphs, batch_size, shuffle, seed, drop_last, rank, world_size) -> loader`` with
             ``len()`` and ``batches(epoch, start)``; defaults to `sparsegt.data.DataLoader`.
         compute_metric: ``(name, prediction, target) -> float``; defaults to `sparsegt.train.metrics`.
+
+    ``state`` (`TrainingState`) is how far training has come — all that ``last.pt`` saves besides the model,
+    the optimizer and the RNG states; ``session`` (`FitSession`) what the current ``fit()`` tracks; ``loggers``
+    its TensorBoard / W&B loggers.
     """
 
     def __init__(
@@ -124,12 +123,12 @@ class Trainer:
         compute_metric: Callable[[str, Tensor, Tensor], float] | None = None,
     ) -> None:
         self.config = config
-        self.cfg = config.train
+        train = config.train
         self.task = task
         self.dist = dist or DistInfo()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.reporter = reporter or Reporter()
-        self.reporter.configure(task.metric, self.cfg.epochs)
+        self.reporter.configure(task.metric, train.epochs)
         self.model = model
         self.train_graphs, self.val_graphs, self.test_graphs = (
             list(train_graphs),
@@ -140,43 +139,30 @@ class Trainer:
             raise ValueError("the training split is empty")
         if not self.val_graphs:
             raise ValueError("the validation split is empty: model selection needs one")
-        if self.cfg.epochs < 1 or self.cfg.eval_every < 1:
+        if train.epochs < 1 or train.eval_every < 1:
             raise ValueError(
-                f"train.epochs ({self.cfg.epochs}) and train.eval_every ({self.cfg.eval_every}) must be >= 1"
+                f"train.epochs ({train.epochs}) and train.eval_every ({train.eval_every}) must be >= 1"
             )
         if config.data.batch_size < 1:
             raise ValueError(f"data.batch_size = {config.data.batch_size} must be >= 1")
-        self.loss_name, self.loss_fn = make_loss(task, self.cfg.loss, self.cfg.class_weighted_loss)
-        if compute_metric is None:
-            from .metrics import compute_metric
-        self.compute_metric = compute_metric
-        if make_loader is None:
-            from ..data.loader import DataLoader as make_loader
-        self.loader = make_loader(
+        self.loss_name, self.loss_fn = make_loss(task, train.loss, train.class_weighted_loss)
+        self.compute_metric = compute_metric or default_compute_metric
+        self.loader = (make_loader or DataLoader)(
             self.train_graphs,
             config.data.batch_size,
             shuffle=True,
-            seed=self.cfg.seed,
+            seed=train.seed,
             drop_last=False,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
         self.eval_batch_size = config.data.eval_batch_size or config.data.batch_size
         self.wrapped = self._wrap(model)
-        optimizer = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        # run state (all of it goes into last.pt)
-        self.epoch = 0
-        self.next_batch = 0
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": None, "val_metric": None, "test_metric": None, "val_loss": None}
-        self.bad_evals = 0
-        self.plateau: dict[str, Any] = {"scale": 1.0, "best_loss": None, "bad": 0}
-        self.elapsed_s = 0.0
-        self.final_test: dict[str, float] = {}
-        self.status = "running"
-        self.warnings: list[str] = []
-        self._reset_accumulators()
+        optimizer = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.state = TrainingState()
+        self.session = FitSession()
+        self.loggers: list[Any] = []  # TensorBoard / W&B while fit() runs (`_open_loggers`)
 
     # ------------------------------------------------------------------------------------------ set-up
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -186,58 +172,33 @@ class Trainer:
 
             device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
-        if self.cfg.compile != "off":  # dynamic: batches of other sizes reuse the compiled code
-            model = torch.compile(model, backend=self.cfg.compile, dynamic=True)
+        if self.config.train.compile != "off":  # dynamic: batches of other sizes reuse the compiled code
+            model = torch.compile(model, backend=self.config.train.compile, dynamic=True)
         return model
 
     def _autocast(self) -> torch.autocast:
         """The training forward's precision: ``train.precision="bf16"`` runs it under bfloat16 autocast (matrix
         products in bf16; attention and the fused kernels compute in float32, softmax statistics included)."""
-        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
-
-    def _reset_accumulators(self) -> None:
-        self.acc_loss = 0.0
-        self.acc_items = 0
-        self.acc_graphs = 0
-        self.acc_predictions: list[Tensor] = []
-        self.acc_targets: list[Tensor] = []
+        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.train.precision == "bf16")
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs; RNG and accumulators of every rank (collective under DDP)."""
-        local = {
-            "rng": capture_rng_state(),
-            "acc": {
-                "loss": self.acc_loss,
-                "items": self.acc_items,
-                "graphs": self.acc_graphs,
-                "predictions": torch.cat(self.acc_predictions) if self.acc_predictions else None,
-                "targets": torch.cat(self.acc_targets) if self.acc_targets else None,
-            },
-        }
-        per_rank = gather_objects(local, self.dist)
+        """Everything a resumed run needs; RNG and epoch sums of every rank (collective under DDP)."""
+        per_rank = gather_objects({"rng": capture_rng_state(), "acc": self.state.totals.state_dict()}, self.dist)
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "next_batch": self.next_batch,
-            "history": self.history,
-            "best": dict(self.best),
-            "bad_evals": self.bad_evals,
-            "plateau": dict(self.plateau),
-            "elapsed_s": self.elapsed_s,
+            **self.state.state_dict(),
             "world_size": self.dist.world_size,
             "ranks": per_rank,
-            "status": self.status,
-            "warnings": list(self.warnings),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        mid_epoch = state["next_batch"] > 0
-        if mid_epoch and state["world_size"] != self.dist.world_size:
+        if state["next_batch"] > 0 and state["world_size"] != self.dist.world_size:
             raise ValueError(
                 f"the checkpoint was written mid-epoch by {state['world_size']} processes; resume it "
                 f"with the same number (now {self.dist.world_size})"
@@ -246,19 +207,9 @@ class Trainer:
                            " (was the model config changed on resume? overrides can change training settings, "
                            "not the model's shape)")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.next_batch = state["epoch"], state["next_batch"]
-        self.history, self.best = list(state["history"]), dict(state["best"])
-        self.bad_evals, self.elapsed_s = state["bad_evals"], state["elapsed_s"]
-        self.plateau = dict(state["plateau"])
-        self.warnings = list(state.get("warnings", []))
         mine = state["ranks"][min(self.dist.rank, len(state["ranks"]) - 1)]
         restore_rng_state(mine["rng"])
-        self._reset_accumulators()
-        if mid_epoch:
-            acc = mine["acc"]
-            self.acc_loss, self.acc_items, self.acc_graphs = acc["loss"], acc["items"], acc["graphs"]
-            if acc["predictions"] is not None:
-                self.acc_predictions, self.acc_targets = [acc["predictions"]], [acc["targets"]]
+        self.state = TrainingState.from_dict(state, totals=mine["acc"])
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``last.pt`` written by this trainer."""
@@ -272,24 +223,26 @@ class Trainer:
         state = self.state_dict()  # collective: every rank takes part
         if self.run_dir is not None and self.dist.is_main:
             save_checkpoint(state, self.run_dir / "last.pt")
-        self._last_checkpoint = time.monotonic()
+        self.session.last_checkpoint = time.monotonic()
 
     def _save_best(self) -> None:
         if self.run_dir is not None and self.dist.is_main:
+            best = self.state.best
             save_checkpoint(
                 {
                     "format": CHECKPOINT_FORMAT,
                     "model": self.model.state_dict(),
-                    "epoch": self.best["epoch"],
-                    "val_metric": self.best["val_metric"],
-                    "test_metric": self.best["test_metric"],
+                    "epoch": best.epoch,
+                    "val_metric": best.val_metric,
+                    "test_metric": best.test_metric,
                 },
                 self.run_dir / "best.pt",
             )
 
     def _write_history(self) -> None:
         if self.run_dir is not None and self.dist.is_main:
-            atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+            atomic_write_text(self.run_dir / "metrics.jsonl",
+                              "".join(json.dumps(r) + "\n" for r in self.state.history))
 
     # ------------------------------------------------------------------------------------------ evaluation
     def _batches_of(self, graphs: Sequence[Graph]) -> list[list[Graph]]:
@@ -317,20 +270,22 @@ class Trainer:
         """Before an evaluation: BatchNorm statistics from ``train.bn_recalibration`` fixed training batches
         with the current weights (`sparsegt.train.batch_norm`; the same graphs on every rank and at every
         evaluation, no random numbers drawn). Returns the number of batches used (0: off)."""
-        count = min(self.cfg.bn_recalibration, len(self.loader))
+        count = min(self.config.train.bn_recalibration, len(self.loader))
         if count <= 0:
             return 0
         size = self.config.data.batch_size
         if hasattr(self.loader, "evaluation_batches"):  # fixed seed chunks of one large graph, same on every rank
             batches = itertools.islice(self.loader.evaluation_batches(self.train_graphs, size), count)
         else:
-            chosen = np.random.default_rng([self.cfg.seed, 21]).permutation(len(self.train_graphs))[: count * size]
+            order = np.random.default_rng([self.config.train.seed, 21]).permutation(len(self.train_graphs))
+            chosen = order[: count * size]
             batches = (Graph.batch([self.train_graphs[int(i)] for i in chosen[b : b + size]])
                        for b in range(0, len(chosen), size))
         return recalibrate_batch_norm(self.model, batches, self.dist.device)
 
     def _train_metric(self) -> float | None:
-        gathered = gather_objects((self.acc_predictions, self.acc_targets), self.dist)
+        totals = self.state.totals
+        gathered = gather_objects((totals.predictions, totals.targets), self.dist)
         predictions = [p for g in gathered for p in g[0]]
         targets = [t for g in gathered for t in g[1]]
         if not predictions:
@@ -339,104 +294,65 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ training
     def _lr(self, epoch: int, batch: int, num_batches: int) -> float:
-        progress = float(epoch) if self.cfg.lr_update == "epoch" else epoch + batch / max(num_batches, 1)
-        if self.cfg.scheduler == "cosine":
+        train = self.config.train
+        progress = float(epoch) if train.lr_update == "epoch" else epoch + batch / max(num_batches, 1)
+        if train.scheduler == "cosine":
             return warmup_cosine_lr(
                 progress,
-                base_lr=self.cfg.lr,
-                epochs=self.cfg.epochs,
-                warmup_epochs=self.cfg.warmup_epochs,
-                min_lr=self.cfg.min_lr,
+                base_lr=train.lr,
+                epochs=train.epochs,
+                warmup_epochs=train.warmup_epochs,
+                min_lr=train.min_lr,
             )
-        warm = self.cfg.warmup_epochs
+        warm = train.warmup_epochs
         ramp = max(progress, 1e-3) / warm if warm > 0 and progress < warm else 1.0
-        return self.cfg.lr * ramp * self.plateau["scale"]
+        return train.lr * ramp * self.state.plateau.scale
 
     def _step_plateau(self, val_loss: float) -> bool:
         """Benchmarking-GNNs' ReduceLROnPlateau on the validation loss; True once the rate is below min_lr."""
-        if self.cfg.scheduler != "plateau":
+        train = self.config.train
+        if train.scheduler != "plateau":
             return False
-        p = self.plateau
-        if p["best_loss"] is None or val_loss < p["best_loss"] * (1 - 1e-4):
-            p["best_loss"], p["bad"] = val_loss, 0
-        else:
-            p["bad"] += 1
-            if p["bad"] > self.cfg.plateau_patience:
-                p["scale"] *= self.cfg.plateau_factor
-                p["bad"] = 0
-                self.reporter.message(f"validation loss on a plateau: learning rate -> {self.cfg.lr * p['scale']:.2e}")
-        return self.cfg.lr * p["scale"] < self.cfg.min_lr
+        plateau = self.state.plateau
+        if plateau.step(val_loss, train.plateau_patience, train.plateau_factor):
+            self.reporter.message(f"validation loss on a plateau: learning rate -> {train.lr * plateau.scale:.2e}")
+        return train.lr * plateau.scale < train.min_lr
 
     def _checkpoint_due(self, batch: int) -> bool:
-        every_b, every_s = self.cfg.checkpoint_every_batches, self.cfg.checkpoint_every_s
+        every_b, every_s = self.config.train.checkpoint_every_batches, self.config.train.checkpoint_every_s
         due = bool(every_b and (batch + 1) % every_b == 0)
-        due = due or bool(every_s and time.monotonic() - self._last_checkpoint >= every_s)
+        due = due or bool(every_s and time.monotonic() - self.session.last_checkpoint >= every_s)
         return any_true(due, self.dist)
 
     def _out_of_time(self) -> bool:
-        limit = self.cfg.time_limit_min
-        over = limit is not None and self.elapsed_s + (time.monotonic() - self._session_start) > 60 * limit
+        limit = self.config.train.time_limit_min
+        over = limit is not None and self.state.elapsed_s + (time.monotonic() - self.session.started) > 60 * limit
         return any_true(over, self.dist)
 
     def _train_epoch(self, epoch: int) -> bool:
-        """Train one epoch from ``self.next_batch``; False when the time limit cut it short."""
+        """Train one epoch from ``state.next_batch``; False when the time limit cut it short."""
+        state = self.state
         self.wrapped.train()
         num_batches = self.batches_per_epoch
-        self.reporter.start_epoch(epoch, num_batches, self.next_batch)
+        self.reporter.start_epoch(epoch, num_batches, state.next_batch)
         t0, graphs_seen = time.monotonic(), 0
         last_metric_t, train_metric = 0.0, None
-        for b, batch in self._epoch_batches(epoch, self.next_batch):
+        for b, batch in self._epoch_batches(epoch, state.next_batch):
             if isinstance(batch, (list, tuple)):
                 batch = Graph.batch(batch)
             batch = batch.to(self.dist.device)
-            lr = self._lr(epoch, b, num_batches)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with self._autocast():
-                prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
-            loss = self.loss_fn(prediction.float(), target, batch=batch)
-            loss_value = float(loss.detach())
-            self.optimizer.zero_grad(set_to_none=True)
-            diverged = not math.isfinite(loss_value)
-            grad_norm = None
-            if not diverged:
-                loss.backward()
-                if self.cfg.grad_clip:
-                    grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
-                else:  # no clipping: still never step on an infinite gradient (it would poison the weights)
-                    grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-                    grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
-                diverged = not math.isfinite(grad_norm)
-            if any_true(diverged, self.dist):
-                what = f"loss = {loss_value}" if not math.isfinite(loss_value) else f"gradient norm = {grad_norm}"
-                last = self.run_dir / "last.pt" if self.run_dir is not None else None
-                kept = (
-                    f"the last good state is kept in {last} (resume it with --resume after a fix)"
-                    if last is not None and last.exists()
-                    else "no checkpoint had been written yet"
-                )
-                raise TrainingDiverged(
-                    f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}; {kept}. "
-                    "Try a lower train.lr, train.grad_clip=1.0, or look for extreme input values."
-                )
-            self.optimizer.step()
-            items = int(target.shape[0])
-            self.acc_loss += loss_value * items
-            self.acc_items += items
-            self.acc_graphs += batch.num_graphs
-            self.acc_predictions.append(prediction.detach().float().cpu())
-            self.acc_targets.append(target.detach().cpu())
-            self.next_batch = b + 1
+            prediction, target, loss_value = self._train_step(batch, epoch, b, num_batches)
+            state.totals.add(loss_value, prediction, target, batch.num_graphs)
+            state.next_batch = b + 1
             graphs_seen += batch.num_graphs
             now = time.monotonic()
             if now - last_metric_t > 2.0:
                 last_metric_t = now
-                train_metric = float(
-                    self.compute_metric(self.task.metric, torch.cat(self.acc_predictions), torch.cat(self.acc_targets))
-                )
-            rate = self._epoch_rate = graphs_seen * self.dist.world_size / max(now - t0, 1e-9)
-            self.reporter.update(b, self.acc_loss / max(self.acc_items, 1), train_metric, rate)
-            if self.next_batch < num_batches:
+                train_metric = float(self.compute_metric(
+                    self.task.metric, torch.cat(state.totals.predictions), torch.cat(state.totals.targets)))
+            rate = self.session.graphs_per_s = graphs_seen * self.dist.world_size / max(now - t0, 1e-9)
+            self.reporter.update(b, state.totals.loss / max(state.totals.items, 1), train_metric, rate)
+            if state.next_batch < num_batches:
                 if self._out_of_time():
                     self._account_time()
                     self._save_last()
@@ -444,12 +360,48 @@ class Trainer:
                 if self._checkpoint_due(b):
                     self._account_time()
                     self._save_last()
-        self._epoch_rate = graphs_seen * self.dist.world_size / max(time.monotonic() - t0, 1e-9)
+        self.session.graphs_per_s = graphs_seen * self.dist.world_size / max(time.monotonic() - t0, 1e-9)
         return True
+
+    def _train_step(self, batch: Graph, epoch: int, b: int, num_batches: int) -> tuple[Tensor, Tensor, float]:
+        """One optimiser step on ``batch`` (batch ``b`` of ``epoch``): (prediction, target, loss value).
+        Raises `TrainingDiverged`, before stepping, when the loss or the gradient norm is not finite."""
+        lr = self._lr(epoch, b, num_batches)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
+        loss = self.loss_fn(prediction.float(), target, batch=batch)
+        loss_value = float(loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        diverged = not math.isfinite(loss_value)
+        grad_norm = None
+        if not diverged:
+            loss.backward()
+            if self.config.train.grad_clip:
+                grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip))
+            else:  # no clipping: still never step on an infinite gradient (it would poison the weights)
+                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
+            diverged = not math.isfinite(grad_norm)
+        if any_true(diverged, self.dist):
+            what = f"loss = {loss_value}" if not math.isfinite(loss_value) else f"gradient norm = {grad_norm}"
+            last = self.run_dir / "last.pt" if self.run_dir is not None else None
+            kept = (
+                f"the last good state is kept in {last} (resume it with --resume after a fix)"
+                if last is not None and last.exists()
+                else "no checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"{what} at epoch {epoch + 1}, batch {b + 1}/{num_batches}; {kept}. "
+                "Try a lower train.lr, train.grad_clip=1.0, or look for extreme input values."
+            )
+        self.optimizer.step()
+        return prediction, target, loss_value
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.cfg.batches_per_epoch or len(self.loader)
+        return self.config.train.batches_per_epoch or len(self.loader)
 
     def _epoch_batches(self, epoch: int, start: int) -> Iterator[tuple[int, Graph]]:
         """(b, batch) for b = start .. batches_per_epoch - 1 of (possibly shortened) ``epoch``.
@@ -468,12 +420,13 @@ class Trainer:
 
     def _account_time(self) -> None:
         now = time.monotonic()
-        self.elapsed_s += now - self._session_start
-        self._session_start = now
+        self.state.elapsed_s += now - self.session.started
+        self.session.started = now
 
     def _end_epoch(self, epoch: int, epoch_start_elapsed: float, force_eval: bool = False) -> dict[str, Any]:
-        items = sum(gather_objects(self.acc_items, self.dist))
-        loss_sum = sum(gather_objects(self.acc_loss, self.dist))
+        state, train = self.state, self.config.train
+        items = sum(gather_objects(state.totals.items, self.dist))
+        loss_sum = sum(gather_objects(state.totals.loss, self.dist))
         record: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_sum / max(items, 1),
@@ -485,34 +438,30 @@ class Trainer:
             "test_metric_per_batch": None,
             "best": False,
         }
-        last_epoch = epoch + 1 == self.cfg.epochs
-        if (epoch + 1) % self.cfg.eval_every == 0 or last_epoch or force_eval:
-            if self.cfg.val_with_moving_stats and self.cfg.bn_recalibration:
+        last_epoch = epoch + 1 == train.epochs
+        if (epoch + 1) % train.eval_every == 0 or last_epoch or force_eval:
+            if train.val_with_moving_stats and train.bn_recalibration:
                 record["val_metric_moving_stats"] = self.evaluate(self.val_graphs)["metric"]
             self.recalibrate_batch_norm()
             val = self.evaluate(self.val_graphs)
             record["val_loss"], record["val_metric"] = val["loss"], val["metric"]
-            if _is_better(val["metric"], self.best["val_metric"], self.task.higher_is_better):
+            if _is_better(val["metric"], state.best.val_metric, self.task.higher_is_better):
                 test = self.evaluate(self.test_graphs) if self.test_graphs else {}
                 record["test_metric"] = test.get("metric")
                 record["test_metric_per_batch"] = test.get("metric_per_batch")
                 record["best"] = True
-                self.best = {
-                    "epoch": epoch,
-                    "val_metric": val["metric"],
-                    "test_metric": test.get("metric"),
-                    "test_metric_per_batch": test.get("metric_per_batch"),
-                    "val_loss": val["loss"],
-                }
-                self.bad_evals = 0
+                state.best = BestEvaluation(epoch=epoch, val_metric=val["metric"], test_metric=test.get("metric"),
+                                            test_metric_per_batch=test.get("metric_per_batch"),
+                                            val_loss=val["loss"])
+                state.bad_evals = 0
                 self._save_best()
             else:
-                self.bad_evals += 1
-            self._lr_exhausted = self._step_plateau(val["loss"])
+                state.bad_evals += 1
+            self.session.lr_exhausted = self._step_plateau(val["loss"])
         self._account_time()
-        record["epoch_time_s"] = self.elapsed_s - epoch_start_elapsed
-        record["elapsed_s"] = self.elapsed_s
-        record["graphs_per_s"] = getattr(self, "_epoch_rate", 0.0)
+        record["epoch_time_s"] = state.elapsed_s - epoch_start_elapsed
+        record["elapsed_s"] = state.elapsed_s
+        record["graphs_per_s"] = self.session.graphs_per_s
         return record
 
     @torch.no_grad()
@@ -531,23 +480,16 @@ class Trainer:
         batch = batch.to(self.dist.device)
         select_prediction(self.model(batch), batch, self.task)  # a head that does not fit the task fails here
 
-    def _open_loggers(self) -> None:
+    def _open_loggers(self) -> list[Any]:
         """TensorBoard / W&B (``train.loggers``) on rank 0 of a run with a folder; the next epoch is the first step."""
-        self.loggers: list[Any] = []
         if self.run_dir is None or not self.dist.is_main:
-            return
-        from .config import config_to_dict
-        from .loggers import make_loggers
-
-        self.loggers = make_loggers(list(getattr(self.cfg, "loggers", [])), self.run_dir,
-                                    config=config_to_dict(self.config), first_step=self.epoch + 1,
-                                    notice=self.reporter.message)
+            return []
+        return make_loggers(list(self.config.train.loggers), self.run_dir, config=config_to_dict(self.config),
+                            first_step=self.state.epoch + 1, notice=self.reporter.message)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
-        if not getattr(self, "loggers", None):
+        if not self.loggers:
             return
-        from .loggers import epoch_scalars, peak_memory_mb
-
         scalars = epoch_scalars(record, self.task.metric)
         memory = peak_memory_mb(self.dist.device)
         if memory is not None:
@@ -555,81 +497,81 @@ class Trainer:
         for logger in self.loggers:
             logger.log(scalars, record["epoch"] + 1)
 
-    def _close_loggers(self) -> None:
-        for logger in getattr(self, "loggers", []):
-            logger.close()
+    def _finish_epoch(self, record: dict[str, Any]) -> None:
+        """Record a finished (or, at the time limit, partly trained) epoch: history, metrics.jsonl, loggers."""
+        self.state.history.append(record)
+        self._write_history()
+        self._log_epoch(record)
+        self.reporter.end_epoch(record)
 
     def fit(self) -> dict[str, Any]:
         """Train to the end (or early stop / time limit); returns the summary (also ``summary.json``)."""
+        state, train = self.state, self.config.train
         self._check_output_fits_task()
-        self._open_loggers()
-        self._session_start = time.monotonic()
-        self._last_checkpoint = time.monotonic()
-        if self.history or self.next_batch:
-            self.reporter.message(f"resuming at epoch {self.epoch + 1}, batch {self.next_batch + 1}")
+        self.loggers = self._open_loggers()
+        self.session = FitSession()
+        if state.history or state.next_batch:
+            self.reporter.message(f"resuming at epoch {state.epoch + 1}, batch {state.next_batch + 1}")
         else:
             self._write_history()
-        self.status = "completed"
+        state.status = "completed"
         last_epoch_s = 0.0
         try:
-            while self.epoch < self.cfg.epochs:
-                epoch = self.epoch
-                if self.cfg.time_limit_min is not None and self.next_batch == 0:
+            while state.epoch < train.epochs:
+                epoch = state.epoch
+                if train.time_limit_min is not None and state.next_batch == 0:
                     self._account_time()
-                    if any_true(self.elapsed_s + last_epoch_s > 60 * self.cfg.time_limit_min, self.dist):
-                        self.status = "time_limit"
+                    if any_true(state.elapsed_s + last_epoch_s > 60 * train.time_limit_min, self.dist):
+                        state.status = "time_limit"
                         self._save_last()
                         break
                 start_elapsed = self.history_epoch_start()
                 if not self._train_epoch(epoch):
-                    self.status = "time_limit"
-                    if self.best["epoch"] is None and self.next_batch > 0:
+                    state.status = "time_limit"
+                    if state.best.epoch is None and state.next_batch > 0:
                         # never evaluated yet: score the partly trained model so the run has a result
                         record = self._end_epoch(epoch, start_elapsed, force_eval=True)
-                        record["partial_batches"] = self.next_batch
-                        self.history.append(record)
-                        self._write_history()
-                        self._log_epoch(record)
-                        self.reporter.end_epoch(record)
+                        record["partial_batches"] = state.next_batch
+                        self._finish_epoch(record)
                     break
                 record = self._end_epoch(epoch, start_elapsed)
                 last_epoch_s = record["epoch_time_s"]
-                self.history.append(record)
+                state.history.append(record)
                 self._check_chance(record)
-                self.epoch, self.next_batch = epoch + 1, 0
-                self._reset_accumulators()
+                state.start_next_epoch()
                 self._write_history()
                 self._save_last()
                 self._log_epoch(record)
                 self.reporter.end_epoch(record)
-                if getattr(self, "_lr_exhausted", False):
-                    self.status = "min_lr_reached"
-                    self.reporter.message(f"learning rate fell below train.min_lr = {self.cfg.min_lr}: stopping")
+                if self.session.lr_exhausted:
+                    state.status = "min_lr_reached"
+                    self.reporter.message(f"learning rate fell below train.min_lr = {train.min_lr}: stopping")
                     break
-                if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
-                    self.status = "early_stopped"
+                if train.patience is not None and state.bad_evals >= train.patience:
+                    state.status = "early_stopped"
                     self.reporter.message(
-                        f"early stopping: no better validation {self.task.metric} in {self.bad_evals} evaluations"
+                        f"early stopping: no better validation {self.task.metric} in {state.bad_evals} evaluations"
                     )
                     break
-            if self.status in ("completed", "min_lr_reached") and self.test_graphs:
+            if state.status in ("completed", "min_lr_reached") and self.test_graphs:
                 # GT / Benchmarking-GNNs report the test metric of the final model; keep it beside the
                 # test metric at the best validation epoch (GraphGPS's choice)
                 final = self.evaluate(self.test_graphs)
-                self.final_test = {"metric": final["metric"], "metric_per_batch": final["metric_per_batch"]}
+                state.final_test = {"metric": final["metric"], "metric_per_batch": final["metric_per_batch"]}
         except TrainingDiverged:
-            self.status = "diverged"
+            state.status = "diverged"
             raise
         finally:
-            self._close_loggers()
+            for logger in self.loggers:
+                logger.close()
             self.reporter.close()
         return self.summary()
 
     def _check_chance(self, record: dict[str, Any]) -> None:
         """After ``train.chance_check_epochs`` epochs (or the last, if sooner): a warning, printed and kept in the
         summary, when the training loss is not below the best constant prediction's (`health.learnt_something`)."""
-        budget = self.cfg.chance_check_epochs
-        if not budget or record["epoch"] + 1 != min(budget, self.cfg.epochs):
+        budget = self.config.train.chance_check_epochs
+        if not budget or record["epoch"] + 1 != min(budget, self.config.train.epochs):
             return
         store = {"node": "node_data", "edge": "edge_data"}.get(self.task.level, "graph_data")
         masked = store == "node_data" and TARGET_MASK in self.train_graphs[0].node_data  # a split of one graph
@@ -640,68 +582,33 @@ class Trainer:
             message = (f"training has not moved from chance: after {record['epoch'] + 1} epoch(s) the training loss "
                        f"is {loss:.4g}, and a constant prediction scores {chance:.4g}; the model has learnt nothing "
                        "yet (a learning rate far too high or too low, labels unrelated to the inputs?)")
-            self.warnings.append(message)
+            self.state.warnings.append(message)
             self.reporter.message(f"warning: {message}")
 
     def history_epoch_start(self) -> float:
         """Training time when the current (resumed, mid-epoch) epoch began."""
-        return self.history[-1]["elapsed_s"] if self.history else 0.0
+        return self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
 
     def summary(self) -> dict[str, Any]:
+        state = self.state
         return {
-            "status": self.status,
+            "status": state.status,
             "metric": self.task.metric,
             "higher_is_better": self.task.higher_is_better,
             "loss": self.loss_name,
-            "epochs_run": len(self.history),
-            "epochs_planned": self.cfg.epochs,
-            "best_epoch": None if self.best["epoch"] is None else self.best["epoch"] + 1,
-            "val_metric": self.best["val_metric"],
-            "test_metric": self.best["test_metric"],
-            "test_metric_per_batch": self.best.get("test_metric_per_batch"),
-            "final_test_metric": self.final_test.get("metric"),
-            "final_test_metric_per_batch": self.final_test.get("metric_per_batch"),
-            "final_train_loss": self.history[-1]["train_loss"] if self.history else None,
-            "train_time_s": self.elapsed_s,
+            "epochs_run": len(state.history),
+            "epochs_planned": self.config.train.epochs,
+            "best_epoch": None if state.best.epoch is None else state.best.epoch + 1,
+            "val_metric": state.best.val_metric,
+            "test_metric": state.best.test_metric,
+            "test_metric_per_batch": state.best.test_metric_per_batch,
+            "final_test_metric": state.final_test.get("metric"),
+            "final_test_metric_per_batch": state.final_test.get("metric_per_batch"),
+            "final_train_loss": state.history[-1]["train_loss"] if state.history else None,
+            "train_time_s": state.elapsed_s,
             "world_size": self.dist.world_size,
-            "warnings": list(self.warnings),
+            "warnings": list(state.warnings),
         }
-
-
-@torch.no_grad()
-def predict_batches(model: nn.Module, batches: Iterable[Graph], task: TaskSpec, device: torch.device,
-                    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, *, labelled: bool = True
-                    ) -> tuple[list[Tensor], list[Tensor], float]:
-    """Eval-mode predictions of ``model`` on each batch: ``(predictions, targets, loss_sum)`` with one
-    [items, ...] tensor per batch (on CPU) and the loss summed over items (0 without ``loss_fn``).
-
-    ``labelled=False``: graphs without labels (``sparsegt predict``); ``targets`` is then empty."""
-    model.eval()
-    predictions, targets, loss_sum = [], [], 0.0
-    for batch in batches:
-        batch = batch.to(device)
-        if not labelled:
-            predictions.append(check_output_rows(model(batch), batch, task).detach().float().cpu())
-            continue
-        prediction, target = select_prediction(model(batch), batch, task)
-        if loss_fn is not None:
-            loss_sum += float(loss_fn(prediction, target, batch=batch)) * target.shape[0]
-        predictions.append(prediction.detach().float().cpu())
-        targets.append(target.detach().cpu())
-    return predictions, targets, loss_sum
-
-
-def score_batches(predictions: list[Tensor], targets: list[Tensor], loss_sum: float, metric: str,
-                  compute_metric: Callable[[str, Tensor, Tensor], float]) -> dict[str, float]:
-    """``loss`` (mean over items), ``metric`` over all batches at once (GraphGPS), ``metric_per_batch``: the
-    mean of each batch's metric, batches in split order (Benchmarking-GNNs and GT average ``accuracy_SBM``
-    this way over the unshuffled test loader)."""
-    items = sum(t.shape[0] for t in targets)
-    if not items:
-        raise ValueError("nothing to evaluate: the split is empty")
-    per_batch = [compute_metric(metric, p, t) for p, t in zip(predictions, targets, strict=True) if t.numel()]
-    whole = compute_metric(metric, torch.cat(predictions), torch.cat(targets))
-    return {"loss": loss_sum / items, "metric": float(whole), "metric_per_batch": float(np.mean(per_batch))}
 
 
 def seed_everything(seed: int) -> None:
