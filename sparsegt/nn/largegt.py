@@ -80,10 +80,10 @@ class LargeGTLocalAttention(nn.Module):
     ``forward(query [S, C], tokens [Nt, C], pattern [S, Nt]) -> [S, C]``; one LayerNorm for queries and tokens
     (the seed's query is its own first token, as in the authors' pre-norm encoder)."""
 
-    def __init__(self, channels: int, num_heads: int, attn_dropout: float = 0.0) -> None:
+    def __init__(self, hidden: int, num_heads: int, attn_dropout: float = 0.0) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(channels)
-        self.attention = SparseMultiheadAttention(channels, num_heads, dropout=attn_dropout)
+        self.norm = nn.LayerNorm(hidden)
+        self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout)
 
     def reset_parameters(self) -> None:
         self.norm.reset_parameters()
@@ -104,21 +104,21 @@ class LargeGTGlobalAttention(nn.Module):
     projection ``W_o``. ``update=True`` (training) then moves the codebook toward this batch's ``z`` (detached).
 
     Args:
-        channels: C. num_heads: H. num_centroids: K (paper 4096). codebook_dim: d of ``z`` (paper 64).
+        hidden: C. num_heads: H. num_centroids: K (paper 4096). codebook_dim: d of ``z`` (paper 64).
         decay: the codebook's EMA decay γ (paper 0.99). attn_dropout: on the attention weights.
     """
 
-    def __init__(self, channels: int, num_heads: int, num_centroids: int, codebook_dim: int, decay: float = 0.99,
+    def __init__(self, hidden: int, num_heads: int, num_centroids: int, codebook_dim: int, decay: float = 0.99,
                  attn_dropout: float = 0.0) -> None:
         super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
-        self.num_heads, self.head_dim, self.attn_dropout = num_heads, channels // num_heads, attn_dropout
-        self.to_codebook = nn.Linear(channels, codebook_dim)
-        self.query = nn.Linear(codebook_dim, channels)
-        self.key = nn.Linear(codebook_dim, channels)
-        self.value = nn.Linear(codebook_dim, channels)
-        self.out_proj = nn.Linear(channels, channels)
+        if hidden % num_heads:
+            raise ValueError(f"hidden ({hidden}) must be a multiple of num_heads ({num_heads})")
+        self.num_heads, self.head_dim, self.attn_dropout = num_heads, hidden // num_heads, attn_dropout
+        self.to_codebook = nn.Linear(hidden, codebook_dim)
+        self.query = nn.Linear(codebook_dim, hidden)
+        self.key = nn.Linear(codebook_dim, hidden)
+        self.value = nn.Linear(codebook_dim, hidden)
+        self.out_proj = nn.Linear(hidden, hidden)
         self.codebook = EMACodebook(num_centroids, codebook_dim, decay)
 
     def reset_parameters(self) -> None:
@@ -152,26 +152,26 @@ class LargeGTLayer(nn.Module):
     ``state.x``.
 
     Args:
-        channels: C. num_heads: H. num_centroids: K of the global codebook; 0 leaves the global module out
+        hidden: C. num_heads: H. num_centroids: K of the global codebook; 0 leaves the global module out
             (the paper's local-only ablation). codebook_dim, codebook_decay: see `LargeGTGlobalAttention`.
         dropout: residual-branch / FFN dropout. attn_dropout: attention-weight dropout. norm: batch | layer | none.
     """
 
-    def __init__(self, channels: int, num_heads: int, num_centroids: int = 4096, codebook_dim: int = 64,
+    def __init__(self, hidden: int, num_heads: int, num_centroids: int = 4096, codebook_dim: int = 64,
                  codebook_decay: float = 0.99, dropout: float = 0.0, attn_dropout: float = 0.0,
                  norm: str = "batch") -> None:
         super().__init__()
-        self.local = LargeGTLocalAttention(channels, num_heads, attn_dropout)
+        self.local = LargeGTLocalAttention(hidden, num_heads, attn_dropout)
         self.global_attention = None
         if num_centroids:
-            self.global_attention = LargeGTGlobalAttention(channels, num_heads, num_centroids, codebook_dim,
+            self.global_attention = LargeGTGlobalAttention(hidden, num_heads, num_centroids, codebook_dim,
                                                            codebook_decay, attn_dropout)
         parts = 2 if self.global_attention is not None else 1
-        self.combine = nn.Linear(parts * channels, channels)
+        self.combine = nn.Linear(parts * hidden, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.norm_attention = make_norm(norm, channels)
-        self.feed_forward = FeedForward(channels, 2, dropout)
-        self.norm_out = make_norm(norm, channels)
+        self.norm_attention = make_norm(norm, hidden)
+        self.feed_forward = FeedForward(hidden, 2, dropout)
+        self.norm_out = make_norm(norm, hidden)
 
     def reset_parameters(self) -> None:
         for module in (self.local, self.global_attention, self.combine, self.norm_attention, self.feed_forward,
