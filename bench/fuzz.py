@@ -45,7 +45,7 @@ A backend that cannot run a call (`Backend.unsupported_reasons`) is counted unde
 (graph i of every mode before graph i + 1), so a run stopped by ``--minutes`` covers every mode alike.
 
     .venv/bin/python bench/fuzz.py --graphs 20        # smoke run
-    .venv/bin/python bench/fuzz.py --graphs 10000     # the campaign of issue #14 (long: hours on one core)
+    .venv/bin/python bench/fuzz.py --graphs 10000     # the campaign of issue #14 (20 min on one core of a loaded VM)
 
 Writes bench/results/fuzz.json (``--json`` renames it), also every 100 graphs while it runs.
 """

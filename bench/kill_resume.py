@@ -8,10 +8,10 @@
    - ``first-write``: while no ``last.pt`` exists, poll the run folder and kill as soon as a
      ``.last.pt.tmp-PID`` file appears: a kill during the very first checkpoint write. The resume must start
      the run afresh by itself.
-   - ``write``: once this process has written a checkpoint, wait a random 0-1 s, then poll for a temporary
+   - ``write``: once this process has written a checkpoint, wait a random 0-0.3 s, then poll for a temporary
      checkpoint file and kill as soon as one appears: a kill during a checkpoint write.
-   - ``training``: once this process has written a checkpoint, kill after a random 0-0.6 s.
-   - ``startup``: kill a random 0.5-6 s after the launch (imports, data, compilation, the load of ``last.pt``).
+   - ``training``: once this process has written a checkpoint, kill after a random 0-0.4 s.
+   - ``startup``: kill a random 0.3-3 s after the launch (imports, data, compilation, the load of ``last.pt``).
 
    Where a kill landed is read from the disk after the process is dead: a temporary file still there means the
    kill hit a write (a poll can be late; a kill that missed its write counts as a ``training`` kill). A
@@ -21,6 +21,10 @@
    but times and the folder), and ``best.pt``/``last.pt`` (model, optimizer, every RNG state, the data position:
    everything but ``elapsed_s``), bit for bit; both checkpoints load with their SHA-256 verified; no temporary
    file is left.
+4. **Flipped bytes.** In a copy of the finished run, 64 random bytes of ``last.pt`` (then of ``best.pt``) are
+   flipped; ``sparsegt train --resume`` and ``sparsegt eval --checkpoint NAME`` must each refuse with an
+   ``error:`` line naming the file (no traceback), or, where the command does not need that file to go on
+   (a finished run resumed reads ``best.pt`` only for its confusion plot), name it in a ``warning:``.
 
 Every run is a subprocess ``python -m sparsegt train ...`` of this checkout (``PYTHONPATH`` = the repo root)
 with the environment of this script: run it as ``OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 nice -n 19 ...`` on a
@@ -51,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from sparsegt.train.checkpoint import load_checkpoint  # noqa: E402
 
 TRAIN_ARGS = ["--preset", "demo-pattern", "data.name=pattern-tiny", "model.hidden=8", "model.num_layers=1",
-              "model.lap_pe=null", "train.epochs=6", "train.checkpoint_every_batches=1", "name=kr", "-q"]
+              "model.lap_pe=null", "train.epochs=10", "train.checkpoint_every_batches=1", "name=kr", "-q"]
 TIME_KEYS = {"epoch_time_s", "elapsed_s", "graphs_per_s", "train_time_s"}
 POLL_S = 0.0002
 
@@ -142,14 +146,14 @@ def strike(kind: str, proc: subprocess.Popen, out_dir: Path, rng: random.Random)
     elif kind == "write":
         ready = wait_for(checkpoint_written_since(run_dir_of, start), proc, poll=0.005)
         if ready:
-            time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(rng.uniform(0.0, 0.3))
             ready = wait_for(lambda: bool(temp_files(run_dir_of(), ".last.pt.tmp-*")), proc)
     elif kind == "training":
         ready = wait_for(checkpoint_written_since(run_dir_of, start), proc, poll=0.005)
         if ready:
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.4))
     else:  # startup
-        time.sleep(rng.uniform(0.5, 6.0))
+        time.sleep(rng.uniform(0.3, 3.0))
         ready = True
     if proc.poll() is not None:
         return False
@@ -195,6 +199,35 @@ def compare_runs(ref: Path, got: Path) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def flipped_byte_checks(python: str, run_dir: Path, work: Path, rng: random.Random) -> list[dict]:
+    """Flip 64 random bytes of ``last.pt`` (then of ``best.pt``) in a copy of the finished run, and record what
+    ``train --resume`` and ``eval --checkpoint NAME`` say: a refusal that names the file, or what else."""
+    results = []
+    for name in ("last.pt", "best.pt"):
+        copy = work / f"flipped-{name.split('.')[0]}"
+        shutil.copytree(run_dir, copy)
+        data = bytearray((copy / name).read_bytes())
+        for offset in rng.sample(range(len(data)), 64):
+            data[offset] ^= rng.randrange(1, 256)
+        (copy / name).write_bytes(bytes(data))
+        for command in (["train", "--resume", str(copy), "-q"], ["eval", str(copy), "--checkpoint", name]):
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            done = subprocess.run([python, "-m", "sparsegt", *command], capture_output=True, text=True, env=env,
+                                  cwd="/tmp")
+            text = done.stdout + done.stderr
+            error = next((line for line in text.splitlines() if line.startswith("error:")), "")
+            warning = next((line for line in text.splitlines() if line.startswith("warning:") and name in line), "")
+            if done.returncode != 0 and name in error and "Traceback" not in text:
+                outcome = "refused"
+            elif done.returncode == 0 and warning:
+                outcome = "warned"  # e.g. a finished run resumed: best.pt is only read for the confusion plot
+            else:
+                outcome = "NOT NOTICED"
+            results.append({"file": name, "command": f"sparsegt {command[0]}", "rc": done.returncode,
+                            "outcome": outcome, "message": (error or warning or text.strip()[-160:])[:160]})
+    return results
+
+
 def differences(a, b, where: str) -> list[str]:
     """Paths where two checkpoint trees differ (tensors: dtype, shape and bits; ``elapsed_s``/``sha256`` and
     the time fields of the history skipped)."""
@@ -221,15 +254,19 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=12, help="SIGKILLs in all (issue #14: 10+)")
     parser.add_argument("--writes", type=int, default=4,
                         help="of which during a checkpoint write, the first write included (issue #14: 3+ and 1)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="train.epochs of the run (8 checkpoints an epoch); more epochs leave room for more kills")
     parser.add_argument("--retries", type=int, default=6, help="extra launches for a write kill that missed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
     parser.add_argument("--work", default="/tmp/sparsegt-kill-resume", help="folder for both runs (emptied)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs sparsegt")
+    parser.add_argument("--no-flips", action="store_true", help="skip the flipped-byte check at the end")
     parser.add_argument("--json", default=None, help="also write the trials and the comparison here")
     parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=None,
                         help=f"replace the training arguments (default: {' '.join(TRAIN_ARGS)})")
     args = parser.parse_args()
-    train_args = args.train_args or TRAIN_ARGS
+    train_args = args.train_args or [a if not a.startswith("train.epochs=") else f"train.epochs={args.epochs}"
+                                     for a in TRAIN_ARGS]
     rng = random.Random(args.seed)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -307,6 +344,8 @@ def main() -> int:
     counts = {w: sum(t["landed"] == w for t in trials) for w in ("first write", "checkpoint write")}
     print(f"\n{len(trials)} kills: {counts['first write']} in the first write, {counts['checkpoint write']} in a later "
           f"checkpoint write, {len(trials) - sum(counts.values())} in training or startup; {leg + 1} launches")
+    if len(trials) < args.kills:
+        print(f"only {len(trials)} of the {args.kills} kills asked for: the run completed first (use more --epochs)")
     final = run_dir_in(out)
     checks = compare_runs(ref_dir, final) if final is not None else [("run", False, "no run folder")]
     print("\ncomparison with the uninterrupted run:")
@@ -314,11 +353,20 @@ def main() -> int:
         print(f"  {what:<16} {'bit-identical' if same else 'DIFFERENT':<14} {detail}" if what != "temporary files"
               else f"  {what:<16} {'ok' if same else 'LEFT BEHIND':<14} {detail}")
     ok = all(same for _, same, _ in checks)
+    if final is not None and not args.no_flips:
+        flips = flipped_byte_checks(args.python, final, work, rng)
+        print("\n64 flipped bytes in a copy of the finished run:")
+        for f in flips:
+            print(f"  {f['file']:<8} {f['command']:<15} rc={f['rc']}  {f['outcome']}: {f['message']}")
+        ok = ok and all(f["outcome"] != "NOT NOTICED" for f in flips)
+    else:
+        flips = []
     print(f"\n{'PASS' if ok else 'FAIL'} ({time.time() - started:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps({"train_args": train_args, "trials": trials,
                                                "comparison": [dict(zip(("what", "identical", "detail"), c, strict=True))
-                                                              for c in checks], "pass": ok}, indent=1))
+                                                              for c in checks], "flipped_bytes": flips,
+                                               "pass": ok}, indent=1))
     return 0 if ok else 1
 
 
