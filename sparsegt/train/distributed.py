@@ -70,8 +70,14 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
 
 
-def close_distributed() -> None:
+def close_distributed(wait_for_all: bool = True) -> None:
+    """Leave the process group. ``wait_for_all``: first wait until every rank is here (after a run that
+    finished): rank 0 hosts the group's store, and a rank still tearing down when rank 0 has exited and taken
+    the store with it aborts ("terminate called without an active exception"). After an error another rank
+    may never arrive, so a failed run leaves at once."""
     if dist.is_available() and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -261,6 +261,7 @@ def train_run(
     own_dist = dist is None
     callers_threads = torch.get_num_threads()
     info = dist or init_distributed(config.train.device)
+    finished = False
     try:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
@@ -268,7 +269,9 @@ def train_run(
         model = _model_for(config, dataset, model, info, resuming=last is not None)
         path, created = (last.parent, None) if last is not None else _open_run_folder(config, run_dir, info)
         try:
-            return _train_in(path, config, last, model, dataset, info, quiet, console, make_loader, log_prefix)
+            result = _train_in(path, config, last, model, dataset, info, quiet, console, make_loader, log_prefix)
+            finished = True
+            return result
         except BaseException:
             if created is not None and info.is_main:
                 _remove_if_nothing_recorded(created)
@@ -276,7 +279,7 @@ def train_run(
     finally:
         torch.set_num_threads(callers_threads)
         if own_dist:
-            close_distributed()
+            close_distributed(wait_for_all=finished)
 
 
 def _dataset_for(config: RunConfig, info: DistInfo, quiet: bool) -> Any:
