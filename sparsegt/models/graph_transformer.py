@@ -148,7 +148,7 @@ def _sparsify_ffns(layers: nn.ModuleList, config: ModelConfig) -> None:
         sparsify_feed_forward(layers, keep=float(config.ffn_topk), rule=config.ffn_topk_rule)
     except ValueError:
         raise ValueError(f"model.ffn_topk={config.ffn_topk}: {config.layer!r} layers have no feed-forward block "
-                         "to sparsify; use a layer family with an FFN (gps, gt, grit, exphormer, ...) or set "
+                         "to sparsify; use a layer family with an FFN (gps, gt, grit, exphormer, topk, largegt) or set "
                          "model.ffn_topk=null") from None
 
 
