@@ -39,8 +39,8 @@ class PruningReport:
     Attributes:
         metric: the task's metric name; metric_before / metric_after: its value without and with pruning.
         nodes_before: nodes entering the first layer; nodes_after: nodes reaching the readout (summed over graphs).
-        seconds_before / seconds_after: wall-clock time of the two passes over the split (model calls and
-            batching; not asserted anywhere, it depends on the machine).
+        seconds_before / seconds_after: wall-clock time of the two passes over the split (model calls, after a
+            warm-up batch; not asserted anywhere, it depends on the machine).
         prune_after: ``{layer: ratio}`` the pruner ran with.
     """
 
@@ -85,19 +85,6 @@ def _batches(graphs: Sequence[Graph], batch_size: int) -> list[Graph]:
     return [Graph.batch(list(graphs[i:i + batch_size])) for i in range(0, len(graphs), batch_size)]
 
 
-def _timed_score(model: nn.Module, batches: list[Graph], trained: TrainedModel) -> tuple[float, float]:
-    """(metric, seconds) of ``model`` over ``batches``."""
-    if trained.device.type == "cuda":
-        torch.cuda.synchronize(trained.device)
-    start = time.perf_counter()
-    predictions, targets, _ = predict_batches(model, batches, trained.inputs.task, trained.device)
-    if trained.device.type == "cuda":
-        torch.cuda.synchronize(trained.device)
-    seconds = time.perf_counter() - start
-    metric = trained.inputs.task.metric
-    return score_batches(predictions, targets, 0.0, metric, compute_metric)["metric"], seconds
-
-
 class _CountingPruner(nn.Module):
     """``ZeroTPrune.run`` as a module for `predict_batches`, counting the nodes in and at the readout."""
 
@@ -111,6 +98,23 @@ class _CountingPruner(nn.Module):
         self.nodes_in += result.nodes_per_layer[0]
         self.nodes_out += result.nodes_per_layer[-1]
         return result.output
+
+
+def _timed_score(model: nn.Module, batches: list[Graph], trained: TrainedModel) -> tuple[float, float]:
+    """(metric, seconds) of ``model`` over ``batches``, after one untimed warm-up batch (lazy compilation,
+    first-call allocations)."""
+    predict_batches(model, batches[:1], trained.inputs.task, trained.device)
+    if isinstance(model, _CountingPruner):
+        model.nodes_in = model.nodes_out = 0
+    if trained.device.type == "cuda":
+        torch.cuda.synchronize(trained.device)
+    start = time.perf_counter()
+    predictions, targets, _ = predict_batches(model, batches, trained.inputs.task, trained.device)
+    if trained.device.type == "cuda":
+        torch.cuda.synchronize(trained.device)
+    seconds = time.perf_counter() - start
+    metric = trained.inputs.task.metric
+    return score_batches(predictions, targets, 0.0, metric, compute_metric)["metric"], seconds
 
 
 def zero_tprune_run(run_dir: str | Path, ratio: float, *, layers: Sequence[int] | None = None, split: str = "val",
