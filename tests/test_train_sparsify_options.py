@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -33,13 +34,23 @@ def tiny_config(root, *overrides):
 def test_trim_edges_keeps_the_fraction_of_every_graph_and_trains(tmp_path):
     dense = build_dataset(tiny_config(tmp_path))
     config = tiny_config(tmp_path, "data.trim_edges=0.6")
-    trimmed = build_dataset(config)
+    with warnings.catch_warnings(record=True) as caught:   # its own encoding cache, not the dense graphs' file
+        warnings.simplefilter("always")
+        trimmed = build_dataset(config)
+    assert not [w for w in caught if "written for different graphs" in str(w.message)]
     for split in ("train", "val", "test"):
         before, after = getattr(dense, split), getattr(trimmed, split)
         assert len(before) == len(after)
         for g, t in zip(before, after, strict=True):
             assert t.num_edges == int(kept_edge_counts(g, 0.6)) < g.num_edges
             assert t.num_nodes == g.num_nodes and torch.equal(t.node_data["y"], g.node_data["y"])
+    # the encodings are those of the trimmed graphs, not the dense graphs' cached ones
+    fresh = build_dataset(tiny_config(tmp_path / "fresh", "data.trim_edges=0.6"), splits=("val",))
+    assert any(not torch.equal(g.node_data[k], t.node_data[k]) for g, t in zip(dense.val, trimmed.val, strict=True)
+               for k in g.node_data if k != "y")
+    for f, t in zip(fresh.val, trimmed.val, strict=True):
+        assert f.node_data.keys() == t.node_data.keys()
+        assert all(torch.equal(f.node_data[k], t.node_data[k]) for k in f.node_data)
     result = train_run(config, run_dir=tmp_path / "run", quiet=True)
     assert result.summary["status"] == "completed"
 
