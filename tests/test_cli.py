@@ -14,7 +14,7 @@ from sparsegt.cli import build_parser, main
 def test_help_lists_every_command(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    for command in ("train", "eval", "predict", "show-attention", "datasets", "bench", "patterns"):
+    for command in ("train", "eval", "predict", "show-attention", "sparsify", "datasets", "bench", "patterns"):
         assert command in out
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])

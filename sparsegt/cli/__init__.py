@@ -1,7 +1,9 @@
-"""The `sparsegt` command line: train, sweep, runs, eval, predict, show-attention, datasets, bench, patterns.
+"""The `sparsegt` command line: train, sweep, runs, eval, predict, show-attention, sparsify, datasets, bench,
+patterns.
 
 One module a group of sub-commands: `parser` (the arguments), `training` (train, sweep, runs), `inference`
-(eval, predict, show-attention), `catalog` (datasets, bench, patterns); `common` what they share.
+(eval, predict, show-attention), `sparsify` (sparsify), `catalog` (datasets, bench, patterns); `common` what they
+share.
 
 Every sub-command is a thin layer over a library call (`sparsegt.train.run.train_run`,
 `evaluate_run`, `sparsegt.data.print_dataset_table`, `sparsegt.patterns.show_pattern`), so what the CLI
@@ -17,6 +19,7 @@ from .catalog import cmd_bench, cmd_datasets, cmd_patterns
 from .common import _console
 from .inference import cmd_eval, cmd_predict, cmd_show_attention
 from .parser import build_parser
+from .sparsify import cmd_sparsify
 from .training import cmd_runs, cmd_sweep, cmd_train
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -27,13 +30,14 @@ COMMANDS = {
     "eval": cmd_eval,
     "predict": cmd_predict,
     "show-attention": cmd_show_attention,
+    "sparsify": cmd_sparsify,
     "datasets": cmd_datasets,
     "bench": cmd_bench,
     "sweep": cmd_sweep,
     "runs": cmd_runs,
     "patterns": cmd_patterns,
 }
-COMPUTING_COMMANDS = ("train", "eval")  # the ones whose speed depends on how idle OpenMP threads wait
+COMPUTING_COMMANDS = ("train", "eval", "sparsify")  # the ones whose speed depends on how idle OpenMP threads wait
 
 
 def restart_with_sleeping_openmp_threads() -> None:

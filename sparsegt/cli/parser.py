@@ -21,6 +21,7 @@ examples:
   sparsegt eval runs/gps-pattern-20261130-031500
   sparsegt predict runs/gps-pattern-20261130-031500 --folder my_graphs/ -o predictions.csv
   sparsegt show-attention runs/gps-pattern-20261130-031500 --graph 3
+  sparsegt sparsify runs/gps-pattern-20261130-031500 --method zero-tprune --ratio 0.3
   sparsegt datasets                                what can be trained on, offline
   sparsegt patterns show expander degree=4 -o expander.png
 
@@ -157,6 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
     att.add_argument("-o", "--output", metavar="FILE.png",
                      help="default: RUN_DIR/attention-SPLIT-I.png (pretrained: ./NAME-attention-SPLIT-I.png)")
+
+    sp = sub.add_parser(
+        "sparsify",
+        help="apply a sparsification method to a trained run and measure it (Zero-TPrune, FFN activation density)",
+        description="Run a sparsification method on a trained run's validation split (docs/sparsify.md). "
+                    "zero-tprune: prune --ratio of each graph's nodes after each of --layers (default: every layer "
+                    "but the last), zero-shot; prints the metric before/after, the nodes kept and the time per "
+                    "graph. activation-density: the fraction of nonzero FFN activations of each layer.",
+        formatter_class=_Formatter,
+    )
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    sp.add_argument("--method", required=True, choices=("zero-tprune", "activation-density"))
+    sp.add_argument("--ratio", type=float, metavar="R", help="zero-tprune: fraction of nodes pruned per layer, [0, 1)")
+    sp.add_argument("--layers", type=int, nargs="+", metavar="L",
+                    help="zero-tprune: prune after these layers (0-based; default: all but the last)")
+    sp.add_argument("--split", default="val", choices=("train", "val", "test"))
+    sp.add_argument("--limit", type=int, metavar="N", help="only the first N graphs of the split")
+    sp.add_argument("--batch-size", type=int, metavar="N", help="graphs per batch (default: the run's)")
+    sp.add_argument("--checkpoint", default="best.pt", choices=("best.pt", "last.pt"))
+    sp.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
 
     ds = sub.add_parser(
         "datasets",

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..encodings.encoders import LAPPE_KINDS, SIGN_FLIPS
 from ..encodings.laplacian import NORMALIZATIONS as LAP_NORMS
+from ..nn.sparse_activation import TOPK_RULES
 from .families import FAMILIES
 
 __all__ = ["ModelConfig", "LapPEConfig", "RWSEConfig", "LAYER_KINDS"]
@@ -35,6 +36,7 @@ POOLINGS = ("mean", "sum", "virtual")
 NORM_KINDS = ("batch", "layer", "none")
 PE_COMBINE = ("concat", "add")
 LAPPE_COMBINE = PE_COMBINE + ("gate",)
+FFN_TOPK_RULES = TOPK_RULES
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -134,6 +136,12 @@ class ModelConfig:
         codebook_dim: largegt: width of the embeddings the codebook clusters. codebook_decay: its EMA decay.
         feature_hops: largegt: hop aggregates Â X .. Â^T X precomputed on the whole graph (T tokens per node
             besides its state). local_hops: largegt: hops of the seed neighbourhood its local module attends over.
+        ffn_topk: activation top-k in every FFN of the layers (Lazy Neuron / Spark Transformer;
+            `sparsegt.nn.sparsify_feed_forward`): keep this fraction in (0, 1] of each FFN's hidden units per
+            node (k = round(ffn_topk * hidden width), at least 1); None: the plain activation. The activation has
+            no parameters, so checkpoints are unchanged; it applies in training and at inference alike.
+        ffn_topk_rule: ``"exact"`` (`TopKReLU`: at most k nonzeros per row, a sort) or ``"statistical"``
+            (`StatisticalTopKReLU`: Spark's Gaussian-quantile threshold, about k, no sort).
     """
 
     layer: str = "gps"
@@ -163,6 +171,8 @@ class ModelConfig:
     codebook_decay: float = 0.99
     feature_hops: int = 2
     local_hops: int = 2
+    ffn_topk: float | None = None
+    ffn_topk_rule: str = "exact"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("layer", self.layer, tuple(FAMILIES)), ("local", self.local, LOCAL_KINDS),
@@ -197,6 +207,14 @@ class ModelConfig:
                              "codebook_decay in [0, 1)")
         if self.feature_hops < 1 or self.local_hops < 0:
             raise ValueError("model.feature_hops must be >= 1 and model.local_hops >= 0")
+        if self.ffn_topk is not None:
+            if isinstance(self.ffn_topk, bool) or not isinstance(self.ffn_topk, (int, float)) \
+                    or not 0.0 < float(self.ffn_topk) <= 1.0:
+                raise ValueError(f"model.ffn_topk is the fraction of FFN hidden units kept per node, in (0, 1] "
+                                 f"(e.g. model.ffn_topk=0.1), or null for no top-k; got {self.ffn_topk!r}")
+            self.ffn_topk = float(self.ffn_topk)
+        if self.ffn_topk_rule not in FFN_TOPK_RULES:
+            raise ValueError(f"model.ffn_topk_rule must be one of {FFN_TOPK_RULES}, got {self.ffn_topk_rule!r}")
         if isinstance(self.lap_pe, dict):
             self.lap_pe = _from_dict(LapPEConfig, self.lap_pe, "model.lap_pe")
         if isinstance(self.rwse, dict):

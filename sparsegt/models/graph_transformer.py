@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..data.spec import FeatureSpec, TaskSpec
 from ..graph import Graph
-from ..nn import LayerState
+from ..nn import LayerState, sparsify_feed_forward
 from .config import ModelConfig
 from .encoders import FeatureEncoder
 from .families import FAMILIES, Family
@@ -86,6 +86,8 @@ class GraphTransformer(nn.Module):
             setattr(self, name, shared)
         self.layers = nn.ModuleList(self.family.make_layer(config, self.has_edge_features)
                                     for _ in range(config.num_layers))
+        if config.ffn_topk is not None:
+            _sparsify_ffns(self.layers, config)
         head = EdgeHead if task.level == "edge" else MLPHead
         self.head: nn.Module = head(C, task.num_outputs, config.head_layers, config.head_shrink, config.head_l2norm)
 
@@ -138,6 +140,16 @@ class GraphTransformer(nn.Module):
         else:
             pooled = graph_pool(x, batch, self.config.pooling)
         return self.head(pooled)
+
+
+def _sparsify_ffns(layers: nn.ModuleList, config: ModelConfig) -> None:
+    """``model.ffn_topk``: a top-k activation in every `FeedForward` of the layers (`sparsify_feed_forward`)."""
+    try:
+        sparsify_feed_forward(layers, keep=float(config.ffn_topk), rule=config.ffn_topk_rule)
+    except ValueError:
+        raise ValueError(f"model.ffn_topk={config.ffn_topk}: {config.layer!r} layers have no feed-forward block "
+                         "to sparsify; use a layer family with an FFN (gps, gt, grit, exphormer, topk, largegt) or set "
+                         "model.ffn_topk=null") from None
 
 
 def _positional_encoder(name: str, pe, width: int) -> nn.Module:

@@ -56,6 +56,9 @@ class DataConfig:
     samples seeds from its own part of the training nodes: ``"metis"`` (pymetis, the extra ``sparsegt[large]``;
     without it a contiguous split and a notice), ``"contiguous"``, or ``"none"`` (one shared permutation).
     ``root``: the cache folder, or the data folder of ``name=folder``.
+    ``trim_edges``: TEDDY's one-shot edge sparsification (`sparsegt.patterns.trim_edges`, docs/sparsify.md):
+    every graph of every split keeps this fraction in (0, 1] of its edges, the highest degree-based scores,
+    before encodings are computed and training starts (None: all edges).
     """
 
     name: str = "pattern-small"
@@ -68,8 +71,15 @@ class DataConfig:
     fanouts: list | None = None
     eval_fanouts: list | None = None
     partition: str = "none"
+    trim_edges: float | None = None
 
     def __post_init__(self) -> None:
+        if self.trim_edges is not None:
+            if isinstance(self.trim_edges, bool) or not isinstance(self.trim_edges, (int, float)) \
+                    or not 0.0 < float(self.trim_edges) <= 1.0:
+                raise ValueError(f"data.trim_edges is the fraction of each graph's edges kept, in (0, 1] (e.g. "
+                                 f"data.trim_edges=0.7), or null to keep them all; got {self.trim_edges!r}")
+            self.trim_edges = float(self.trim_edges)
         if self.partition not in ("none", "metis", "contiguous"):
             raise ValueError(f"data.partition must be none, metis or contiguous, got {self.partition!r}")
         if self.partition != "none" and not self.fanouts:
@@ -125,6 +135,10 @@ class TrainConfig:
     ``summary.json`` under ``warnings`` (0: off). ``loggers``: where each epoch's numbers go besides
     ``metrics.jsonl``: ``tensorboard`` (event files in the run folder) and/or ``wandb`` (offline unless
     ``WANDB_MODE`` is set); ``[]`` for none (`sparsegt.train.loggers`).
+    ``weight_sparsity``: TEDDY's parameter sparsification (`sparsegt.train.l0_projection.L0BallProjection`):
+    after every optimizer step each weight tensor (trainable, >= 2 dimensions; biases and norm scales stay
+    dense) is projected onto its l0 ball, keeping its ``round((1 - weight_sparsity) * numel)`` largest
+    magnitudes; in [0, 1), None: off.
     """
 
     epochs: int = 100
@@ -155,8 +169,16 @@ class TrainConfig:
     compile: typing.Literal["off", "inductor", "aot_eager"] = "off"
     precision: typing.Literal["fp32", "bf16"] = "fp32"
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    weight_sparsity: float | None = None
 
     def __post_init__(self) -> None:
+        if self.weight_sparsity is not None:
+            if isinstance(self.weight_sparsity, bool) or not isinstance(self.weight_sparsity, (int, float)) \
+                    or not 0.0 <= float(self.weight_sparsity) < 1.0:
+                raise ValueError(f"train.weight_sparsity is the fraction of every weight tensor set to zero, in "
+                                 f"[0, 1) (e.g. train.weight_sparsity=0.8), or null for dense weights; got "
+                                 f"{self.weight_sparsity!r}")
+            self.weight_sparsity = float(self.weight_sparsity)
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "plateau_factor", "checkpoint_every_s"):
             setattr(self, name, float(getattr(self, name)))
         if self.grad_clip is not None:

@@ -45,6 +45,7 @@ __all__ = [
     "build_dataset",
     "build_model",
     "run_encodings",
+    "trim_dataset_edges",
     "model_inputs_of_run",
     "RunResult",
     "make_run_dir",
@@ -83,6 +84,8 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
         if "pip install" not in message:
             message += f" — dataset {data.name!r} needs the optional extra: pip install 'sparsegt[{extra}]'"
         raise ImportError(message) from err
+    if data.trim_edges is not None:  # TEDDY: the edges are trimmed first, so the encodings see the kept graph
+        dataset = trim_dataset_edges(dataset, data.trim_edges, splits)
     encodings = run_encodings(config)
     hops = encodings.pop("hop_features", 0)
     if hops:  # Â X .. Â^T X on the whole graph (LargeGT's tokens); cheap (T sparse products), not cached
@@ -93,6 +96,7 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
         from ..encodings import add_encodings
 
         options = json.dumps(data.options, sort_keys=True)
+        options += f"-trim{data.trim_edges}" if data.trim_edges is not None else ""
         # data.name=folder: root is the user's data folder, not a cache; its path tells two folders apart
         from_folder = data.name == "folder"
         options += f"-{Path(data.root).resolve()}" if from_folder else ""
@@ -105,6 +109,16 @@ def build_dataset(config: RunConfig, *, progress: bool = False,
                 add_encodings(graphs, **encodings, cache_key=key, cache_dir=None if from_folder else data.root,
                               progress=progress),
             )
+    return dataset
+
+
+def trim_dataset_edges(dataset: Any, keep_fraction: float, splits: tuple[str, ...]) -> Any:
+    """``data.trim_edges``: every graph of ``splits`` keeps ``keep_fraction`` of its edges by TEDDY's degree-based
+    scores (`sparsegt.patterns.trim_edges`: exactly ``round(keep_fraction * E)`` per graph), in place."""
+    from ..patterns.edge_trim import trim_edges
+
+    for split in splits:
+        setattr(dataset, split, [trim_edges(graph, keep_fraction) for graph in getattr(dataset, split)])
     return dataset
 
 

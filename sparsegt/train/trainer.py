@@ -48,6 +48,7 @@ from .checkpoint import (
 from .config import config_to_dict
 from .distributed import DistInfo, any_true, gather_objects
 from .health import chance_loss, learnt_something
+from .l0_projection import L0BallProjection
 from .loggers import epoch_scalars, make_loggers, peak_memory_mb
 from .losses import make_loss
 from .metrics import compute_metric as default_compute_metric
@@ -160,6 +161,8 @@ class Trainer:
         self.wrapped = self._wrap(model)
         optimizer = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = optimizer(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        sparsity = getattr(train, "weight_sparsity", None)
+        self.projection = None if sparsity is None else L0BallProjection(keep_fraction=1.0 - sparsity)
         self.state = TrainingState()
         self.session = FitSession()
         self.loggers: list[Any] = []  # TensorBoard / W&B while fit() runs (`_open_loggers`)
@@ -397,6 +400,8 @@ class Trainer:
                 "Try a lower train.lr, train.grad_clip=1.0, or look for extreme input values."
             )
         self.optimizer.step()
+        if self.projection is not None:  # train.weight_sparsity: TEDDY's l0-ball projection
+            self.projection.project(self.model)
         return prediction, target, loss_value
 
     @property

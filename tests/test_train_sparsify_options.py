@@ -1,0 +1,111 @@
+"""The sparsification train options of issue #19: ``data.trim_edges`` (TEDDY edge trimming),
+``train.weight_sparsity`` (TEDDY l0-ball projection) and ``model.ffn_topk`` (activation top-k), each in a tiny run."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from sparsegt.graph import Graph
+from sparsegt.nn import activation_density
+from sparsegt.patterns import kept_edge_counts
+from sparsegt.train.checkpoint import load_checkpoint
+from sparsegt.train.config import apply_overrides
+from sparsegt.train.l0_projection import weight_matrices
+from sparsegt.train.presets import get_preset
+from sparsegt.train.run import build_dataset, build_model, train_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def tiny_config(root, *overrides):
+    """GPS (2 layers, 16 wide, LapPE 4) on pattern-tiny, 1 epoch of 3 batches; ``overrides`` as on the CLI."""
+    config = get_preset("gps-pattern")
+    config.data.name, config.data.root = "pattern-tiny", str(root / "data")
+    config.model.num_layers, config.model.hidden, config.model.lap_pe.k, config.model.lap_pe.dim = 2, 16, 4, 4
+    config.train.epochs, config.train.warmup_epochs, config.train.bn_recalibration = 1, 0, 2
+    config.train.batches_per_epoch, config.train.loggers, config.train.chance_check_epochs = 3, [], 0
+    return apply_overrides(config, list(overrides))
+
+
+def test_trim_edges_keeps_the_fraction_of_every_graph_and_trains(tmp_path):
+    dense = build_dataset(tiny_config(tmp_path))
+    config = tiny_config(tmp_path, "data.trim_edges=0.6")
+    with warnings.catch_warnings(record=True) as caught:   # its own encoding cache, not the dense graphs' file
+        warnings.simplefilter("always")
+        trimmed = build_dataset(config)
+    assert not [w for w in caught if "written for different graphs" in str(w.message)]
+    for split in ("train", "val", "test"):
+        before, after = getattr(dense, split), getattr(trimmed, split)
+        assert len(before) == len(after)
+        for g, t in zip(before, after, strict=True):
+            assert t.num_edges == int(kept_edge_counts(g, 0.6)) < g.num_edges
+            assert t.num_nodes == g.num_nodes and torch.equal(t.node_data["y"], g.node_data["y"])
+    # the encodings are those of the trimmed graphs, not the dense graphs' cached ones
+    fresh = build_dataset(tiny_config(tmp_path / "fresh", "data.trim_edges=0.6"), splits=("val",))
+    assert any(not torch.equal(g.node_data[k], t.node_data[k]) for g, t in zip(dense.val, trimmed.val, strict=True)
+               for k in g.node_data if k != "y")
+    for f, t in zip(fresh.val, trimmed.val, strict=True):
+        assert f.node_data.keys() == t.node_data.keys()
+        assert all(torch.equal(f.node_data[k], t.node_data[k]) for k in f.node_data)
+    result = train_run(config, run_dir=tmp_path / "run", quiet=True)
+    assert result.summary["status"] == "completed"
+
+
+def test_weight_sparsity_holds_exactly_in_the_saved_weights(tmp_path):
+    config = tiny_config(tmp_path, "train.weight_sparsity=0.8")
+    result = train_run(config, run_dir=tmp_path / "run", quiet=True)
+    assert result.summary["status"] == "completed"
+    dataset = build_dataset(config, splits=())
+    model = build_model(config, dataset)
+    model.load_state_dict(load_checkpoint(result.run_dir / "last.pt")["model"])
+    weights = [(name, p) for name, p in model.named_parameters() if weight_matrices(name, p)]
+    assert weights
+    for name, p in weights:
+        assert int(torch.count_nonzero(p)) == math.floor(0.2 * p.numel() + 0.5 + 1e-9), name
+    norm_scales = [p for name, p in model.named_parameters() if p.dim() == 1 and name.endswith(".weight")]
+    assert norm_scales and all(bool((p != 0).all()) for p in norm_scales)   # left dense
+
+
+def _density(config, dataset, state=None):
+    torch.manual_seed(0)
+    model = build_model(config, dataset)
+    if state is not None:
+        model.load_state_dict(state)
+    batches = [Graph.batch(dataset.val[i:i + 8]) for i in range(0, len(dataset.val), 8)]
+    return activation_density(model, batches)
+
+
+@pytest.mark.parametrize("rule", ["exact", "statistical"])
+def test_ffn_topk_trains_and_lowers_the_activation_density_to_the_target(tmp_path, rule):
+    config = tiny_config(tmp_path, "model.ffn_topk=0.25", f"model.ffn_topk_rule={rule}")
+    result = train_run(config, run_dir=tmp_path / "run", quiet=True)
+    assert result.summary["status"] == "completed"
+    dataset = build_dataset(config, splits=("val",))
+    state = load_checkpoint(result.run_dir / "last.pt")["model"]   # the activation has no parameters
+    dense = _density(tiny_config(tmp_path), dataset, state)
+    sparse = _density(config, dataset, state)
+    assert dense.keys() == sparse.keys() and len(sparse) == config.model.num_layers
+    for name, fraction in sparse.items():
+        assert fraction < dense[name]
+        if rule == "exact":  # at most k = round(0.25 * width) nonzeros per row
+            assert fraction <= 0.25
+
+
+@pytest.mark.parametrize("override, field", [("data.trim_edges=0", "data.trim_edges"),
+                                             ("data.trim_edges=1.5", "data.trim_edges"),
+                                             ("train.weight_sparsity=1", "train.weight_sparsity"),
+                                             ("model.ffn_topk=0", "model.ffn_topk"),
+                                             ("model.ffn_topk_rule=sorted", "model.ffn_topk_rule")])
+def test_out_of_range_values_name_the_field(tmp_path, override, field):
+    with pytest.raises(ValueError, match=field):
+        tiny_config(tmp_path, override)
+
+
+def test_ffn_topk_on_a_family_without_ffn_says_so(tmp_path):
+    config = tiny_config(tmp_path, "model.layer=gcn", "model.ffn_topk=0.5", "model.lap_pe=null")
+    with pytest.raises(ValueError, match="no feed-forward block"):
+        build_model(config, build_dataset(config, splits=()))
