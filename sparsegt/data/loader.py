@@ -12,6 +12,31 @@ from ..graph import Graph
 __all__ = ["DataLoader"]
 
 
+def rank_share(n: int, world_size: int, drop_last: bool) -> int:
+    """Items one of ``world_size`` ranks visits per epoch: an equal share of ``n``, padded up (or, with
+    ``drop_last``, cut down) so that every rank takes the same number of steps."""
+    if world_size == 1:
+        return n
+    return n // world_size if drop_last else math.ceil(n / world_size)
+
+
+def batch_count(num_samples: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch of ``num_samples`` items (the last one partial unless ``drop_last``)."""
+    return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)
+
+
+def rank_order(n: int, seed: int, epoch: int, shuffle: bool, rank: int, world_size: int,
+               num_samples: int) -> np.ndarray:
+    """[num_samples] positions 0..n-1 rank ``rank`` visits in ``epoch``: every ``world_size``-th entry of one
+    permutation shared by the ranks (seeded by (seed, epoch); the identity without ``shuffle``), padded by
+    repeating from its start (wrapping when the padding exceeds n)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    total = num_samples * world_size
+    if total > n:
+        order = np.concatenate([order, np.resize(order, total - n)])
+    return order[:total][rank::world_size]
+
+
 class DataLoader:
     """Batches of ``Graph.batch(...)`` whose order is a pure function of (seed, epoch, rank, world_size).
 
@@ -59,25 +84,15 @@ class DataLoader:
     @property
     def num_samples(self) -> int:
         """Graphs this rank sees per epoch (padded or dropped to an equal share)."""
-        n = len(self.graphs)
-        if self.world_size == 1:
-            return n
-        return n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
+        return rank_share(len(self.graphs), self.world_size, self.drop_last)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        return batch_count(self.num_samples, self.batch_size, self.drop_last)
 
     def indices(self, epoch: int) -> np.ndarray:
         """[num_samples] the graph indices this rank visits in ``epoch``, in order."""
-        n = len(self.graphs)
-        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                 else np.arange(n))
-        total = self.num_samples * self.world_size
-        if total > n:  # pad by repeating from the start (wrapping if the padding exceeds n)
-            order = np.concatenate([order, np.resize(order, total - n)])
-        return order[:total][self.rank::self.world_size]
+        return rank_order(len(self.graphs), self.seed, epoch, self.shuffle, self.rank, self.world_size,
+                          self.num_samples)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Graph]:
         """Yield the batches of ``epoch`` from batch number ``start`` (0-based) on."""

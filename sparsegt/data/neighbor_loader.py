@@ -18,7 +18,6 @@ so that all ranks take the same number of steps.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 
 from ..graph import Graph
 from .hash_random import derive_key
+from .loader import batch_count, rank_order, rank_share
 from .neighbor_sampler import NeighborSampler, check_fanouts
 from .partition import PARTITIONS, partition_seeds
 from .spec import TARGET_MASK
@@ -98,15 +98,10 @@ class NeighborLoader:
         if self.parts is not None:
             sizes = [p.shape[0] for p in self.parts]
             return min(sizes) if self.drop_last else max(sizes)
-        n = self.seeds.shape[0]
-        if self.world_size == 1:
-            return n
-        return n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
+        return rank_share(self.seeds.shape[0], self.world_size, self.drop_last)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        return batch_count(self.num_samples, self.batch_size, self.drop_last)
 
     def indices(self, epoch: int) -> np.ndarray:
         """[num_samples] the seed node ids this rank visits in ``epoch``, in order."""
@@ -115,12 +110,8 @@ class NeighborLoader:
             order = (np.random.default_rng([self.seed, epoch, self.rank]).permutation(mine.shape[0]) if self.shuffle
                      else np.arange(mine.shape[0]))
             return mine[np.resize(order, self.num_samples)]
-        n = self.seeds.shape[0]
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        total = self.num_samples * self.world_size
-        if total > n:
-            order = np.concatenate([order, np.resize(order, total - n)])
-        return self.seeds[order[:total][self.rank::self.world_size]]
+        return self.seeds[rank_order(self.seeds.shape[0], self.seed, epoch, self.shuffle, self.rank, self.world_size,
+                                     self.num_samples)]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Graph]:
         """Yield the batches of ``epoch`` from batch number ``start`` (0-based) on."""
