@@ -66,6 +66,37 @@ def full(batch: Graph | Tensor | None = None, *, ptr: Tensor | None = None) -> G
     return pattern
 
 
+def _reach(adjacency: Graph, rows: Tensor, cols: Tensor, first_hop: int, last_hop: int,
+           num_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Breadth-first walks along ``adjacency``'s edges from distinct starting pairs (rows[i], cols[i]), at hop
+    ``first_hop``, up to ``last_hop``: ``(indptr [num_rows + 1], indices, hop)`` of every (row, node) pair
+    reached, sorted within rows, each with the length of its shortest walk. Memory: the pairs reached plus
+    one frontier expansion."""
+    width = max(adjacency.num_nodes, 1)
+    reach_key = rows * width + cols
+    hop = torch.full_like(reach_key, first_hop)
+    frontier_row, frontier_col = rows, cols
+    for step in range(first_hop + 1, last_hop + 1):
+        counts = adjacency.indptr.diff()[frontier_col]
+        row = torch.repeat_interleave(frontier_row, counts)
+        first_edge = torch.repeat_interleave(adjacency.indptr[frontier_col], counts)
+        col = adjacency.indices[first_edge + segment_arange(counts)]
+        new_key = torch.unique(row * width + col)
+        new_key = new_key[~torch.isin(new_key, reach_key)]
+        if new_key.numel() == 0:
+            break
+        reach_key = torch.cat([reach_key, new_key])
+        hop = torch.cat([hop, torch.full_like(new_key, step)])
+        frontier_row = torch.div(new_key, width, rounding_mode="floor")
+        frontier_col = new_key - frontier_row * width
+    order = torch.argsort(reach_key)
+    reach_key, hop = reach_key[order], hop[order]
+    row = torch.div(reach_key, width, rounding_mode="floor")
+    indptr = torch.zeros(num_rows + 1, dtype=torch.long, device=adjacency.device)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
+    return indptr, (reach_key - row * width).contiguous(), hop
+
+
 def khop(graph: Graph | Tensor, k: int, *, batch: Tensor | None = None, ptr: Tensor | None = None,
          num_nodes: int | None = None) -> Graph:
     """All pairs joined by a walk of 1..k pattern edges: the pattern of ``A + A^2 + ... + A^k``.
@@ -85,30 +116,9 @@ def khop(graph: Graph | Tensor, k: int, *, batch: Tensor | None = None, ptr: Ten
     k = check_int("khop: k", k, 1)
     _square_batch(graph, "khop")
     n = graph.num_nodes
-    width = max(n, 1)
     base = csr_from_pairs(graph.row_index(), graph.indices, n, n)
-    reach_key = base.row_index() * width + base.indices
-    hop = torch.ones_like(reach_key)
-    frontier_row, frontier_col = base.row_index(), base.indices
-    for step in range(2, k + 1):
-        counts = base.indptr.diff()[frontier_col]
-        row = torch.repeat_interleave(frontier_row, counts)
-        first_edge = torch.repeat_interleave(base.indptr[frontier_col], counts)
-        col = base.indices[first_edge + segment_arange(counts)]
-        new_key = torch.unique(row * width + col)
-        new_key = new_key[~torch.isin(new_key, reach_key)]
-        if new_key.numel() == 0:
-            break
-        reach_key = torch.cat([reach_key, new_key])
-        hop = torch.cat([hop, torch.full_like(new_key, step)])
-        frontier_row = torch.div(new_key, width, rounding_mode="floor")
-        frontier_col = new_key - frontier_row * width
-    order = torch.argsort(reach_key)
-    reach_key, hop = reach_key[order], hop[order]
-    row = torch.div(reach_key, width, rounding_mode="floor")
-    indptr = torch.zeros(n + 1, dtype=torch.long, device=graph.device)
-    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    return finish(indptr, (reach_key - row * width).contiguous(), n, graph.ptr, graph.col_ptr, {"hop": hop})
+    indptr, indices, hop = _reach(base, base.row_index(), base.indices, 1, k, n)
+    return finish(indptr, indices, n, graph.ptr, graph.col_ptr, {"hop": hop})
 
 
 def seed_neighbourhood(graph: Graph, seeds: Tensor, hops: int) -> Graph:
@@ -132,29 +142,8 @@ def seed_neighbourhood(graph: Graph, seeds: Tensor, hops: int) -> Graph:
     n, num_seeds = graph.num_nodes, seeds.numel()
     if num_seeds and (int(seeds.min()) < 0 or int(seeds.max()) >= n):
         raise ValueError(f"seed_neighbourhood: seed ids must lie in 0..{n - 1}, got {seeds.min()}..{seeds.max()}")
-    width = max(n, 1)
-    reach_key = torch.arange(num_seeds, device=graph.device) * width + seeds
-    hop = torch.zeros_like(reach_key)
-    frontier_row, frontier_col = torch.arange(num_seeds, device=graph.device), seeds
-    for step in range(1, hops + 1):
-        counts = graph.indptr.diff()[frontier_col]
-        row = torch.repeat_interleave(frontier_row, counts)
-        first_edge = torch.repeat_interleave(graph.indptr[frontier_col], counts)
-        col = graph.indices[first_edge + segment_arange(counts)]
-        new_key = torch.unique(row * width + col)
-        new_key = new_key[~torch.isin(new_key, reach_key)]
-        if new_key.numel() == 0:
-            break
-        reach_key = torch.cat([reach_key, new_key])
-        hop = torch.cat([hop, torch.full_like(new_key, step)])
-        frontier_row = torch.div(new_key, width, rounding_mode="floor")
-        frontier_col = new_key - frontier_row * width
-    order = torch.argsort(reach_key)
-    reach_key, hop = reach_key[order], hop[order]
-    row = torch.div(reach_key, width, rounding_mode="floor")
-    indptr = torch.zeros(num_seeds + 1, dtype=torch.long, device=graph.device)
-    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_seeds), 0)
-    return finish(indptr, (reach_key - row * width).contiguous(), n, None, None, {"hop": hop})
+    indptr, indices, hop = _reach(graph, torch.arange(num_seeds, device=graph.device), seeds, 0, hops, num_seeds)
+    return finish(indptr, indices, n, None, None, {"hop": hop})
 
 
 def _graph_permutation_keys(sizes: Tensor, graph_of_node: Tensor, local: Tensor, seed: int, j: int) -> Tensor:
