@@ -183,8 +183,6 @@ def sparse_attention(
     """
     _check_inputs(q, k, v, pattern, bias, gate, dropout_p)
     _check_dropout_seed(dropout_seed)
-    if backend not in BACKEND_NAMES:
-        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if score_clamp is not None and not 0.0 < float(score_clamp) < float("inf"):
         raise ValueError(f"score_clamp must be a positive finite number, got {score_clamp}")

@@ -23,6 +23,7 @@ import torch
 
 from ..graph import Graph
 from .featurize import SMILES_FEATURIZER, smiles_to_graph
+from .user import pyg_graphs
 from .user_files import read_csv_folder, read_npz
 
 __all__ = ["SMILES_FEATURIZERS", "folder_graphs", "pyg_file_graphs", "read_smiles_file", "smiles_graphs"]
@@ -80,14 +81,7 @@ def pyg_file_graphs(path: str | Path) -> tuple[list[str], list[Graph]]:
         items = list(content)
     else:
         raise ValueError(f"{path}: holds a {type(content).__name__}, not a list of PyG Data or an InMemoryDataset")
-    graphs = []
-    for i, item in enumerate(items):
-        if getattr(item, "edge_index", None) is None:
-            raise ValueError(f"{path}: graph {i}, field 'edge_index': missing (is this a list of PyG Data?)")
-        try:
-            graphs.append(Graph.from_pyg(item))
-        except ValueError as err:
-            raise ValueError(f"{path}: graph {i}: {err}") from None
+    graphs = pyg_graphs(items, str(path))
     if not graphs:
         raise ValueError(f"{path}: holds no graphs")
     return [str(i) for i in range(len(graphs))], graphs

@@ -54,7 +54,7 @@ from .spec import HIGHER_IS_BETTER, FeatureSpec, TaskSpec
 from .user_files import SPLIT_NAMES, id_problem, read_csv_folder, read_npz
 from .user_graph_files import is_one_graph_folder, read_one_graph
 
-__all__ = ["load_folder", "load_user_folder", "save_folder", "from_graphs", "from_pyg", "from_networkx",
+__all__ = ["load_folder", "load_user_folder", "save_folder", "from_graphs", "from_pyg", "pyg_graphs", "from_networkx",
            "FOLDER_CARD"]
 
 FOLDER_CARD = DatasetCard(
@@ -235,16 +235,22 @@ def save_folder(dataset: Dataset, path: str | Path) -> Path:
 def from_pyg(data: Any, splits: Sequence[int] | Sequence[Sequence[int]] | None = None, *, name: str = "pyg",
              seed: int = 0, meta: dict | None = None) -> Dataset:
     """A `Dataset` from a list of PyG ``Data`` or a PyG ``InMemoryDataset`` (``splits`` as `from_graphs`)."""
+    graphs = pyg_graphs([data[i] for i in range(len(data))], name)
+    return from_graphs(graphs, splits, name=name, seed=seed, meta=meta)
+
+
+def pyg_graphs(items: Sequence[Any], name: str) -> list[Graph]:
+    """`Graph.from_pyg` of every PyG ``Data`` in ``items``; an error names ``name`` (a dataset or a file) and
+    the graph."""
     graphs = []
-    for i in range(len(data)):
-        item = data[i]
+    for i, item in enumerate(items):
         if getattr(item, "edge_index", None) is None:
-            raise ValueError(f"{name}: graph {i}, field 'edge_index': missing")
+            raise ValueError(f"{name}: graph {i}, field 'edge_index': missing (is this a list of PyG Data?)")
         try:
             graphs.append(Graph.from_pyg(item))
         except ValueError as err:
             raise ValueError(f"{name}: graph {i}: {err}") from err
-    return from_graphs(graphs, splits, name=name, seed=seed, meta=meta)
+    return graphs
 
 
 def from_networkx(graphs: Sequence[Any], labels: Sequence[Any] | None = None, *,
