@@ -71,11 +71,14 @@ class Segments:
     start: Tensor
     end: Tensor
     ptr: Tensor
-    split: bool
 
     @property
     def count(self) -> int:
         return self.owner.numel()
+
+    @property
+    def split(self) -> bool:
+        return self.count > self.ptr.numel() - 1
 
 
 def segments(pattern: Graph, side: str, piece: int) -> Segments:
@@ -90,7 +93,7 @@ def segments(pattern: Graph, side: str, piece: int) -> Segments:
         owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=indptr.device), pieces)
         start = indptr[owner] + (torch.arange(owner.numel(), device=indptr.device) - ptr[owner]) * piece
         end = torch.minimum(start + piece, indptr[owner + 1])
-        return Segments(owner, start.contiguous(), end.contiguous(), ptr, owner.numel() > lengths.numel())
+        return Segments(owner, start.contiguous(), end.contiguous(), ptr)
 
     return pattern.plan("triton_segments", build, key=(side, piece))
 
