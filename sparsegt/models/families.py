@@ -36,6 +36,7 @@ from ..nn import (
     MPNNVirtualNodeLayer,
     TopKAttentionLayer,
     exphormer_pattern,
+    pe_distance,
     rrwp_pairs,
     token_pattern,
 )
@@ -148,7 +149,8 @@ class ExphormerFamily(Family):
         gate_features, graph_edge = edge_attr, None
         if edge_attr is not None and not model.has_edge_features:
             gate_features, graph_edge = None, model.edge_encoder.constant
-        inputs = ExphormerInputs(embeddings.edge_types(graph_edge), gate_features)
+        distance = pe_distance(state.pe, batch) if state.pe is not None else None  # the same in every layer
+        inputs = ExphormerInputs(embeddings.edge_types(graph_edge), gate_features, distance)
         return replace(state, pattern=structure, virtual=virtual, context=inputs)
 
 

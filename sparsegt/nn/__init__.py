@@ -27,6 +27,7 @@ from .exphormer import (
     ExphormerLayer,
     ExphormerPattern,
     exphormer_pattern,
+    pe_distance,
 )
 from .gatedgcn import GatedGCNConv
 from .gcn import GCNConv
@@ -61,7 +62,7 @@ __all__ = [
     "local_update",
     "GINEConv", "GatedGCNConv", "GCNConv", "EdgeIndexConv",
     "GTLayer", "GPSLayer", "GRITAttention", "GRITLayer", "rrwp_pairs",
-    "ExphormerAttention", "ExphormerEmbeddings", "ExphormerInputs", "ExphormerLayer", "ExphormerPattern",
+    "ExphormerAttention", "ExphormerEmbeddings", "ExphormerInputs", "ExphormerLayer", "ExphormerPattern", "pe_distance",
     "exphormer_pattern",
     "MPNNLayer", "MPNNVirtualNodeLayer", "PerformerAttention", "TopKAttentionLayer",
     "TopKReLU", "StatisticalTopKReLU", "sparsify_feed_forward", "statistical_topk_threshold", "topk_mask",

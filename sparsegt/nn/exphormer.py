@@ -59,12 +59,13 @@ from ..attention import sparse_attention
 from ..graph import Graph
 from ..patterns import expander
 from .blocks import FeedForward, make_norm
+from .distance_gate import DistanceGate
 from .local import local_update, make_local
 from .renamed import renamed_keywords
 from .state import LayerState
 
 __all__ = ["ExphormerPattern", "exphormer_pattern", "ExphormerEmbeddings", "ExphormerAttention",
-           "ExphormerInputs", "ExphormerLayer", "GRAPH_EDGE", "EXPANDER_EDGE"]
+           "ExphormerInputs", "ExphormerLayer", "pe_distance", "GRAPH_EDGE", "EXPANDER_EDGE"]
 
 GRAPH_EDGE, EXPANDER_EDGE = 0, 1  # entry types; 2 + v: virtual v <- real, 2 + V + v: real <- virtual v
 
@@ -229,10 +230,18 @@ class ExphormerInputs:
         edge_types: [U, C] gate vectors of the entry types (`ExphormerEmbeddings.edge_types`).
         attention_edge_attr: [E, C] features that gate the graph edges in the attention (the encoded input
             features, the same in every layer), or None for ``edge_types[0]``.
+        pe_distance: [E, 1] `pe_distance` of the batch's graph edges (EquivStableLapPE), computed once for all
+            layers, or None (a layer with ``pe_gate`` computes it from ``state.pe``).
     """
 
     edge_types: Tensor
     attention_edge_attr: Tensor | None = None
+    pe_distance: Tensor | None = None
+
+
+def pe_distance(pe: Tensor, graph: Graph) -> Tensor:
+    """``||p_i - p_j||^2`` [E, 1] for every edge (i <- j) of ``graph``; ``pe`` [N, P]."""
+    return (pe[graph.row_index()] - pe[graph.indices]).square().sum(-1, keepdim=True)
 
 
 class ExphormerLayer(nn.Module):
@@ -260,8 +269,7 @@ class ExphormerLayer(nn.Module):
         self.local_model: nn.Module | None = local_model
         if self.local_model is not None:
             self.norm_local = make_norm(norm, hidden)
-        self.pe_gate = (nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid())
-                        if pe_gate else None)
+        self.pe_gate = DistanceGate(hidden) if pe_gate else None
         self.attention = ExphormerAttention(hidden, num_heads, score_clamp, attn_dropout)
         self.dropout = nn.Dropout(dropout)
         self.norm_attention = make_norm(norm, hidden)
@@ -297,7 +305,7 @@ class ExphormerLayer(nn.Module):
         if self.local_model is not None:
             scale = {}
             if self.pe_gate is not None:
-                distance = (pe[graph.row_index()] - pe[graph.indices]).square().sum(-1, keepdim=True)
+                distance = inputs.pe_distance if inputs.pe_distance is not None else pe_distance(pe, graph)
                 scale["edge_scale"] = self.pe_gate(distance.to(x.dtype))                   # [E, 1]
             h_local, edge_attr = local_update(self.local_model, x, graph, edge_attr, self.dropout, **scale)
             branches.append(self.norm_local(h_local))

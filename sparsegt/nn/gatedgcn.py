@@ -8,7 +8,7 @@ For an edge e = (i <- j) (query i aggregates key j)::
     h_out = h + Dropout(ReLU(BN(h')))          e_out = e + Dropout(ReLU(BN(ê)))
 
 With ``edge_scale`` r [E, 1] (EquivStableLapPE's gate, `sparsegt.nn.ExphormerLayer`), ``σ_ij`` becomes
-``r_ij σ_ij`` in both sums (ê, the new edge state, is not scaled); that case runs on the torch ops.
+``r_ij σ_ij`` in both sums (ê, the new edge state, is not scaled).
 
 Shapes: ``x`` [N, C], ``edge_attr`` [E, C] in CSR order (None: zeros, i.e. GraphGPS's constant
 "dummy" edge embedding absorbed into C's bias). The layer updates edge states, so it returns both.
@@ -40,6 +40,7 @@ from ..attention.numba_runtime import (
 )
 from ..graph import Graph
 from . import gatedgcn_kernels as kernels
+from .batch_norm_relu import batch_norm_relu
 from .renamed import renamed_keywords
 from .segment import gather_keys, gather_queries, segment_sum
 
@@ -56,8 +57,10 @@ def _chunks(indptr: Tensor, threads: int) -> np.ndarray:
 
 class _GatedAggregation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, d, e, b, c, graph):  # type: ignore[override]
+    def forward(ctx, d, e, b, c, scale, graph):  # type: ignore[override]
         d2, e2, b2, c2 = flat(d), flat(e), flat(b), flat(c)
+        has_scale = scale is not None
+        r = scale.detach().contiguous().view(-1) if has_scale else d2.new_ones(1)
         edge_hat = torch.empty((graph.num_edges, d2.shape[1]), dtype=d.dtype)
         agg, den = torch.empty_like(d2), torch.empty_like(d2)
         per_edge = c2.shape[0] == graph.num_edges
@@ -66,21 +69,23 @@ class _GatedAggregation(torch.autograd.Function):
         with numba_threads(threads), DynamicSchedule():
             kernels.gated_forward(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
                                   _chunks(graph.indptr, threads), d2.numpy(), e2.numpy(), b2.numpy(),
-                                  c2.numpy(), per_edge, one, edge_hat.numpy(), agg.numpy(), den.numpy())
-        ctx.graph, ctx.per_edge = graph, per_edge
-        ctx.save_for_backward(b2, edge_hat, agg, den)
+                                  c2.numpy(), per_edge, r.numpy(), has_scale, one, edge_hat.numpy(), agg.numpy(),
+                                  den.numpy())
+        ctx.graph, ctx.per_edge, ctx.has_scale = graph, per_edge, has_scale
+        ctx.save_for_backward(b2, r, edge_hat, agg, den)
         return edge_hat, agg
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_hat, grad_agg):  # type: ignore[override]
-        b2, edge_hat, agg, den = ctx.saved_tensors
+        b2, r, edge_hat, agg, den = ctx.saved_tensors
         graph: Graph = ctx.graph
         grad_agg = torch.zeros_like(agg) if grad_agg is None else flat(grad_agg)
         has_grad_hat = grad_hat is not None
         grad_hat = grad_agg.new_zeros(1, 1) if grad_hat is None else flat(grad_hat)
         grad_edge, grad_d = torch.empty_like(edge_hat), torch.empty_like(agg)
         grad_num, grad_e, grad_b = torch.empty_like(agg), torch.empty_like(b2), torch.empty_like(b2)  # e, b: [Nk, C]
+        grad_scale = torch.empty_like(r) if ctx.has_scale else r.new_empty(1)
         col_indptr, row_indices, edge_id = graph.csc()
         one = numpy_float(b2.dtype)(1.0)
         threads = thread_count(edge_hat.numel(), PARALLEL_MIN_WORK)
@@ -88,22 +93,26 @@ class _GatedAggregation(torch.autograd.Function):
             kernels.gated_backward_rows(graph.indptr.contiguous().numpy(), graph.indices.contiguous().numpy(),
                                         _chunks(graph.indptr, threads), b2.numpy(), edge_hat.numpy(),
                                         agg.numpy(), den.numpy(), grad_agg.numpy(), grad_hat.numpy(), has_grad_hat,
-                                        one, grad_edge.numpy(), grad_d.numpy(), grad_num.numpy())
+                                        r.numpy(), ctx.has_scale, one, grad_edge.numpy(), grad_d.numpy(),
+                                        grad_num.numpy(), grad_scale.numpy())
             kernels.gated_backward_keys(col_indptr.contiguous().numpy(), row_indices.contiguous().numpy(),
                                         edge_id.contiguous().numpy(), _chunks(col_indptr, threads),
-                                        edge_hat.numpy(), grad_num.numpy(), grad_edge.numpy(), one,
-                                        grad_e.numpy(), grad_b.numpy())
-        grad_c = grad_edge if ctx.per_edge else grad_edge.sum(0, keepdim=True)
-        return grad_d, grad_e, grad_b, grad_c, None
+                                        edge_hat.numpy(), grad_num.numpy(), grad_edge.numpy(), r.numpy(),
+                                        ctx.has_scale, one, grad_e.numpy(), grad_b.numpy())
+        grad_c = None
+        if ctx.needs_input_grad[3]:
+            grad_c = grad_edge if ctx.per_edge else grad_edge.sum(0, keepdim=True)
+        return grad_d, grad_e, grad_b, grad_c, grad_scale.view(-1, 1) if ctx.has_scale else None, None
 
 
-def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """GatedGCN's gated sum: ``ê_t = d_i + e_j + c_t``, ``agg_i = sum_t σ(ê_t) b_j / (sum_t σ(ê_t) + 1e-6)``
-    over the edges t = (i <- j) of each row.
+def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
+                      scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """GatedGCN's gated sum: ``ê_t = d_i + e_j + c_t``, ``agg_i = sum_t r_t σ(ê_t) b_j / (sum_t r_t σ(ê_t) +
+    1e-6)`` over the edges t = (i <- j) of each row.
 
     Args:
         graph: N rows, Nk columns, E edges. d: [N, C]. e, b: [Nk, C]. c: [E, C] or [1, C] (one row for
-            every edge).
+            every edge). scale: r [E, 1], a gate on every edge's σ, or None (r = 1).
     Returns: ``(edge_hat [E, C], agg [N, C])``.
     """
     rows = {"d": graph.num_nodes, "e": graph.num_cols, "b": graph.num_cols}
@@ -114,7 +123,9 @@ def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) 
     if c.dim() != 2 or c.shape[0] not in (1, graph.num_edges) or c.shape[1] != d.shape[1]:
         raise ValueError(f"c must have shape [E, C] = [{graph.num_edges}, {d.shape[1]}] or [1, {d.shape[1]}], "
                          f"got {tuple(c.shape)}")
-    return first_runnable(PATHS, graph, d, e, b, c).run(graph, d, e, b, c)
+    if scale is not None and tuple(scale.shape) != (graph.num_edges, 1):
+        raise ValueError(f"scale must have shape [E, 1] = [{graph.num_edges}, 1], got {tuple(scale.shape)}")
+    return first_runnable(PATHS, graph, d, e, b, c, scale).run(graph, d, e, b, c, scale)
 
 
 def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
@@ -124,7 +135,7 @@ def gated_aggregation_torch(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Te
     edge_hat = gather_queries(graph, d) + gather_keys(graph, e) + c
     sigma = torch.sigmoid(edge_hat)
     if scale is not None:
-        sigma = sigma * scale
+        sigma = sigma * scale.to(sigma.dtype)
     numerator = segment_sum(graph, sigma * gather_keys(graph, b))
     denominator = segment_sum(graph, sigma)
     return edge_hat, numerator / (denominator + kernels.EPS)
@@ -135,11 +146,13 @@ class _NumbaPath:
 
     name = "numba"
 
-    def unsupported_reasons(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> list[str]:
-        return numba_cpu_reasons(d=d, e=e, b=b, c=c)
+    def unsupported_reasons(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
+                            scale: Tensor | None = None) -> list[str]:
+        return numba_cpu_reasons(d=d, e=e, b=b, c=c, scale=scale)
 
-    def run(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        return _GatedAggregation.apply(d, e, b, c, graph)
+    def run(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
+            scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return _GatedAggregation.apply(d, e, b, c, scale, graph)
 
 
 class _TorchPath:
@@ -149,11 +162,13 @@ class _TorchPath:
 
     name = "torch"
 
-    def unsupported_reasons(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> list[str]:
+    def unsupported_reasons(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
+                            scale: Tensor | None = None) -> list[str]:
         return []
 
-    def run(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        return gated_aggregation_torch(graph, d, e, b, c)
+    def run(self, graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
+            scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return gated_aggregation_torch(graph, d, e, b, c, scale)
 
 
 PATHS = (_NumbaPath(), _TorchPath())  # tried in this order by `gated_aggregation`
@@ -198,15 +213,22 @@ class GatedGCNConv(nn.Module):
         """x [N, C], edge_attr [E, C] or None, edge_scale [E, 1] or None (a factor on the gates σ) ->
         (x [N, C], edge_attr [E, C])."""
         a, b, d, e = self.node_lin(x).chunk(4, dim=-1)
-        # no edge features: C e = C 0 = C's bias, one row for every edge
-        c = self.edge_lin.bias.view(1, -1) if edge_attr is None else self.edge_lin(edge_attr)
-        if edge_scale is None:
-            edge_hat, aggregated = gated_aggregation(graph, d, e, b, c)
+        # C e + C's bias: the bias joins d (d_i + e_j + C e_t + bias), an [N, C] add instead of an [E, C] one
+        d = d + self.edge_lin.bias.to(d.dtype)  # (autocast: d is bfloat16, the bias float32)
+        if edge_attr is None:  # no edge features: C e = C 0 = 0 (the bias is in d)
+            c = d.new_zeros(1, self.hidden)
+        elif edge_attr.stride(0) == 0:  # one row for every edge (a DummyEdge embedding): C e once
+            c = nn.functional.linear(edge_attr[:1], self.edge_lin.weight)
         else:
-            edge_hat, aggregated = gated_aggregation_torch(graph, d, e, b, c, edge_scale)
-        x_new = self.dropout(torch.relu(self.norm_x(a + aggregated)))
-        e_new = self.dropout(torch.relu(self.norm_e(edge_hat)))
-        if self.residual:
-            x_new = x + x_new
-            e_new = e_new if edge_attr is None else edge_attr + e_new
+            c = nn.functional.linear(edge_attr, self.edge_lin.weight)
+        edge_hat, aggregated = gated_aggregation(graph, d, e, b, c, edge_scale)
+        x_new = self._finish(a + aggregated, self.norm_x, x if self.residual else None)
+        e_new = self._finish(edge_hat, self.norm_e, edge_attr if self.residual else None)
         return x_new, e_new
+
+    def _finish(self, h: Tensor, norm: nn.Module, skip: Tensor | None) -> Tensor:
+        """``skip + Dropout(ReLU(norm(h)))`` (``skip`` None: without it): fused with BatchNorm and no dropout."""
+        if isinstance(norm, nn.BatchNorm1d) and not (self.training and self.dropout.p > 0):
+            return batch_norm_relu(h, norm, skip)
+        out = self.dropout(torch.relu(norm(h)))
+        return out if skip is None else skip + out

@@ -2,8 +2,11 @@
 
 For every edge t = (i <- j) and channel f::
 
-    ê_t = d_i + e_j + c_t          σ_t = sigmoid(ê_t)
+    ê_t = d_i + e_j + c_t          σ_t = r_t sigmoid(ê_t)
     agg_i = (sum_t σ_t b_j) / (sum_t σ_t + 1e-6)
+
+with an optional per-edge gate ``r_t`` (``scale`` [E]; EquivStableLapPE's, `sparsegt.nn.ExphormerLayer`;
+without it ``r_t = 1``).
 
 The torch version gathers d_i, e_j and b_j onto the edges and builds σ and σ b_j: six [E, C] tensors
 per layer, each a pass over memory (and a fresh allocation, which is slow on some machines). Here one
@@ -29,9 +32,11 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: NaN and inf i
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def gated_forward(indptr, indices, bounds, d, e, b, c, per_edge, one, edge_hat, agg, den):  # pragma: no cover
+def gated_forward(indptr, indices, bounds, d, e, b, c, per_edge, scale, has_scale, one, edge_hat, agg,
+                  den):  # pragma: no cover
     """Writes ``edge_hat`` [E, C], ``agg`` [N, C] and ``den`` [N, C] (the denominator, 1e-6 included).
-    ``one``: 1 in the arrays' dtype (a float64 literal would turn float32 loops into float64 ones)."""
+    ``scale`` [E] (read when ``has_scale``). ``one``: 1 in the arrays' dtype (a float64 literal would turn
+    float32 loops into float64 ones)."""
     channels = d.shape[1]
     for chunk in numba.prange(len(bounds) - 1):
         num = np.empty(channels, d.dtype)
@@ -44,10 +49,11 @@ def gated_forward(indptr, indices, bounds, d, e, b, c, per_edge, one, edge_hat, 
                 j = indices[t]
                 e_row, b_row, out = e[j], b[j], edge_hat[t]
                 c_row = c[t] if per_edge else c[0]
+                r = scale[t] if has_scale else one
                 for f in range(channels):  # two short loops, not one: each has few enough arrays to vectorise
                     out[f] = d_row[f] + e_row[f] + c_row[f]
                 for f in range(channels):
-                    s = one / (one + exp(-out[f]))  # sigmoid
+                    s = r / (one + exp(-out[f]))  # r sigmoid
                     num[f] += s * b_row[f]
                     total[f] += s
             for f in range(channels):
@@ -56,10 +62,11 @@ def gated_forward(indptr, indices, bounds, d, e, b, c, per_edge, one, edge_hat, 
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def gated_backward_rows(indptr, indices, bounds, b, edge_hat, agg, den, grad_agg, grad_hat, has_grad_hat, one,
-                        grad_edge, grad_d, grad_num):  # pragma: no cover
+def gated_backward_rows(indptr, indices, bounds, b, edge_hat, agg, den, grad_agg, grad_hat, has_grad_hat, scale,
+                        has_scale, one, grad_edge, grad_d, grad_num, grad_scale):  # pragma: no cover
     """Row pass: ``grad_num`` [N, C] = dL/d(numerator); ``grad_edge`` [E, C] = dL/dê (the edge-feature
-    gradient, ``grad_hat`` [E, C] included); ``grad_d`` [N, C] its row sums."""
+    gradient, ``grad_hat`` [E, C] included); ``grad_d`` [N, C] its row sums; ``grad_scale`` [E] = dL/dr
+    (written when ``has_scale``)."""
     channels = b.shape[1]
     for chunk in numba.prange(len(bounds) - 1):
         g_den = np.empty(channels, b.dtype)
@@ -73,20 +80,26 @@ def gated_backward_rows(indptr, indices, bounds, b, edge_hat, agg, den, grad_agg
             for t in range(indptr[i], indptr[i + 1]):
                 b_row, h_row, g_row = b[indices[t]], edge_hat[t], grad_edge[t]
                 g_hat = grad_hat[t] if has_grad_hat else grad_hat[0]
+                r = scale[t] if has_scale else one
+                g_r = one - one  # 0 in the arrays' dtype
                 for f in range(channels):
                     s = one / (one + exp(-h_row[f]))
-                    g = (g_num[f] * b_row[f] + g_den[f]) * s * (one - s)
+                    g_sigma = g_num[f] * b_row[f] + g_den[f]  # dL/d(r σ)
+                    g = g_sigma * r * s * (one - s)
+                    g_r += g_sigma * s  # kept only with a scale (a branch here would stop the vectorising)
                     if has_grad_hat:
                         g += g_hat[f]
                     g_row[f] = g
                     acc[f] += g
+                if has_scale:
+                    grad_scale[t] = g_r
             for f in range(channels):
                 grad_d[i, f] = acc[f]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy")
-def gated_backward_keys(col_indptr, row_indices, edge_id, bounds, edge_hat, grad_num, grad_edge, one,
-                        grad_e, grad_b):  # pragma: no cover
+def gated_backward_keys(col_indptr, row_indices, edge_id, bounds, edge_hat, grad_num, grad_edge, scale, has_scale,
+                        one, grad_e, grad_b):  # pragma: no cover
     """Key pass over the transposed graph: ``grad_e[j] = sum_t dê_t``, ``grad_b[j] = sum_t dnum_i σ_t``."""
     channels = grad_e.shape[1]
     for chunk in numba.prange(len(bounds) - 1):
@@ -97,6 +110,7 @@ def gated_backward_keys(col_indptr, row_indices, edge_id, bounds, edge_hat, grad
             for t in range(col_indptr[j], col_indptr[j + 1]):
                 edge = edge_id[t]
                 h_row, g_row, g_num = edge_hat[edge], grad_edge[edge], grad_num[row_indices[t]]
+                r = scale[edge] if has_scale else one
                 for f in range(channels):
                     g_e[f] += g_row[f]
-                    g_b[f] += g_num[f] * (one / (one + exp(-h_row[f])))
+                    g_b[f] += g_num[f] * (r / (one + exp(-h_row[f])))
