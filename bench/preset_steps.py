@@ -12,7 +12,8 @@ asks the workers of one preset for one step each, round after round, so a change
 hits every variant alike; the medians and the ratio to the first variant are printed and written to
 ``bench/results/preset_steps.json``.
 
-A step is what `sparsegt train` does for one batch: forward, the preset's loss on the node labels,
+A step is what `sparsegt train` does for one batch, in a process set up as the trainer sets up its own
+(`keep_large_allocations`): forward, the preset's loss on the node labels,
 backward, gradient clipping where the preset clips, the optimizer step. Data: regenerated PATTERN (or
 CLUSTER) graphs with the encodings the preset needs, computed once before timing; the batches cycle
 through ``--batches`` fixed batches of the preset's batch size (so shapes vary as in training).
@@ -40,6 +41,10 @@ VARIANTS = ("baseline", "current", "compiled")
 def worker(preset_name: str, compiled: bool, batches: int, batch_size: int | None) -> None:
     """Build the preset's model and data, then answer "step" lines on stdin with the step's seconds."""
     import torch
+
+    from sparsegt.train.allocator import keep_large_allocations
+
+    keep_large_allocations()  # as `sparsegt train` does: large tensors from the heap, not fresh mmaps
 
     from sparsegt import Graph
     from sparsegt.data.sbm import ClusterConfig, PatternConfig, generate_cluster, generate_pattern

@@ -15,17 +15,21 @@ from .attention_checks import auto_backend
 
 
 def old_auto_backend(q, k, v, pattern, gate, score_clamp):
-    """`api._auto_backend` as it was before the backend interface, with sparse_attention's finite-k/v step."""
+    """`api._auto_backend` as it was before the backend interface, with sparse_attention's finite-k/v step;
+    since ranges takes GT's score clamp, a clamp no longer sends a call of runs to the cpu kernel (tiles
+    still refuses it)."""
     from sparsegt.attention.ranges import is_runs
     from sparsegt.attention.tile_plan import tile_fill, tile_plan
 
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
         return "torch"
-    if gate is not None or score_clamp is not None:
+    if gate is not None:
         return "cpu"
     mean_degree = pattern.num_edges / max(1, pattern.num_nodes)
     if q.shape[2] <= 32 and mean_degree >= 32 and is_runs(pattern):
         return "ranges"
+    if score_clamp is not None:
+        return "cpu"
     long_rows = mean_degree >= 128 and pattern.num_edges < 2**31
     if long_rows and tile_fill(pattern) >= 0.25 and not tile_plan(pattern).duplicates:
         finite = bool(torch.isfinite(k).all()) and bool(torch.isfinite(v).all())
@@ -94,6 +98,7 @@ def test_backends_state_what_they_support():
     tiles = by_name["tiles"].supports
     assert tiles.pattern == "no duplicate edges" and tiles.finite_keys_and_values
     assert not by_name["tiles"].supports.score_clamp and by_name["cpu"].supports.score_clamp
+    assert by_name["ranges"].supports.score_clamp
     assert by_name["torch"].supports.devices is None and by_name["torch"].supports.dtypes is None
 
 

@@ -17,10 +17,10 @@ from .attention_checks import assert_equals_dense_oracle, assert_gradcheck, asse
 from .strategies import random_qkv, run_patterns
 
 
-def run(backend, g, q, k, v, bias=None, dropout_p=0.0, seed=None, grad_out=None, grad_lse=None):
+def run(backend, g, q, k, v, bias=None, dropout_p=0.0, seed=None, grad_out=None, grad_lse=None, score_clamp=None):
     def attention(q, k, v, bias):
         return sparse_attention(q, k, v, g, bias=bias, dropout_p=dropout_p, dropout_seed=seed, return_lse=True,
-                                backend=backend)
+                                backend=backend, score_clamp=score_clamp)
 
     return outputs_and_grads(attention, (q, k, v, bias), grad_out, grad_lse)
 
@@ -43,6 +43,22 @@ def test_values_and_gradients_match_reference_fp64(g, logit_scale, with_bias, dr
     assert_same(ours, run("torch", *args, grad_out=grad_out, grad_lse=grad_lse), torch.float64)
     empty = g.degree() == 0
     assert (ours[0][empty] == 0).all() and torch.isneginf(ours[1][empty]).all()
+
+
+@given(run_patterns(), st.sampled_from([0.3, 2.0]), st.booleans(), st.sampled_from([0.0, 0.4]),
+       st.sampled_from([torch.float64, torch.float32]))
+def test_score_clamp_matches_reference(g, bound, with_bias, dropout_p, dtype):
+    """GT's clamp: scores limited to [-c, c] before the bias; no gradient to q and k through a cut score,
+    all of it to the bias (scores of scale ~3 against bounds 0.3 and 2: most rows have both kinds)."""
+    q, k, v, bias, _ = (t.to(dtype) for t in random_qkv(g, heads=2, dim=3, logit_scale=3.0))
+    grad_out = torch.randn(g.num_nodes, 2, 3, dtype=dtype)
+    grad_lse = torch.randn(g.num_nodes, 2, dtype=dtype)
+    args = (g, q, k, v, bias if with_bias else None, dropout_p, 11)
+    ours = run("ranges", *args, grad_out=grad_out, grad_lse=grad_lse, score_clamp=bound)
+    assert_same(ours, run("torch", *args, grad_out=grad_out, grad_lse=grad_lse, score_clamp=bound), dtype)
+    if dtype == torch.float64:  # the oracle's tolerance is float64's; its scale 1/sqrt(D)
+        out, lse = ranges_attention(q, k, v, g, bias, None, 3 ** -0.5, 0.0, None, score_clamp=bound)
+        assert_equals_dense_oracle(out, lse, q, k, v, g, bias, score_clamp=bound)
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the patch is constant

@@ -75,11 +75,13 @@ def plan_runs(indptr, lo, chunk_work):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _scores(s, q, i, kt, o, dim, lo, n, scale, bias_t, h, e0, has_bias):
-    """s[:n] = (q[i, o:o+dim] . kt[o:o+dim, lo:lo+n]) * scale (+ bias_t[h, e0:e0+n]), as the reference
-    rounds it: the dot products first, the bias added once (summing the products onto the bias would round
-    every product to the bias' ulp: 1e-3 relative at a bias of 8192). Slices are taken before the inner
-    loops: their indices are then known non-negative and the loops vectorise."""
+def _scores(s, q, i, kt, o, dim, lo, n, scale, bias_t, h, e0, has_bias, has_clamp, bound, inside, want_inside):
+    """s[:n] = (q[i, o:o+dim] . kt[o:o+dim, lo:lo+n]) * scale, clamped to [-bound, bound] when ``has_clamp``
+    (GT's clamp), + bias_t[h, e0:e0+n], as the reference rounds it: the dot products first, the bias added
+    once (summing the products onto the bias would round every product to the bias' ulp: 1e-3 relative at a
+    bias of 8192). With ``want_inside``, ``inside[:n]`` gets 1 where the clamp let the score through and 0
+    where it cut it (no gradient flows through a cut score). Slices are taken before the inner loops: their
+    indices are then known non-negative and the loops vectorise."""
     if dim == 0:  # (sparse_attention refuses D = 0; direct calls of the backend do not)
         s[:n] = 0.0
     else:  # the first product is stored, not added to a zeroed row: no pass more than the bias needs
@@ -91,7 +93,17 @@ def _scores(s, q, i, kt, o, dim, lo, n, scale, bias_t, h, e0, has_bias):
         key = kt[o + d, lo:lo + n]
         for j in range(n):
             s[j] += qd * key[j]
-    if has_bias:
+    if has_clamp:
+        for j in range(n):
+            t = s[j] * scale
+            if want_inside:
+                inside[j] = 1.0 if -bound <= t <= bound else 0.0
+            s[j] = bound if t > bound else (-bound if t < -bound else t)  # NaN stays NaN
+        if has_bias:
+            b = bias_t[h, e0:e0 + n]
+            for j in range(n):
+                s[j] += b[j]
+    elif has_bias:
         b = bias_t[h, e0:e0 + n]
         for j in range(n):
             s[j] = s[j] * scale + b[j]
@@ -120,11 +132,11 @@ def _row_max(s, n):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropout, keep_t, keep_scale,
-                 chunk_ptr, max_len, out, row_max, row_sum):
+def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, has_clamp, bound, scale, zero, use_dropout, keep_t,
+                 keep_scale, chunk_ptr, max_len, out, row_max, row_sum):
     """``out`` [Nq, H*Dv] and the statistics of `row_stats`, ``row_max`` and ``row_sum`` [Nq, H], of every
-    row: scores of the run, softmax, weighted values. ``zero``: 0 in the dtype of the tensors (keeps float32
-    sums in float32)."""
+    row: scores of the run (clamped to [-bound, bound] before the bias when ``has_clamp``), softmax,
+    weighted values. ``zero``: 0 in the dtype of the tensors (keeps float32 sums in float32)."""
     num_heads = row_max.shape[1]
     dim = q.shape[1] // num_heads
     vdim = vt.shape[0] // num_heads
@@ -140,7 +152,8 @@ def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropo
                 out[i, ov:ov + vdim] = zero
                 if n == 0:
                     continue
-                _scores(s, q, i, kt, h * dim, dim, start, n, scale, bias_t, h, e0, has_bias)
+                _scores(s, q, i, kt, h * dim, dim, start, n, scale, bias_t, h, e0, has_bias, has_clamp, bound, s,
+                        False)
                 top = _row_max(s, n)
                 if top == -np.inf:  # every score masked by a -inf bias: an empty row
                     continue
@@ -162,15 +175,16 @@ def runs_forward(q, kt, vt, indptr, lo, bias_t, has_bias, scale, zero, use_dropo
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, zero, use_dropout, keep_t,
-                  keep_scale, chunk_ptr, span_lo, part_ptr, max_len, out, row_max, row_sum, dout, dlse,
+def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, has_clamp, bound, scale, zero, use_dropout,
+                  keep_t, keep_scale, chunk_ptr, span_lo, part_ptr, max_len, out, row_max, row_sum, dout, dlse,
                   dq, part_k, part_v, dbias_t):
     """Per row: recompute ``p = exp(s - row_max) / row_sum`` (`row_stats`), ``dp = dout . v``, ``ds = p (dp -
     delta)`` with ``delta = dout . out - dlse``; ``dq`` [Nq, H*D] directly, ``dbias_t`` [H, E] when asked,
     and the chunk's key/value gradients into its scratch slices ``part_k`` [H*D, P], ``part_v`` [H*Dv, P]
     (columns ``part_ptr[c]`` on; `sum_parts` adds them up). A row with a NaN score (NaN statistics): NaN
     weight on its NaN-score edges, none on the others and ``delta = 0``, so the NaN reaches that edge's
-    bias, key and value and the row's query, as in the reference, and no further."""
+    bias, key and value and the row's query, as in the reference, and no further. With a clamp, the bias
+    gets all of ``ds`` and the query and keys only where the clamp let the score through."""
     num_heads = row_max.shape[1]
     dim = q.shape[1] // num_heads
     vdim = vt.shape[0] // num_heads
@@ -178,6 +192,7 @@ def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, ze
         p = np.empty(max_len, q.dtype)
         ds = np.empty(max_len, q.dtype)
         w = np.empty(max_len, q.dtype)
+        inside = np.empty(max_len, q.dtype)
         inv_sum = np.empty(1, q.dtype)
         base = part_ptr[c]
         part_k[:, base:part_ptr[c + 1]] = zero
@@ -196,7 +211,8 @@ def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, ze
                     if need_dbias:
                         dbias_t[h, e0:e0 + n] = zero
                     continue
-                _scores(p, q, i, kt, o, dim, start, n, scale, bias_t, h, e0, has_bias)
+                _scores(p, q, i, kt, o, dim, start, n, scale, bias_t, h, e0, has_bias, has_clamp, bound, inside,
+                        True)
                 if top != top:  # a NaN row
                     delta = zero
                     for j in range(n):
@@ -228,6 +244,9 @@ def runs_backward(q, kt, vt, indptr, lo, bias_t, has_bias, need_dbias, scale, ze
                         ds[j] = p[j] * (ds[j] - delta)
                 if need_dbias:
                     dbias_t[h, e0:e0 + n] = ds[:n]
+                if has_clamp:  # the dot products' gradient: none through a cut score
+                    for j in range(n):
+                        ds[j] *= inside[j]
                 for d in range(dim):
                     dq[i, o + d] = _dot(ds, kt[o + d, start:start + n], n, zero) * scale
                     qd = q[i, o + d] * scale

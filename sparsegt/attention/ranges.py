@@ -87,7 +87,7 @@ def _keys_first(t: Tensor) -> Tensor:
 
 class _RangesAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, pattern, scale, dropout_p, dropout_seed):
+    def forward(ctx, q, k, v, bias, pattern, scale, dropout_p, dropout_seed, score_clamp=None):
         num_rows, num_heads, vdim = q.shape[0], q.shape[1], v.shape[2]
         np_dtype = rt.numpy_float(q.dtype)
         threads = rt.thread_count(pattern.num_edges * num_heads * (q.shape[2] + vdim), PARALLEL_MIN_WORK)
@@ -100,10 +100,11 @@ class _RangesAttention(torch.autograd.Function):
         stats = RowStats.empty((num_rows, num_heads), q.dtype)
         with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.ranges.forward"):
             kern.runs_forward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
-                              bias_t.numpy(), bias is not None, np_dtype(scale), np_dtype(0.0), use_dropout, keep_t,
-                              keep_scale, chunk_ptr, max_len, out.numpy(), stats.row_max.numpy(),
-                              stats.row_sum.numpy())
+                              bias_t.numpy(), bias is not None, score_clamp is not None, np_dtype(score_clamp or 0.0),
+                              np_dtype(scale), np_dtype(0.0), use_dropout, keep_t, keep_scale, chunk_ptr, max_len,
+                              out.numpy(), stats.row_max.numpy(), stats.row_sum.numpy())
         ctx.pattern, ctx.scale, ctx.dropout = pattern, scale, (use_dropout, keep_t, keep_scale)
+        ctx.score_clamp = score_clamp
         ctx.has_bias, ctx.shapes = bias is not None, (q.shape, k.shape, v.shape)
         ctx.save_for_backward(q2, kt, vt, bias_t, out, *stats)
         return out.view(num_rows, num_heads, vdim), stats.lse()
@@ -131,7 +132,8 @@ class _RangesAttention(torch.autograd.Function):
         with rt.numba_threads(threads), rt.DynamicSchedule(), record_function("sparsegt.ranges.backward"):
             kern.runs_backward(q2.numpy(), kt.numpy(), vt.numpy(), pattern.indptr.contiguous().numpy(), lo,
                                bias_t.numpy(),
-                               ctx.has_bias, need_dbias, np_dtype(ctx.scale), np_dtype(0.0), *ctx.dropout,
+                               ctx.has_bias, need_dbias, ctx.score_clamp is not None, np_dtype(ctx.score_clamp or 0.0),
+                               np_dtype(ctx.scale), np_dtype(0.0), *ctx.dropout,
                                chunk_ptr, span_lo, part_ptr, max_len, out.numpy(), row_max.numpy(), row_sum.numpy(),
                                dout2, dlse2,
                                dq.numpy(), part_k, part_v, dbias_t.numpy())
@@ -140,16 +142,16 @@ class _RangesAttention(torch.autograd.Function):
             kern.sum_parts(span_lo, span_hi, part_ptr, part_k, dk.numpy())
             kern.sum_parts(span_lo, span_hi, part_ptr, part_v, dv.numpy())
         dbias = dbias_t.t().contiguous() if need_dbias else None
-        return dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, None, None, None, None
+        return dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), dbias, None, None, None, None, None
 
 
 class RangesBackend(Backend):
-    """``backend="ranges"``: float32/float64 CPU tensors, patterns of runs, no gate, no score clamp. Auto
+    """``backend="ranges"``: float32/float64 CPU tensors, patterns of runs, no gate. Auto
     takes it for runs of at least ``AUTO_MIN_MEAN_DEGREE`` keys on average and heads of at most
     ``AUTO_MAX_HEAD_DIM`` channels."""
 
     name = "ranges"
-    supports = Support(devices=("cpu",), dtypes=rt.NUMBA_DTYPES, gate=False, score_clamp=False, pattern="runs")
+    supports = Support(devices=("cpu",), dtypes=rt.NUMBA_DTYPES, gate=False, pattern="runs")
 
     def auto_reasons(self, inputs: AttentionInputs) -> list[str]:
         reasons = []
@@ -168,19 +170,21 @@ class RangesBackend(Backend):
 
     def autograd_call(self, inputs: AttentionInputs, scale: float, dropout_seed: int | None):
         return _RangesAttention, (inputs.q, inputs.k, inputs.v, inputs.bias, inputs.pattern, float(scale),
-                                  float(inputs.dropout_p), dropout_seed)
+                                  float(inputs.dropout_p), dropout_seed, inputs.score_clamp)
 
 
 RANGES = RangesBackend()
 
 
 def ranges_attention(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, bias: Tensor | None, gate: Tensor | None,
-                     scale: float, dropout_p: float, dropout_seed: int | None) -> tuple[Tensor, Tensor]:
+                     scale: float, dropout_p: float, dropout_seed: int | None, *,
+                     score_clamp: float | None = None) -> tuple[Tensor, Tensor]:
     """Attention over a pattern of runs. q [Nq, H, D], k [Nk, H, D], v [Nk, H, Dv], bias [E, H].
+    ``score_clamp``: as in `sparse_attention` (GT's clamp).
 
     Returns ``out`` [Nq, H, Dv] (zeros on rows without edges) and ``lse`` [Nq, H] (``-inf`` there).
     """
-    inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p)
+    inputs = AttentionInputs(q, k, v, pattern, bias, gate, dropout_p, score_clamp)
     reasons = RANGES.unsupported_reasons(inputs)
     if reasons:
         raise unsupported_error("ranges", reasons)

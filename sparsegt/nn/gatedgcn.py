@@ -72,6 +72,7 @@ class _GatedAggregation(torch.autograd.Function):
                                   c2.numpy(), per_edge, r.numpy(), has_scale, one, edge_hat.numpy(), agg.numpy(),
                                   den.numpy())
         ctx.graph, ctx.per_edge, ctx.has_scale = graph, per_edge, has_scale
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not an [E, C] of zeros
         ctx.save_for_backward(b2, r, edge_hat, agg, den)
         return edge_hat, agg
 

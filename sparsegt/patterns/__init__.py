@@ -10,7 +10,16 @@ from .compose import add_self_loops, bigbird, causal, intersect, subsample, unio
 from .content import edge_scores, threshold_topk, topk
 from .draw import draw_pattern, pattern_defaults, show_pattern
 from .edge_trim import kept_edge_counts, teddy_edge_scores, trim_edges
-from .graph import expander, full, khop, seed_neighbourhood, virtual_nodes, virtual_token_graph
+from .graph import (
+    MaskedPattern,
+    expander,
+    full,
+    khop,
+    masked_full,
+    seed_neighbourhood,
+    virtual_nodes,
+    virtual_token_graph,
+)
 from .lowrank import (
     favor_features,
     lowrank_complement,
@@ -31,7 +40,8 @@ from .static import (
 )
 
 __all__ = [
-    "full", "khop", "seed_neighbourhood", "expander", "virtual_nodes", "virtual_token_graph",
+    "full", "masked_full", "MaskedPattern", "khop", "seed_neighbourhood", "expander", "virtual_nodes",
+    "virtual_token_graph",
     "window", "dilated", "strided", "global_tokens", "random", "bigbird", "block_diagonal",
     "causal_sequence", "grid2d",
     "union", "intersect", "add_self_loops", "causal", "subsample",
