@@ -9,7 +9,7 @@ from torch import nn
 
 from sparsegt.nn.distance_gate import DistanceGate
 
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-9), torch.float32: dict(atol=2e-5, rtol=2e-5)}
+TOL = {torch.float64: dict(atol=1e-10, rtol=1e-9)}
 
 
 def run(gate, distance, reference):
