@@ -15,7 +15,8 @@ Shapes: ``x`` [N, C], ``edge_attr`` [E, C] in CSR order (None: zeros, i.e. Graph
 
 On CPU (float32/64) the gated aggregation runs in fused numba kernels (`gatedgcn_kernels`): one pass
 over each row instead of six [E, C] tensors; elsewhere it runs on torch gathers and segment sums (memory:
-a few [E, C] tensors kept for the backward). `PATHS` lists the two in the order they are tried, as the
+a few [E, C] tensors kept for the backward). The tail of both updates, BN, ReLU and residual, runs as
+`batch_norm_relu` (two fused passes each way on CPU) when dropout is off, as in every published preset. `PATHS` lists the two in the order they are tried, as the
 attention backends (`sparsegt.attention.backend.first_runnable`).
 """
 
