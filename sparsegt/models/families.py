@@ -41,7 +41,7 @@ from ..nn import (
     token_pattern,
 )
 from ..nn.segment import edge_positions
-from ..patterns import expander, full, masked_full, seed_neighbourhood, union
+from ..patterns import expander, full, seed_neighbourhood, union
 from .encoders import RRWPEncoder
 
 if TYPE_CHECKING:
@@ -97,16 +97,6 @@ class GTFamily(Family):
         c = config
         return GTLayer(c.hidden, c.num_heads, edge_features=edge_features, attn_dropout=c.attn_dropout,
                        dropout=c.dropout, norm=c.norm)
-
-    @staticmethod
-    def prepare(model: GraphTransformer, state: LayerState) -> LayerState:
-        """On CPU, a dense batch (PATTERN, CLUSTER: ~40% of all pairs are edges) attends over its full pattern
-        with a -inf mask on the non-edges (`masked_full`, once per batch): the same softmax, computed by the
-        ``ranges`` kernel, which is faster per score than a per-edge gather by more than the extra scores
-        cost. Edge features (a gate on every edge) keep the graph's own pattern."""
-        if model.has_edge_features or state.x.device.type != "cpu":
-            return state
-        return replace(state, pattern=masked_full(state.graph, model.config.num_heads, dtype=state.x.dtype))
 
 
 class GRITFamily(Family):

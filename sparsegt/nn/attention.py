@@ -174,8 +174,6 @@ class SparseMultiheadAttention(nn.Module):
             else:
                 raise ValueError(f"keep_top_rule must be 'exact' or 'statistical', got {keep_top_rule!r}")
         bias, gate = self.edge_terms(pattern, edge_attr, edge_bias, edge_gate)
-        if bias is not None and bias.dtype != q.dtype:  # (autocast: q is bfloat16, a given bias float32)
-            bias = bias.to(q.dtype)
         products = None
         if return_edge_products:
             products = gather_queries(pattern, q) * gather_keys(pattern, k)

@@ -15,9 +15,10 @@ Shapes: ``x`` [N, C], ``edge_attr`` [E, C] in CSR order (None: zeros, i.e. Graph
 
 On CPU (float32/64) the gated aggregation runs in fused numba kernels (`gatedgcn_kernels`): one pass
 over each row instead of six [E, C] tensors; elsewhere it runs on torch gathers and segment sums (memory:
-a few [E, C] tensors kept for the backward). The tail of both updates, BN, ReLU and residual, runs as
-`batch_norm_relu` (two fused passes each way on CPU) when dropout is off, as in every published preset. `PATHS` lists the two in the order they are tried, as the
-attention backends (`sparsegt.attention.backend.first_runnable`).
+a few [E, C] tensors kept for the backward). `PATHS` lists the two in the order they are tried, as the
+attention backends (`sparsegt.attention.backend.first_runnable`). The tail of both updates, BN, ReLU and
+residual, runs as `batch_norm_relu` (two fused passes each way on CPU) when dropout is off (the PATTERN
+presets; the CLUSTER ones train with dropout 0.1 and keep torch's ops).
 """
 
 from __future__ import annotations
@@ -219,12 +220,8 @@ class GatedGCNConv(nn.Module):
         d = d + self.edge_lin.bias.to(d.dtype)  # (autocast: d is bfloat16, the bias float32)
         if edge_attr is None:  # no edge features: C e = C 0 = 0 (the bias is in d)
             c = d.new_zeros(1, self.hidden)
-        else:
-            # e @ C^T as a plain product with C^T laid out contiguously: on CPU, F.linear without a bias
-            # backpropagates through a slow path (measured 1.8-3x the fwd + bwd time at [135k, 64] x [64, 64])
-            weight_t = self.edge_lin.weight.t().contiguous()
-            # one row for every edge (a DummyEdge embedding): C e once
-            c = (edge_attr[:1] if edge_attr.stride(0) == 0 else edge_attr) @ weight_t
+        else:  # (a DummyEdge embedding is one row expanded to every edge: C e once)
+            c = nn.functional.linear(edge_attr[:1] if edge_attr.stride(0) == 0 else edge_attr, self.edge_lin.weight)
         edge_hat, aggregated = gated_aggregation(graph, d, e, b, c, edge_scale)
         x_new = self._finish(a + aggregated, self.norm_x, x if self.residual else None)
         e_new = self._finish(edge_hat, self.norm_e, edge_attr if self.residual else None)

@@ -23,7 +23,6 @@ from dataclasses import replace
 
 from torch import nn
 
-from ..patterns import MaskedPattern
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
 from .renamed import renamed_keywords
@@ -75,22 +74,13 @@ class GTLayer(nn.Module):
 
     def forward(self, state: LayerState) -> LayerState:
         """``state.x`` [N, C] over ``state.graph``'s edges, ``state.edge_attr`` [E, C] (required iff
-        ``edge_features``) -> the state with new ``x`` and ``edge_attr``. ``state.pattern``: None, or (without
-        edge features) a `MaskedPattern` of ``state.graph`` (`sparsegt.patterns.masked_full`), the same
-        attention over a pattern the faster kernel takes (used without attention dropout)."""
+        ``edge_features``) -> the state with new ``x`` and ``edge_attr``."""
         x, graph, edge_attr = state.x, state.graph, state.edge_attr
         if self.edge_features != (edge_attr is not None):
             raise ValueError(f"GTLayer(edge_features={self.edge_features}) got edge_attr="
                              f"{'None' if edge_attr is None else list(edge_attr.shape)}")
         if edge_attr is None:
-            cover = state.pattern
-            # the graph's edges as full + -inf mask (`masked_full`); not with attention dropout, whose random
-            # bits follow the pattern's entries (the run's dropout stays what it was on the graph's edges)
-            dropout = self.training and self.attention.attn_dropout > 0
-            if isinstance(cover, MaskedPattern) and not dropout:
-                h = self.attention(x, pattern=cover.pattern, edge_bias=cover.bias)
-            else:
-                h = self.attention(x, pattern=graph)
+            h = self.attention(x, pattern=graph)
         else:
             h, weighted = self.attention(x, pattern=graph, edge_attr=edge_attr, return_edge_products=True)
             e = self.norm_edge_attention(edge_attr + self.dropout(self.edge_out(weighted.flatten(1))))

@@ -11,11 +11,9 @@ from .content import edge_scores, threshold_topk, topk
 from .draw import draw_pattern, pattern_defaults, show_pattern
 from .edge_trim import kept_edge_counts, teddy_edge_scores, trim_edges
 from .graph import (
-    MaskedPattern,
     expander,
     full,
     khop,
-    masked_full,
     seed_neighbourhood,
     virtual_nodes,
     virtual_token_graph,
@@ -40,8 +38,7 @@ from .static import (
 )
 
 __all__ = [
-    "full", "masked_full", "MaskedPattern", "khop", "seed_neighbourhood", "expander", "virtual_nodes",
-    "virtual_token_graph",
+    "full", "khop", "seed_neighbourhood", "expander", "virtual_nodes", "virtual_token_graph",
     "window", "dilated", "strided", "global_tokens", "random", "bigbird", "block_diagonal",
     "causal_sequence", "grid2d",
     "union", "intersect", "add_self_loops", "causal", "subsample",

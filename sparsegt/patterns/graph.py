@@ -10,8 +10,6 @@ CSR without duplicates and keep ``ptr``/``col_ptr``/``edge_ptr`` (still a batch)
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
@@ -19,8 +17,7 @@ from ..attention.dropout import MASK32, hash32_torch
 from ..graph import Graph
 from ._csr import as_batch, check_int, csr_from_pairs, finish, graph_offsets, segment_arange
 
-__all__ = ["full", "masked_full", "MaskedPattern", "khop", "seed_neighbourhood", "expander", "virtual_nodes",
-           "virtual_token_graph"]
+__all__ = ["full", "khop", "seed_neighbourhood", "expander", "virtual_nodes", "virtual_token_graph"]
 
 
 def _square_batch(batch: Graph, name: str) -> tuple[Tensor, Tensor]:
@@ -98,51 +95,6 @@ def _reach(adjacency: Graph, rows: Tensor, cols: Tensor, first_hop: int, last_ho
     indptr = torch.zeros(num_rows + 1, dtype=torch.long, device=adjacency.device)
     indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
     return indptr, (reach_key - row * width).contiguous(), hop
-
-
-class MaskedPattern(NamedTuple):
-    """A sparse pattern run as the wider `full` pattern (every row a run of consecutive keys, which the
-    ``ranges`` backend takes with its keys in SIMD lanes) and an additive mask: ``bias`` [E_full, H] is 0 on
-    the sparse pattern's entries and -inf elsewhere, so each row's softmax is the sparse row's softmax."""
-
-    pattern: Graph
-    bias: Tensor
-
-
-def masked_full(graph: Graph, heads: int, min_fill: float = 0.25,
-                dtype: torch.dtype = torch.float32) -> MaskedPattern | None:
-    """``graph``'s entries as `full` per graph plus a -inf mask (`MaskedPattern`), when that pays.
-
-    Worth it for dense graphs (an SBM batch of PATTERN fills ~40% of its full pattern): the masked entries
-    cost a score each, but the runs' kernel computes scores several times faster than a kernel that gathers
-    one key row per entry. Returns None (use ``graph`` itself) when ``graph`` fills less than ``min_fill``
-    of the full pattern, has an entry across two graphs of the batch or a duplicate entry (a softmax over a
-    multiset, which a mask cannot express), or is not square.
-
-    Args:
-        graph: [N, N] pattern with ``ptr`` (a batch) or one graph. heads: H of the attention. dtype: the
-            mask's (the attention's q, k, v dtype).
-    Returns: `MaskedPattern` whose ``bias`` is a view of a contiguous [H, E_full] tensor (the layout the
-        ranges kernel reads), or None.
-    """
-    ptr, col_ptr = graph_offsets(graph)
-    if graph.num_nodes != graph.num_cols or not torch.equal(ptr, col_ptr):
-        return None
-    sizes = ptr.diff()
-    if graph.num_edges == 0 or graph.num_edges < min_fill * int(sizes.square().sum()):
-        return None
-    graph_of_node = torch.repeat_interleave(torch.arange(len(sizes), device=graph.device), sizes)
-    rows, cols = graph.row_index(), graph.indices
-    owner = graph_of_node[rows]
-    if not bool((graph_of_node[cols] == owner).all()):
-        return None
-    pattern = full(graph)
-    positions = pattern.indptr[rows] + cols - ptr[owner]
-    if torch.unique(positions).numel() != positions.numel():
-        return None
-    bias_t = torch.full((heads, pattern.num_edges), -torch.inf, dtype=dtype, device=graph.device)
-    bias_t[:, positions] = 0.0
-    return MaskedPattern(pattern, bias_t.t())
 
 
 def khop(graph: Graph | Tensor, k: int, *, batch: Tensor | None = None, ptr: Tensor | None = None,
