@@ -10,14 +10,7 @@ from .compose import add_self_loops, bigbird, causal, intersect, subsample, unio
 from .content import edge_scores, threshold_topk, topk
 from .draw import draw_pattern, pattern_defaults, show_pattern
 from .edge_trim import kept_edge_counts, teddy_edge_scores, trim_edges
-from .graph import (
-    expander,
-    full,
-    khop,
-    seed_neighbourhood,
-    virtual_nodes,
-    virtual_token_graph,
-)
+from .graph import expander, full, khop, seed_neighbourhood, virtual_nodes, virtual_token_graph
 from .lowrank import (
     favor_features,
     lowrank_complement,
