@@ -91,6 +91,14 @@ def row_chunks(indptr: np.ndarray, chunks: int) -> np.ndarray:
     return np.unique(np.clip(bounds, 0, num_rows)).astype(np.int64)
 
 
+def even_chunks(rows: int, work: int, min_work: int, per_thread: int = 4) -> tuple[np.ndarray, int]:
+    """(bounds [chunks + 1], threads) for a kernel over ``rows`` rows of equal cost doing ``work`` units in all:
+    `thread_count` threads, ``per_thread`` equal row chunks each (handed out one at a time by
+    `DynamicSchedule`; empty chunks are harmless)."""
+    threads = thread_count(work, min_work)
+    return np.linspace(0, rows, threads * per_thread + 1).astype(np.int64), threads
+
+
 def numba_cpu_reasons(**tensors: torch.Tensor | None) -> list[str]:
     """Why the numba kernels cannot take these tensors (empty when they can): they need CPU tensors of one
     dtype, float32 or float64, outside torch.compile's tracing. None entries are skipped."""

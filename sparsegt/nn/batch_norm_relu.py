@@ -16,13 +16,12 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.numba_runtime import DynamicSchedule, flat, numba_cpu_reasons, numba_threads, numpy_float, thread_count
+from ..attention.numba_runtime import DynamicSchedule, even_chunks, flat, numba_cpu_reasons, numba_threads, numpy_float
 from . import batch_norm_relu_kernels as kernels
 
 __all__ = ["batch_norm_relu", "batch_norm_relu_torch"]
 
 PARALLEL_MIN_WORK = 1 << 16  # M * C below which one thread beats waking a second one
-CHUNKS_PER_THREAD = 4
 
 
 def batch_norm_relu(x: Tensor, norm: nn.BatchNorm1d, skip: Tensor | None = None) -> Tensor:
@@ -42,8 +41,7 @@ def batch_norm_relu(x: Tensor, norm: nn.BatchNorm1d, skip: Tensor | None = None)
     if rows == 0 or (batch_stats and rows == 1):  # torch's message for one row; nothing to fuse for none
         return batch_norm_relu_torch(x, norm, skip)
     x2 = flat(x)
-    threads = thread_count(x2.numel(), PARALLEL_MIN_WORK)
-    bounds = np.linspace(0, rows, threads * CHUNKS_PER_THREAD + 1).astype(np.int64)  # empty chunks are harmless
+    bounds, threads = even_chunks(rows, x2.numel(), PARALLEL_MIN_WORK)
     with torch.no_grad():
         if batch_stats:
             mean, var = _moments(x2, bounds, threads)

@@ -9,18 +9,16 @@ reference).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from ..attention.numba_runtime import DynamicSchedule, numba_cpu_reasons, numba_threads, numpy_float, thread_count
+from ..attention.numba_runtime import DynamicSchedule, even_chunks, numba_cpu_reasons, numba_threads, numpy_float
 from . import distance_gate_kernels as kernels
 
 __all__ = ["DistanceGate"]
 
 PARALLEL_MIN_WORK = 1 << 16  # E * C below which one thread beats waking a second one
-CHUNKS_PER_THREAD = 4
 
 
 class DistanceGate(nn.Sequential):
@@ -38,22 +36,18 @@ class DistanceGate(nn.Sequential):
         return _Gate.apply(distance, first.weight, first.bias, last.weight, last.bias)
 
 
-def _schedule(edges: int, hidden: int) -> tuple[np.ndarray, int]:
-    threads = thread_count(edges * hidden, PARALLEL_MIN_WORK)
-    return np.linspace(0, edges, threads * CHUNKS_PER_THREAD + 1).astype(np.int64), threads
-
-
 class _Gate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, distance, w1, b1, w2, b2):  # type: ignore[override]
         d = distance.detach().contiguous().view(-1)
         weights = [t.detach().contiguous().view(-1) for t in (w1, b1, w2)]
         out = torch.empty_like(d)
-        bounds, threads = _schedule(d.shape[0], weights[0].shape[0])
+        bounds, threads = even_chunks(d.shape[0], d.shape[0] * weights[0].shape[0], PARALLEL_MIN_WORK)
         scalar = numpy_float(d.dtype)
         with numba_threads(threads), DynamicSchedule():
             kernels.gate_forward(d.numpy(), *(w.numpy() for w in weights), scalar(b2.detach().item()), bounds,
                                  scalar(0.0), scalar(1.0), out.numpy())
+        ctx.schedule = (bounds, threads)  # the backward splits the edges the same way
         ctx.save_for_backward(d, *weights, out)
         return out.view(-1, 1)
 
@@ -62,7 +56,7 @@ class _Gate(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         d, w1, b1, w2, r = ctx.saved_tensors
         hidden = w1.shape[0]
-        bounds, threads = _schedule(d.shape[0], hidden)
+        bounds, threads = ctx.schedule
         chunks = len(bounds) - 1
         grad_d = torch.empty_like(d)
         partial = [d.new_empty((chunks, hidden), dtype=torch.float64) for _ in range(3)]
