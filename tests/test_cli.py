@@ -112,6 +112,21 @@ def test_runs_lists_runs_and_prints_their_epochs(capsys, tmp_path):
     assert main(["runs", str(tmp_path / "missing")]) == 2
 
 
+def test_epoch_table_shows_the_moving_average_selection_where_recorded():
+    from sparsegt.train.run_records import epoch_rows
+
+    plain = {"epoch": 0, "lr": 1e-3, "train_loss": 0.5, "train_metric": 0.7, "val_metric": 0.8, "best": True,
+             "test_metric": 0.75, "test_metric_per_batch": 0.74, "epoch_time_s": 60.0}
+    header, rows = epoch_rows([plain], "accuracy")
+    assert len(header) == 7 and "moving" not in " ".join(header)
+    moving = dict(plain, epoch=1, val_metric_moving_stats=0.85, test_metric_moving_stats=0.9,
+                  test_metric_per_batch_moving_stats=0.88)
+    header, rows = epoch_rows([plain, dict(moving, best=False, test_metric=None)], "accuracy")
+    assert header[5:8] == ["val (moving-average BN)", "test at val gains (whole / per batch)",
+                           "test at moving-average val gains (whole / per batch)"]
+    assert [row[7] for row in rows] == ["-", "90.00 / 88.00"] and [row[6] for row in rows] == ["75.00 / 74.00", "-"]
+
+
 class _Restarted(Exception):
     pass
 

@@ -112,3 +112,53 @@ def test_evaluation_statistics_do_not_depend_on_the_last_training_batches(tmp_pa
     _, _, moving = _fit(tmp_path, recalibration=0)  # the same training, evaluated with the moving average
     assert all(torch.equal(moving[k], state[k]) for k in state if "norm" not in k)  # training unchanged
     assert not torch.allclose(moving["norm.running_var"], state["norm.running_var"])
+
+
+def test_moving_average_selection_scores_test_with_the_moving_statistics(tmp_path):
+    """``train.val_with_moving_stats``: GraphGPS's protocol beside ours. The epoch whose moving-average validation
+    is best keeps its test score with the same statistics (``best_moving.pt``, the summary's ``moving_stats``);
+    the extra evaluations change nothing in training or in the recalibrated selection."""
+    import json
+
+    from sparsegt.train.checkpoint import load_checkpoint
+    from sparsegt.train.config import DataConfig, RunConfig, TrainConfig
+    from sparsegt.train.distributed import DistInfo
+    from sparsegt.train.run import train_run
+    from sparsegt.train.trainer import Trainer, seed_everything
+    from tests.test_train import tiny_dataset
+
+    def fit(moving: bool):
+        config = RunConfig(name="bn", data=DataConfig(name="tiny", batch_size=3), model={},
+                           train=TrainConfig(epochs=4, lr=3e-2, warmup_epochs=0, checkpoint_every_s=0,
+                                             bn_recalibration=4, val_with_moving_stats=moving))
+        seed_everything(0)
+        dataset = tiny_dataset(num_graphs=46)
+        result = train_run(config, run_dir=tmp_path / f"m{moving}", model=_NormModel(), dataset=dataset, quiet=True)
+        return config, dataset, result
+
+    config, dataset, result = fit(True)
+    _, _, plain = fit(False)
+    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    moving_val = [r["val_metric_moving_stats"] for r in history]
+    chosen = moving_val.index(max(moving_val))  # the first epoch with the best score
+    summary = result.summary["moving_stats"]
+    assert summary["best_epoch"] == chosen + 1 and summary["val_metric"] == moving_val[chosen]
+    assert history[chosen]["test_metric_moving_stats"] == summary["test_metric"]
+    # test is scored only when the moving-average validation improves
+    gains = [i for i, v in enumerate(moving_val) if v > max(moving_val[:i], default=-1.0)]
+    assert [i for i, r in enumerate(history) if "test_metric_moving_stats" in r] == gains
+
+    saved = load_checkpoint(result.run_dir / "best_moving.pt")
+    model = _NormModel()
+    model.load_state_dict(saved["model"])
+    trainer = Trainer(config, model, dataset.task, dataset.train, dataset.val, dataset.test, dist=DistInfo())
+    assert trainer.evaluate(dataset.val)["metric"] == summary["val_metric"]
+    assert trainer.evaluate(dataset.test)["metric"] == summary["test_metric"]
+    # the moving averages, not the recalibrated statistics of best.pt
+    assert not torch.equal(saved["model"]["norm.running_var"],
+                           load_checkpoint(result.run_dir / "best.pt")["model"]["norm.running_var"])
+
+    a, b = load_checkpoint(result.run_dir / "last.pt"), load_checkpoint(plain.run_dir / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["best"] == b["best"] and "moving_stats" not in plain.summary
+    assert a["best_moving"]["epoch"] == chosen and b["best_moving"]["epoch"] is None

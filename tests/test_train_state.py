@@ -39,6 +39,7 @@ def _busy_state() -> TrainingState:
         epoch=4, next_batch=3,
         history=[{"epoch": e, "train_loss": 1.0 / (e + 1), "elapsed_s": 2.0 * e} for e in range(4)],
         best=BestEvaluation(epoch=2, val_metric=0.8, test_metric=0.75, test_metric_per_batch=0.7, val_loss=0.4),
+        best_moving=BestEvaluation(epoch=3, val_metric=0.85, test_metric=0.8, test_metric_per_batch=0.78, val_loss=0.5),
         bad_evals=1, plateau=PlateauState(scale=0.5, best_loss=0.4, bad=2), elapsed_s=9.5, status="running",
         warnings=["a warning"], final_test={"metric": 0.7, "metric_per_batch": 0.65}, totals=totals,
     )
@@ -93,7 +94,7 @@ def test_a_checkpoint_of_the_older_trainer_resumes_bit_exactly(tmp_path):
     """A last.pt written before `TrainingState` loads, and the run it continues ends where an uninterrupted run
     of today's code ends (the checkpoint's keys are still the ones read)."""
     old = ckpt.load_checkpoint(OLD_CHECKPOINT)
-    assert "final_test" not in old and "test_metric_per_batch" in old["best"]
+    assert "final_test" not in old and "best_moving" not in old and "test_metric_per_batch" in old["best"]
     data = tiny_dataset()
     config = tiny_config(epochs=3)
     trainer = Trainer(config, TinyNodeModel(config.model), data.task, data.train, data.val, data.test)
@@ -101,6 +102,7 @@ def test_a_checkpoint_of_the_older_trainer_resumes_bit_exactly(tmp_path):
     state = trainer.state
     assert (state.epoch, state.next_batch, state.bad_evals) == (old["epoch"], old["next_batch"], old["bad_evals"])
     assert state.best.state_dict() == old["best"] and state.plateau.state_dict() == old["plateau"]
+    assert state.best_moving == BestEvaluation()  # never recorded: nothing selected
     assert state.history == old["history"] and state.elapsed_s == old["elapsed_s"]
     assert state.totals.items == old["ranks"][0]["acc"]["items"]
     assert torch.equal(torch.cat(state.totals.predictions), old["ranks"][0]["acc"]["predictions"])

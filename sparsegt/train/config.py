@@ -121,7 +121,9 @@ class TrainConfig:
     BatchNorm statistics from this many fixed training batches with the current weights, everything else
     in eval mode (`sparsegt.train.batch_norm`; 0: evaluate with the moving averages, as GraphGPS does).
     ``val_with_moving_stats``: also score validation with the moving averages before recalibrating
-    (``val_metric_moving_stats`` in ``metrics.jsonl``: the curve GraphGPS's evaluation would draw).
+    (``val_metric_moving_stats`` in ``metrics.jsonl``: the curve GraphGPS's evaluation would draw), and test
+    with them whenever that score is the best so far (``test_metric_moving_stats``, ``best_moving.pt``, the
+    summary's ``moving_stats``: the number GraphGPS's protocol reports).
     ``compile``: train through ``torch.compile`` (``"inductor"``: generated fused code for the elementwise
     work around the kernels; ``"aot_eager"``: traced but not compiled, for checks; ``"off"``: eager).
     Attention is one custom op in the compiled graph and the numba layer kernels step aside for their torch

@@ -7,6 +7,7 @@ those variables everything here is a no-op on one process, so the trainer has on
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -74,8 +75,14 @@ def close_distributed(wait_for_all: bool = True) -> None:
     """Leave the process group. ``wait_for_all``: first wait until every rank is here (after a run that
     finished): rank 0 hosts the group's store, and a rank still tearing down when rank 0 has exited and taken
     the store with it aborts ("terminate called without an active exception"). After an error another rank
-    may never arrive, so a failed run leaves at once."""
+    may never arrive, so a failed run leaves at once.
+
+    The finished trainer (its DDP wrapper, the wrapper's reducer) sits in reference cycles; collecting them
+    before the group goes keeps their teardown out of interpreter exit, where a rank's exit aborted about one
+    time in seven ("terminate called without an active exception"; 0 of 90 two-rank runs with the collection).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         if wait_for_all:
             dist.barrier()
         dist.destroy_process_group()

@@ -69,8 +69,11 @@ def epoch_rows(history: list[dict[str, Any]], metric: str) -> tuple[list[str], l
     """(header, rows) of the per-epoch table: epoch (1-based), lr, train loss and metric, validation (and the
     moving-average BatchNorm one where recorded), test at the epochs where validation improved, minutes."""
     moving = any(r.get("val_metric_moving_stats") is not None for r in history)
+    moving_test = any(r.get("test_metric_moving_stats") is not None for r in history)
     header = ["epoch", "lr", "train loss", "train", "val"] + (["val (moving-average BN)"] if moving else [])
-    header += ["test at val gains (whole / per batch)", "epoch min"]
+    header += ["test at val gains (whole / per batch)"]
+    header += ["test at moving-average val gains (whole / per batch)"] if moving_test else []
+    header += ["epoch min"]
     rows = []
     for r in history:
         val = format_metric(metric, r.get("val_metric"))
@@ -78,14 +81,21 @@ def epoch_rows(history: list[dict[str, Any]], metric: str) -> tuple[list[str], l
                format_metric(metric, r.get("train_metric")), val + (" **best**" if r.get("best") else "")]
         if moving:
             row.append(format_metric(metric, r.get("val_metric_moving_stats")))
-        test = "-"
-        if r.get("test_metric") is not None:
-            per_batch = format_metric(metric, r.get("test_metric_per_batch"))
-            test = f"{format_metric(metric, r['test_metric'])} / {per_batch}"
+        row.append(_test_cell(metric, r, ""))
+        if moving_test:
+            row.append(_test_cell(metric, r, "_moving_stats"))
         minutes = r.get("epoch_time_s")
-        row += [test, "-" if minutes is None else f"{minutes / 60:.1f}"]
+        row.append("-" if minutes is None else f"{minutes / 60:.1f}")
         rows.append(row)
     return header, rows
+
+
+def _test_cell(metric: str, record: dict[str, Any], suffix: str) -> str:
+    """"whole / per batch" test metric of an epoch record (``suffix`` "_moving_stats": GraphGPS's), or "-"."""
+    if record.get("test_metric" + suffix) is None:
+        return "-"
+    per_batch = format_metric(metric, record.get("test_metric_per_batch" + suffix))
+    return f"{format_metric(metric, record['test_metric' + suffix])} / {per_batch}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -4,17 +4,18 @@
 
 - where the run stands: ``epoch`` (epochs finished) and ``next_batch`` (the batch of that epoch to train next);
 - what it has measured: ``history`` (one record per epoch, `metrics.jsonl`), ``best`` (`BestEvaluation`),
-  ``final_test`` and ``warnings``; ``status``;
+  ``best_moving`` (the same selection on the moving-average BatchNorm scores, GraphGPS's protocol, when
+  ``train.val_with_moving_stats`` records them), ``final_test`` and ``warnings``; ``status``;
 - what its schedules remember: ``bad_evals`` (early stopping) and ``plateau`` (`PlateauState`);
 - ``elapsed_s``, the training time over every session of the run (the time limit counts it);
 - ``totals`` (`EpochTotals`): this process's running sums over the current epoch, so a run resumed
   mid-epoch reports the same epoch loss and metric as one that was never stopped.
 
 ``state_dict()`` gives the checkpoint's keys, the ones ``last.pt`` has always had (``epoch``, ``next_batch``,
-``history``, ``best``, ``bad_evals``, ``plateau``, ``elapsed_s``, ``status``, ``warnings``; ``final_test`` is
-new and optional), and ``from_dict`` reads them back, filling what an older checkpoint lacks with its
-default. ``totals`` are per process: the trainer saves each rank's under ``ranks`` (`EpochTotals.state_dict`,
-the checkpoint's ``acc``) beside its RNG state.
+``history``, ``best``, ``bad_evals``, ``plateau``, ``elapsed_s``, ``status``, ``warnings``; ``final_test`` and
+``best_moving`` are newer and optional), and ``from_dict`` reads them back, filling what an older checkpoint
+lacks with its default. ``totals`` are per process: the trainer saves each rank's under ``ranks``
+(`EpochTotals.state_dict`, the checkpoint's ``acc``) beside its RNG state.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class TrainingState:
     next_batch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: BestEvaluation = field(default_factory=BestEvaluation)
+    best_moving: BestEvaluation = field(default_factory=BestEvaluation)
     bad_evals: int = 0
     plateau: PlateauState = field(default_factory=PlateauState)
     elapsed_s: float = 0.0
@@ -143,6 +145,7 @@ class TrainingState:
             "next_batch": self.next_batch,
             "history": [dict(record) for record in self.history],
             "best": self.best.state_dict(),
+            "best_moving": self.best_moving.state_dict(),
             "bad_evals": self.bad_evals,
             "plateau": self.plateau.state_dict(),
             "elapsed_s": self.elapsed_s,
@@ -161,6 +164,7 @@ class TrainingState:
             next_batch=state["next_batch"],
             history=[dict(record) for record in state["history"]],
             best=BestEvaluation.from_dict(state["best"]),
+            best_moving=BestEvaluation.from_dict(state.get("best_moving", {})),
             bad_evals=state["bad_evals"],
             plateau=PlateauState.from_dict(state["plateau"]),
             elapsed_s=state["elapsed_s"],
