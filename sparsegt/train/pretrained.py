@@ -50,6 +50,8 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
 
     ``published``: the paper's number for the row (same metric and scale as the run's, e.g. 0.86685);
     ``source``: where it comes from; ``status``: ``"final"`` or e.g. ``"interim: epoch 20 of 100"``.
+    ``checkpoint="best_moving.pt"``: the epoch GraphGPS's protocol selects (`train.val_with_moving_stats`),
+    with its moving-average BatchNorm statistics and the scores measured with them.
     """
     run_dir = Path(run_dir)
     state = load_checkpoint(run_dir / checkpoint, required=("model",))
@@ -57,6 +59,7 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
     # the record of the checkpoint's epoch in metrics.jsonl (a run still training has no summary.json yet)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     record = next((r for r in records if r["epoch"] == state.get("epoch")), {})
+    scores = "_moving_stats" if checkpoint == "best_moving.pt" else ""
     folder = (Path(root) if root is not None else pretrained_root()) / name
     folder.mkdir(parents=True, exist_ok=True)
     dump_config(config, folder / "config.yaml")
@@ -70,9 +73,9 @@ def export_pretrained(run_dir: str | Path, name: str, *, published: float | None
         "name": name,
         "status": status,
         "metric": get_card(config.data.name).metric,
-        "test_metric": record.get("test_metric", state.get("test_metric")),
-        "test_metric_per_batch": record.get("test_metric_per_batch"),
-        "val_metric": record.get("val_metric"),
+        "test_metric": record.get("test_metric" + scores, state.get("test_metric")),
+        "test_metric_per_batch": record.get("test_metric_per_batch" + scores),
+        "val_metric": record.get("val_metric" + scores),
         "epoch": None if state.get("epoch") is None else int(state["epoch"]) + 1,
         "published": published,
         "published_source": source,
