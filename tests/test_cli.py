@@ -127,6 +127,20 @@ def test_epoch_table_shows_the_moving_average_selection_where_recorded():
     assert [row[7] for row in rows] == ["-", "90.00 / 88.00"] and [row[6] for row in rows] == ["75.00 / 74.00", "-"]
 
 
+def test_epoch_line_shows_the_moving_average_scores_where_recorded(capsys):
+    from sparsegt.train.progress import PlainReporter
+
+    record = {"epoch": 4, "train_loss": 0.5, "train_metric": 0.7, "val_metric": 0.8, "lr": 1e-3,
+              "graphs_per_s": 10.0, "epoch_time_s": 3.0}
+    reporter = PlainReporter(metric="accuracy", epochs=10)
+    reporter.end_epoch(record)
+    reporter.end_epoch(dict(record, val_metric_moving_stats=0.85))
+    reporter.end_epoch(dict(record, val_metric_moving_stats=0.85, test_metric_moving_stats=0.9))
+    plain, moving, gain = capsys.readouterr().out.splitlines()
+    assert "moving" not in plain
+    assert "moving-BN val 85.00 |" in moving and "moving-BN val 85.00 test 90.00 |" in gain
+
+
 class _Restarted(Exception):
     pass
 

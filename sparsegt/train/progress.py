@@ -42,6 +42,11 @@ def _epoch_line(record: dict[str, Any], metric: str, epochs: int) -> str:
         parts.append(f"val {format_metric(metric, record['val_metric'])}")
     if record.get("test_metric") is not None:
         parts.append(f"test {format_metric(metric, record['test_metric'])}")
+    if record.get("val_metric_moving_stats") is not None:  # GraphGPS's evaluation (train.val_with_moving_stats)
+        moving = f"moving-BN val {format_metric(metric, record['val_metric_moving_stats'])}"
+        if record.get("test_metric_moving_stats") is not None:
+            moving += f" test {format_metric(metric, record['test_metric_moving_stats'])}"
+        parts.append(moving)
     parts += [
         f"lr {record['lr']:.2e}",
         f"{record['graphs_per_s']:.0f} graphs/s",
