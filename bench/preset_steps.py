@@ -7,7 +7,9 @@
 
 Each (preset, variant) lives in its own worker process: ``baseline`` imports sparsegt from ``--baseline``
 (a checkout of an older commit), ``current`` from this tree, ``compiled`` from this tree with the model
-under ``torch.compile`` (inductor, dynamic shapes: the warm-up includes the compilation). The coordinator
+under ``torch.compile`` (inductor, dynamic shapes: the warm-up includes the compilation), ``bf16`` from this
+tree with the forward under bfloat16 autocast (``train.precision=bf16``: matrix products in bfloat16,
+attention and the fused kernels in float32; a different precision, not the published one). The coordinator
 asks the workers of one preset for one step each, round after round, so a change in the machine's load
 hits every variant alike; the medians and the ratio to the first variant are printed and written to
 ``bench/results/preset_steps.json``.
@@ -34,11 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "preset_steps.json"
 PRESETS = ("gps-pattern", "gt-pattern", "exphormer-pattern", "gps-cluster")
-VARIANTS = ("baseline", "current", "compiled")
+VARIANTS = ("baseline", "current", "compiled", "bf16")
 
 
 # ---------------------------------------------------------------- worker: one preset, one variant
-def worker(preset_name: str, compiled: bool, batches: int, batch_size: int | None) -> None:
+def worker(preset_name: str, variant: str, batches: int, batch_size: int | None) -> None:
     """Build the preset's model and data, then answer "step" lines on stdin with the step's seconds."""
     import torch
 
@@ -73,7 +75,9 @@ def worker(preset_name: str, compiled: bool, batches: int, batch_size: int | Non
                              node_spec, FeatureSpec())
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    run = torch.compile(model, dynamic=True) if compiled else model
+    run = torch.compile(model, dynamic=True) if variant == "compiled" else model
+    # the trainer's `Trainer._autocast`: only the forward (and the loss) under autocast
+    precision = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16")
     clip = config.train.grad_clip
     print(json.dumps({"ready": True, "nodes": batch_list[0].num_nodes, "edges": batch_list[0].num_edges,
                       "batch_size": size}), flush=True)
@@ -85,7 +89,8 @@ def worker(preset_name: str, compiled: bool, batches: int, batch_size: int | Non
         index += 1
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(run(batch), batch.y)
+        with precision:
+            loss = torch.nn.functional.cross_entropy(run(batch), batch.y)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -100,8 +105,8 @@ def start_worker(preset: str, variant: str, args) -> subprocess.Popen:
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
            "OMP_NUM_THREADS": str(args.threads), "NUMBA_NUM_THREADS": str(args.threads)}
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", preset, "--batches", str(args.batches)]
-    if variant == "compiled":
-        command.append("--compiled")
+    if variant in ("compiled", "bf16"):
+        command += ["--variant", variant]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -151,12 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--note", default="", help="free text stored with the results (e.g. machine load)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="current", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.compiled, args.batches, args.batch_size)
+        worker(args.worker, args.variant, args.batches, args.batch_size)
         return
     variants = (args.variants or ("baseline,current,compiled" if args.baseline else "current,compiled")).split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     if "baseline" in variants and not args.baseline:
         parser.error("the baseline variant needs --baseline DIR (a git worktree of the older commit)")
     load = os.getloadavg()[0]
