@@ -55,6 +55,7 @@ FAMILIES = {
     "gps-gatedgcn-performer": dict(layer="gps", local="gatedgcn", attention="performer"),
     "gps-gine-expander": dict(layer="gps", local="gine", attention="expander", expander_degree=2),
     "gps-none-topk": dict(layer="gps", local="none", attention="topk", topk=3),
+    "gps-gine-combiner": dict(layer="gps", local="gine", attention="combiner", combiner_block=3),
     "gt": dict(layer="gt"),
     "grit": dict(layer="grit", rrwp_steps=4),
     "exphormer": dict(layer="exphormer", local="gatedgcn", expander_degree=2, num_virtual=2,
@@ -66,8 +67,10 @@ FAMILIES = {
     "gatedgcn": dict(layer="gatedgcn"),
     "gcn": dict(layer="gcn"),
 }
-# Random expanders are keyed by node position: those models are not permutation-invariant.
-EQUIVARIANT = [name for name, kw in FAMILIES.items() if kw.get("expander_degree", 0) == 0]
+# Random expanders and Combiner's blocks of node ids are keyed by node position: those models are not
+# permutation-invariant.
+EQUIVARIANT = [name for name, kw in FAMILIES.items()
+               if kw.get("expander_degree", 0) == 0 and kw.get("attention") != "combiner"]
 
 
 def build(name: str, level: str, edge_features: bool) -> GraphTransformer:

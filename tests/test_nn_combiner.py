@@ -105,3 +105,38 @@ def test_gradients_flow_gradcheck():
     inputs.append(torch.randn(N, H, dtype=DT, requires_grad=True))
     assert torch.autograd.gradcheck(lambda q, k, v, t: combiner_attention(q, k, v, t, combiner, backend="torch"),
                                     inputs)
+
+
+@pytest.mark.parametrize("block", [1, 64])
+def test_gps_layer_with_combiner_attention_is_full_attention_at_the_extremes(block):
+    """Regions of one node (summaries = the keys themselves) and one region per graph (every key direct) are
+    both full attention: `GPSLayer(attention="combiner")` then computes what the same layer with full attention
+    computes, weights shared."""
+    from sparsegt.nn import GPSLayer, LayerState
+
+    torch.manual_seed(0)
+    graphs = [Graph.from_edge_index(torch.randint(0, n, (2, 2 * n)), n, x=torch.randn(n, 8, dtype=DT))
+              for n in (6, 1, 9)]
+    batch = Graph.batch(graphs)
+    combiner = GPSLayer(8, 2, "gine", "combiner", combiner_block=block).to(DT)
+    plain = GPSLayer(8, 2, "gine", "full").to(DT)
+    state = {k.replace("attention.attention.", "attention."): v for k, v in combiner.state_dict().items()
+             if not k.startswith("attention.pool_score")}
+    plain.load_state_dict(state)
+    torch.nn.init.normal_(combiner.attention.pool_score.weight)  # in-region pooling: moot at both extremes
+    combiner.eval(), plain.eval()
+    x = LayerState(batch.x, batch)
+    torch.testing.assert_close(combiner(x).x, plain(x).x)
+    # the family's once-per-batch pattern and the layer's own are the same regions
+    shared = combiner_pattern(batch, block_regions(batch, block))
+    torch.testing.assert_close(combiner(LayerState(batch.x, batch, pattern=shared)).x, plain(x).x)
+
+
+def test_gps_layer_combiner_block_must_be_positive():
+    from sparsegt.models import ModelConfig
+    from sparsegt.nn import GPSLayer
+
+    with pytest.raises(ValueError, match="combiner_block"):
+        GPSLayer(8, 2, "gine", "combiner", combiner_block=0)
+    with pytest.raises(ValueError, match="combiner_block"):
+        ModelConfig(layer="gps", attention="combiner", combiner_block=0)

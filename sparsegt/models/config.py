@@ -7,7 +7,7 @@ model:
   hidden: 64
   num_heads: 4
   local: gatedgcn       # gps / exphormer / mpnn_vn: gine | gatedgcn | none
-  attention: full       # gps: full | expander | topk | performer | none
+  attention: full       # gps: full | expander | topk | performer | combiner | none
   attn_dropout: 0.5
   lap_pe: {k: 10, dim: 16, kind: deepset}
 ```
@@ -30,7 +30,7 @@ from .families import FAMILIES
 __all__ = ["ModelConfig", "LapPEConfig", "RWSEConfig", "LAYER_KINDS"]
 
 LAYER_KINDS = tuple(FAMILIES)  # the families of `sparsegt.models.families` (read again at validation)
-GPS_ATTENTIONS = ("full", "expander", "topk", "performer", "none")
+GPS_ATTENTIONS = ("full", "expander", "topk", "performer", "combiner", "none")
 LOCAL_KINDS = ("gine", "gatedgcn", "none")
 POOLINGS = ("mean", "sum", "virtual")
 NORM_KINDS = ("batch", "layer", "none")
@@ -121,6 +121,8 @@ class ModelConfig:
         num_virtual: virtual tokens per graph (exphormer, gps "expander"; mpnn_vn always uses 1).
         topk: keys kept per node (topk layers; gps with attention="topk").
         performer_features: random features of the Performer attention.
+        combiner_block: gps with attention="combiner": nodes per region (contiguous blocks of each graph's
+            node ids; Combiner, `sparsegt.nn.CombinerAttention`).
         rrwp_steps: GRIT's RRWP steps K (identity included).
         lap_pe, rwse: positional / structural encodings (None: off).
         pooling: graph-level readout: ``"mean"``, ``"sum"`` or ``"virtual"`` (mpnn_vn / exphormer).
@@ -157,6 +159,7 @@ class ModelConfig:
     num_virtual: int = 1
     topk: int = 16
     performer_features: int = 64
+    combiner_block: int = 16
     rrwp_steps: int = 21
     lap_pe: LapPEConfig | None = None
     rwse: RWSEConfig | None = None
@@ -193,9 +196,10 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.expander_degree < 0 or self.expander_degree % 2:
             raise ValueError(f"model.expander_degree must be even and >= 0, got {self.expander_degree}")
-        if self.num_virtual < 0 or self.topk < 1 or self.rrwp_steps < 2 or self.performer_features < 1:
+        if self.num_virtual < 0 or self.topk < 1 or self.rrwp_steps < 2 or self.performer_features < 1 or \
+                self.combiner_block < 1:
             raise ValueError("model.num_virtual must be >= 0, topk >= 1, rrwp_steps >= 2, "
-                             "performer_features >= 1")
+                             "performer_features >= 1, combiner_block >= 1")
         if self.pooling == "virtual" and not (self.layer == "mpnn_vn" or
                                                (self.layer == "exphormer" and self.num_virtual > 0)):
             raise ValueError("model.pooling='virtual' needs layer 'mpnn_vn', or 'exphormer' with "

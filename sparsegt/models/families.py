@@ -41,7 +41,7 @@ from ..nn import (
     token_pattern,
 )
 from ..nn.segment import edge_positions
-from ..patterns import expander, full, seed_neighbourhood, union
+from ..patterns import block_regions, combiner_pattern, expander, full, seed_neighbourhood, union
 from .encoders import RRWPEncoder
 
 if TYPE_CHECKING:
@@ -69,14 +69,16 @@ class Family:
 
 
 class GPSFamily(Family):
-    """`GPSLayer`; the attention pattern (``full``, or graph edges + an expander) built once per batch."""
+    """`GPSLayer`; the attention pattern (``full``, graph edges + an expander, or Combiner's regions) built once
+    per batch."""
 
     @staticmethod
     def make_layer(config: ModelConfig, edge_features: bool) -> nn.Module:
         c = config
         attention = {"expander": "pattern"}.get(c.attention, c.attention)
         return GPSLayer(c.hidden, c.num_heads, c.local, attention, attn_dropout=c.attn_dropout, topk=c.topk,
-                        performer_features=c.performer_features, dropout=c.dropout, norm=c.norm)
+                        performer_features=c.performer_features, combiner_block=c.combiner_block,
+                        dropout=c.dropout, norm=c.norm)
 
     @staticmethod
     def prepare(model: GraphTransformer, state: LayerState) -> LayerState:
@@ -86,6 +88,8 @@ class GPSFamily(Family):
             pattern = full(batch)
         elif c.attention == "expander":
             pattern = union(batch.pattern(), expander(batch, c.expander_degree, c.seed))
+        elif c.attention == "combiner":
+            pattern = combiner_pattern(batch, block_regions(batch, c.combiner_block))
         return replace(state, pattern=pattern)
 
 

@@ -35,12 +35,14 @@ __all__ = ["CombinerAttention", "combiner_attention"]
 
 
 def combiner_attention(q: Tensor, k: Tensor, v: Tensor, pool_logits: Tensor, combiner: CombinerPattern, *,
-                       backend: str = "auto") -> Tensor:
+                       dropout_p: float = 0.0, backend: str = "auto") -> Tensor:
     """Combiner attention from projected inputs (module docstring).
 
     Args:
         q, k: [N, H, D]; v: [N, H, Dv]; pool_logits: [N, H] the in-region pooling scores t_j.
         combiner: the `CombinerPattern` of the batch.
+        dropout_p: dropout on the normalised weights p(j|i) of the direct keys and the summaries (as
+            `sparse_attention`'s; 0 at inference).
     Returns:
         [N, H, Dv].
     """
@@ -65,7 +67,7 @@ def combiner_attention(q: Tensor, k: Tensor, v: Tensor, pool_logits: Tensor, com
                                                                                      device=q.device))
     bias = bias[:, None].expand(-1, H).contiguous()
     return sparse_attention(q, torch.cat([k, k_summary]), torch.cat([v, v_summary]), pattern, bias=bias,
-                            backend=backend)
+                            dropout_p=dropout_p, backend=backend)
 
 
 class CombinerAttention(nn.Module):
@@ -73,12 +75,14 @@ class CombinerAttention(nn.Module):
 
     The projections are a `SparseMultiheadAttention`'s (``attention``: Q, K, V, O stored as
     ``torch.nn.MultiheadAttention``), plus ``pool_score`` (C -> H, the in-region pooling score, zero-initialised).
+    ``dropout``: on the attention weights, in training only.
     """
 
     @renamed_keywords(channels="hidden")
-    def __init__(self, hidden: int, num_heads: int, bias: bool = True, backend: str = "auto") -> None:
+    def __init__(self, hidden: int, num_heads: int, bias: bool = True, backend: str = "auto",
+                 dropout: float = 0.0) -> None:
         super().__init__()
-        self.attention = SparseMultiheadAttention(hidden, num_heads, bias=bias, backend=backend)
+        self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=dropout, bias=bias, backend=backend)
         self.pool_score = nn.Linear(hidden, num_heads)
         self.reset_parameters()
 
@@ -92,5 +96,7 @@ class CombinerAttention(nn.Module):
             raise ValueError("CombinerAttention needs a CombinerPattern (sparsegt.patterns.combiner_pattern(batch, "
                              f"region)), got {type(combiner).__name__}")
         q, k, v = self.attention.project(x)
-        out = combiner_attention(q, k, v, self.pool_score(x), combiner, backend=self.attention.backend)
-        return self.attention.out_proj(out.reshape(x.shape[0], -1))
+        dropout_p = self.attention.attn_dropout if self.training else 0.0
+        out = combiner_attention(q, k, v, self.pool_score(x), combiner, dropout_p=dropout_p,
+                                 backend=self.attention.backend)
+        return self.attention.out_proj(out.flatten(1))  # [N, H * Dv], also for N = 0

@@ -17,6 +17,10 @@ its input itself), or its name ``"gine"``, ``"gatedgcn"`` or ``"none"``. ``atten
 - ``"topk"``: each node keeps its ``topk`` best-scoring candidates (candidates: ``state.pattern``,
   default the full pattern);
 - ``"performer"``: FAVOR+ linear attention per graph (`PerformerAttention`);
+- ``"combiner"``: Combiner's full attention through region summaries (`CombinerAttention`): each node
+  attends to the nodes of its own region directly and to the other regions of its graph through one
+  summary each; the regions are ``state.pattern`` when it is a `CombinerPattern`, else contiguous blocks of
+  ``combiner_block`` node ids of each graph (`patterns.block_regions`);
 - ``"none"``: MPNN only.
 
 Reads and returns a `LayerState`: ``x`` [N, C], ``edge_attr`` [E, C] (graph CSR order) or None,
@@ -42,9 +46,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..graph import Graph, ptr_from_batch
-from ..patterns import full
+from ..patterns import CombinerPattern, block_regions, combiner_pattern, full
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
+from .combiner import CombinerAttention
 from .local import LOCAL_MODELS, EdgeIndexConv, local_update, make_local
 from .performer import PerformerAttention
 from .renamed import renamed_keywords
@@ -52,7 +57,7 @@ from .state import LayerState
 
 __all__ = ["GPSLayer", "LOCAL_MODELS", "GLOBAL_ATTENTIONS", "state_dict_from_gpsconv"]
 
-GLOBAL_ATTENTIONS = ("full", "pattern", "topk", "performer", "none")
+GLOBAL_ATTENTIONS = ("full", "pattern", "topk", "performer", "combiner", "none")
 
 
 class GPSLayer(nn.Module):
@@ -64,24 +69,29 @@ class GPSLayer(nn.Module):
         dropout: after each branch and in the FFN. attn_dropout: on the attention weights.
         norm: ``"batch"`` (GraphGPS default), ``"layer"`` or ``"none"``.
         topk: keys kept per node for ``attention="topk"``. performer_features: random features m.
+        combiner_block: nodes per region for ``attention="combiner"`` when the state brings no regions.
     """
 
     @renamed_keywords(channels="hidden")
     def __init__(self, hidden: int, num_heads: int, local: str | nn.Module | None = "gine",
                  attention: str = "full", dropout: float = 0.0, attn_dropout: float = 0.0, norm: str = "batch",
-                 topk: int = 16, performer_features: int = 64) -> None:
+                 topk: int = 16, performer_features: int = 64, combiner_block: int = 16) -> None:
         super().__init__()
         if attention not in GLOBAL_ATTENTIONS:
             raise ValueError(f"attention must be one of {GLOBAL_ATTENTIONS}, got {attention!r}")
         self.local_model = make_local(local, hidden, dropout, norm, LOCAL_MODELS)
         if self.local_model is None and attention == "none":
             raise ValueError("a GPS layer needs a local model or a global attention (both are 'none')")
-        self.attention_kind, self.topk = attention, int(topk)
+        self.attention_kind, self.topk, self.combiner_block = attention, int(topk), int(combiner_block)
+        if attention == "combiner" and self.combiner_block < 1:
+            raise ValueError(f"combiner_block must be >= 1 nodes per region, got {combiner_block}")
         if self.local_model is not None:
             self.norm_local = make_norm(norm, hidden)
         self.attention: nn.Module | None = None
         if attention == "performer":
             self.attention = PerformerAttention(hidden, num_heads, performer_features)
+        elif attention == "combiner":
+            self.attention = CombinerAttention(hidden, num_heads, dropout=attn_dropout)
         elif attention != "none":
             self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout)
         if self.attention is not None:
@@ -150,10 +160,14 @@ class GPSLayer(nn.Module):
         h_attn = self._attend(x, nodes, pattern) if self.attention is not None else None
         return self._combine(x, h_local, h_attn)
 
-    def _attend(self, x: Tensor, graph: Graph, pattern: Graph | None) -> Tensor:
+    def _attend(self, x: Tensor, graph: Graph, pattern: Graph | CombinerPattern | None) -> Tensor:
         """[N, C] the global attention's output before its dropout and residual."""
         if self.attention_kind == "performer":
             return self.attention(x, graph)
+        if self.attention_kind == "combiner":
+            if not isinstance(pattern, CombinerPattern):
+                pattern = combiner_pattern(graph, block_regions(graph, self.combiner_block))
+            return self.attention(x, pattern)
         if pattern is None:
             if self.attention_kind == "pattern":
                 raise ValueError("GPSLayer(attention='pattern') needs state.pattern")
