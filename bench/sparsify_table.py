@@ -2,7 +2,7 @@
 and same budget as a plain baseline, with the sparsity it reached, the FLOPs and the wall-clock time it saved, the
 metric before and after and the paper's claim beside it.
 
-    .venv/bin/python bench/sparsify_table.py [--epochs 12] [--finetune-epochs 4] [--methods teddy,gtsp,...]
+    .venv/bin/python bench/sparsify_table.py [--epochs 15] [--finetune-epochs 5] [--methods teddy,gtsp,...]
     .venv/bin/python bench/sparsify_table.py --smoke --out /tmp/s.json      # pattern-tiny, 2-layer model, 1 epoch
 
 Writes bench/results/sparsify_table.json (``--out``) and prints the rows in the format of the docs table.
@@ -10,8 +10,8 @@ Writes bench/results/sparsify_table.json (``--out``) and prints the rows in the 
 Task: PATTERN (``pattern-small``: 1,000 / 200 / 200 graphs of ~117 nodes; weighted accuracy, in %) with the
 ``gps-pattern`` preset's model (GraphGPS: 6 layers of GatedGCN + full attention, 64 wide, 4 heads, LapPE 16) and
 optimiser, for ``--epochs`` epochs (warm-up 1 epoch, the rate updated every step), seed 0. The baseline and every
-method train for the same epochs from the same seed and initial weights (the methods that add parameters add them
-at their identity point, or copy the baseline's attention weights). Rows:
+method train for the same epochs from the same seed (the top-k rows and GTSP from the baseline's very initial
+weights: their activations have no parameters and GTSP's gates start open). Rows:
 
 - TEDDY (edges + weights): the train options ``data.trim_edges=0.7 train.weight_sparsity=0.5`` (`train_run`);
 - Top-k FFN (exact): ``model.ffn_topk=0.08``; Statistical top-k (FFN, attention): ``model.ffn_topk=0.08
@@ -19,8 +19,8 @@ at their identity point, or copy the baseline's attention weights). Rows:
   "statistical"`` (no run option exists for the attention part: `StatisticalKeyTopK` below passes it);
 - GTSP: `GTSPModel(targets=edges 0.3, heads 0.5, layers 0.25, weights 0.5)` trained by the `Trainer` with
   ``masked.penalty()`` added to the loss and the gates at ``--gate-lr-scale`` times the rate, then `prune`d;
-- Combiner: every GPS attention replaced by `CombinerAttention` over contiguous blocks of 11 nodes (the dataset's
-  node order is random, so the regions are random parts of each graph);
+- Combiner: ``model.attention=combiner model.combiner_block=11``, every GPS attention `CombinerAttention` over
+  contiguous blocks of 11 node ids (PATTERN's node order is random, so the regions are random parts of a graph);
 - GIN-Attention / Sparse GIN fine-tuning: the trained baseline, frozen, with `add_sparse_gin_attention(hidden=8)`,
   fine-tuned ``--finetune-epochs``; beside it the same budget of ordinary full fine-tuning (the paper compares
   with LoRA, which this library does not have).
@@ -38,7 +38,8 @@ Measured per row, on the model of the best validation epoch (``best.pt``):
   layers and weights left in the pruned model, parameters that train;
 - FLOPs per graph over the first ``--time-graphs`` test graphs (eval forward): every matrix product that runs
   (2 M K N, counted at dispatch) plus the attention kernel, 2 E H D for the scores and 2 E H Dv for the weighted
-  sum (E: entries of the pattern it received). "zeros skipped" counts only products of two nonzero operands,
+  sum (E: entries of the pattern it received), plus 2 E_c H D for the scores of the E_c candidates a top-k
+  selection ranks. "zeros skipped" counts only products of two nonzero operands,
   2 #{(m, k, n): a_mk != 0 and b_kn != 0}: what a kernel that skips zero weights or activations would run. Not
   counted: elementwise work, norms, softmax, the per-edge gating of GatedGCN (all O(N C) or O(E C));
 - time: training step (forward, loss, backward, clipping, optimiser step, and the method's own extra work:
@@ -46,10 +47,11 @@ Measured per row, on the model of the best validation epoch (``best.pt``):
   baseline's and the method's calls interleaved round by round in this process, so that a change of load hits
   both alike.
 
-Time on the idle 2-core machine, estimated from bench/results/preset_steps.json (a ``gps-pattern`` step of 32 graphs:
-~0.5 s) as ~25 s an epoch of pattern-small (32 steps, 32 batches of BatchNorm recalibration, validation, test):
-7 rows x 12 epochs, GTSP's masked model ~1.5-2x slower a step, 2 x 4 fine-tuning epochs, ~4 min of timings and
-data: about 45 min.
+Time on the idle 2-core machine, estimated (not yet measured): a ``gps-pattern`` step of 32 graphs takes ~0.5 s
+there (bench/results/preset_steps.json), so an epoch of pattern-small (32 steps, 32 batches of BatchNorm
+recalibration, validation, test) ~25 s; GTSP's masked model steps 1.55x slower and the others within 0.97-1.06x of
+the baseline (one loaded thread, full-size model, 32 PATTERN graphs). Five trainings of 15 epochs, GTSP's 15, 2 x 5
+fine-tuning epochs and ~5 min of data, counting and timing: about 50 min.
 """
 
 from __future__ import annotations
@@ -77,9 +79,10 @@ from rich.console import Console  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+import sparsegt.attention  # noqa: E402
+import sparsegt.patterns  # noqa: E402
 from sparsegt.graph import Graph  # noqa: E402
-from sparsegt.nn import CombinerAttention, SparseMultiheadAttention, activation_density  # noqa: E402
-from sparsegt.patterns import block_regions, combiner_pattern  # noqa: E402
+from sparsegt.nn import SparseMultiheadAttention, activation_density  # noqa: E402
 from sparsegt.sparsify import GTSPModel, GTSPTargets, add_sparse_gin_attention, prune  # noqa: E402
 from sparsegt.sparsify.gtsp import EdgeGateScorer, GatedLayer  # noqa: E402
 from sparsegt.sparsify.hard_concrete import HardConcreteGate  # noqa: E402
@@ -129,7 +132,9 @@ CLAIMED_TIME = {"teddy": "train", "topk": None, "statistical": "inference", "gts
 NOT_TESTED = {
     "teddy": "not compared: the iterative baselines (UGS, WD-GLT) are not implemented here",
     "topk": "robustness to noisy labels and corrupted inputs not measured; calibration: see the ECE",
-    "statistical": "the zeros are computed, then masked: FLOPs fall only for a kernel that skips them",
+    "statistical": "FFN: the zeros are computed, then masked (Spark's predictor is left out), so its FLOPs fall only "
+                   "for a kernel that skips them; attention: every candidate's score is computed to select the keys "
+                   "(counted)",
     "gtsp": "pruned weights are zeros in dense tensors: their FLOPs fall only for a kernel that skips them",
     "combiner": "regions are random blocks (PATTERN's node order is random), not the paper's structured ones",
     "gin": "LoRA is not implemented: compared with full fine-tuning for the same budget instead",
@@ -171,25 +176,6 @@ class StatisticalKeyTopK(nn.Module):
                 pattern: Graph | None = None, *, keep_top: int | None = None, keep_top_rule: str = "exact",
                 **kwargs: Any) -> Tensor:
         return self.attention(query, key, value, pattern, keep_top=self.keys, keep_top_rule="statistical", **kwargs)
-
-
-class CombinerForGPS(nn.Module):
-    """A GPS layer's full attention replaced by `CombinerAttention`: the layer's full pattern (built once per batch,
-    with the batch's ``ptr``) is turned into a Combiner pattern over contiguous blocks of ``block`` nodes. The
-    Combiner pattern of the last full pattern is shared between the layers (``cache``)."""
-
-    def __init__(self, attention: SparseMultiheadAttention, block: int, cache: dict) -> None:
-        super().__init__()
-        self.combiner = CombinerAttention(attention.embed_dim, attention.num_heads)
-        self.combiner.attention.load_state_dict(attention.state_dict())  # the baseline's initial projections
-        self.block, self.cache = block, cache
-
-    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
-                pattern: Graph | None = None, **kwargs: Any) -> Tensor:
-        if self.cache.get("full") is not pattern:
-            self.cache["full"] = pattern
-            self.cache["combiner"] = combiner_pattern(pattern, block_regions(pattern, self.block))
-        return self.combiner(query, self.cache["combiner"])
 
 
 class ScaledGroupsAdamW(torch.optim.AdamW):
@@ -236,38 +222,52 @@ class MatmulFlops(TorchDispatchMode):
 
 @dataclass
 class AttentionCalls:
-    """What `sparse_attention` received while `counting_attention` was active: entries and FLOPs
-    (2 E H D scores + 2 E H Dv weighted sum per call)."""
+    """What the attention kernel received while `counting_attention` was active: entries, the rows (queries) of
+    its patterns, and FLOPs: 2 E H D scores + 2 E H Dv weighted sum per kernel call, plus 2 E_c H D for the scores
+    of the E_c candidates a content-based selection (`topk`, `threshold_topk`) ranks."""
 
     entries: int = 0
-    flops: int = 0
     rows: int = 0
+    flops: int = 0
+
+
+@contextlib.contextmanager
+def _swapped(source: Any, name: str, replacement: Callable[..., Any]) -> Iterator[None]:
+    """The function ``source.name``, wherever a sparsegt module holds it under that name, replaced by
+    ``replacement(function)`` in the block and restored on exit."""
+    original = getattr(source, name)
+    modules = [m for key, m in list(sys.modules.items())
+               if key.startswith("sparsegt") and getattr(m, name, None) is original]
+    for module in modules:
+        setattr(module, name, replacement(original))
+    try:
+        yield
+    finally:
+        for module in modules:
+            setattr(module, name, original)
 
 
 @contextlib.contextmanager
 def counting_attention(calls: AttentionCalls) -> Iterator[AttentionCalls]:
-    """Count every `sparse_attention` call made by sparsegt's modules in the block (their module-level name is
-    swapped for a counting wrapper and restored on exit)."""
-    import sparsegt.attention
+    """Count every call of the attention kernel and of the content-based key selections made by sparsegt's modules
+    in the block."""
+    def kernel(original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, **kwargs: Any) -> Any:
+            calls.entries += pattern.num_edges
+            calls.rows += pattern.num_nodes
+            calls.flops += 2 * pattern.num_edges * q.shape[1] * (q.shape[2] + v.shape[2])
+            return original(q, k, v, pattern, **kwargs)
+        return counted
 
-    original = sparsegt.attention.sparse_attention
+    def selection(original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(q: Tensor, k: Tensor, candidates: Graph, *args: Any, **kwargs: Any) -> Any:
+            calls.flops += 2 * candidates.num_edges * q.shape[1] * q.shape[2]
+            return original(q, k, candidates, *args, **kwargs)
+        return counted
 
-    def counted(q: Tensor, k: Tensor, v: Tensor, pattern: Graph, **kwargs: Any) -> Any:
-        heads = q.shape[1]
-        calls.entries += pattern.num_edges
-        calls.rows += pattern.num_nodes
-        calls.flops += 2 * pattern.num_edges * heads * (q.shape[2] + v.shape[2])
-        return original(q, k, v, pattern, **kwargs)
-
-    modules = [m for name, m in list(sys.modules.items())
-               if name.startswith("sparsegt") and getattr(m, "sparse_attention", None) is original]
-    for module in modules:
-        module.sparse_attention = counted
-    try:
+    with _swapped(sparsegt.attention, "sparse_attention", kernel), _swapped(sparsegt.patterns, "topk", selection), \
+            _swapped(sparsegt.patterns, "threshold_topk", selection):
         yield calls
-    finally:
-        for module in modules:
-            module.sparse_attention = original
 
 
 def count_forward(model: nn.Module, batches: list[Graph]) -> dict[str, float]:
@@ -298,7 +298,7 @@ def calibration_error(logits: Tensor, target: Tensor, bins: int = 15) -> float:
     return error
 
 
-def test_scores(model: nn.Module, graphs: list[Graph], task: Any, batch_size: int) -> dict[str, float]:
+def score_test_split(model: nn.Module, graphs: list[Graph], task: Any, batch_size: int) -> dict[str, float]:
     """The test split's metric (whole split, in %) and calibration error of ``model`` (eval mode)."""
     with torch.no_grad():
         batches = (Graph.batch(graphs[i:i + batch_size]) for i in range(0, len(graphs), batch_size))
@@ -457,7 +457,7 @@ class Bench:
     def measure(self, model: nn.Module, dataset: Any | None = None) -> dict:
         dataset = dataset if dataset is not None else self.dataset
         _, test_batches = self.timing_batches(dataset)
-        scores = test_scores(model, dataset.test, self.task, self.batch_size)
+        scores = score_test_split(model, dataset.test, self.task, self.batch_size)
         return {**scores, **count_forward(model, test_batches)}
 
     def baseline_variant(self) -> Variant:
@@ -549,15 +549,6 @@ def _gate_groups(masked: nn.Module, scale: float) -> list[dict]:
             {"params": [p for p in params if id(p) in gates], "lr_scale": scale, "weight_decay": 0.0}]
 
 
-def _forget_edge_probabilities(masked: nn.Module, inputs: Any) -> None:
-    """Before each forward of a `GTSPModel`: drop the entry-gate probabilities of the last forward. A layer whose
-    sampled layer gate is 0 is skipped, and its scorer would otherwise hand `penalty` the previous step's
-    probabilities, whose graph the last backward freed ("backward through the graph a second time")."""
-    for module in masked.modules():
-        if isinstance(module, EdgeGateScorer):
-            module.last_open_probability = None
-
-
 def row_gtsp(bench: Bench) -> dict:
     """GTSP masks trained end to end from the baseline's initial weights by the `Trainer` (same schedule, evaluation
     and metric; the loss gains ``masked.penalty()``, the gates a higher rate), then `prune`d for real."""
@@ -566,7 +557,6 @@ def row_gtsp(bench: Bench) -> dict:
     masked = GTSPModel(build_model(config, bench.dataset), GTSP_TARGETS, strength=args.gtsp_strength)
     device = resolve_device(config.train.device)
     masked = masked.to(device)
-    masked.register_forward_pre_hook(_forget_edge_probabilities)
     seed_everything(config.train.seed)
     (bench.work / "gtsp").mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, masked, bench.task, bench.dataset.train, bench.dataset.val, bench.dataset.test,
@@ -622,26 +612,21 @@ def _pruned_sparsity(baseline: nn.Module, pruned: nn.Module) -> dict[str, float]
 
 
 def row_combiner(bench: Bench) -> dict:
-    """Every GPS attention a `CombinerAttention` over blocks of ``COMBINER_BLOCK`` nodes (its projections start as
-    the baseline's), trained by `train_run` with the baseline's config."""
-    config = bench.config
+    """Combiner as every GPS layer's attention, regions of ``COMBINER_BLOCK`` node ids (the run options
+    ``model.attention=combiner model.combiner_block=B``), trained by `train_run`."""
     block = COMBINER_BLOCK if not bench.args.smoke else 4
+    overrides = ["model.attention=combiner", f"model.combiner_block={block}"]
+    config = with_overrides(bench.config, overrides)
+    summary = bench.train("combiner", config)
     seed_everything(config.train.seed)
-    model = build_model(config, bench.dataset)
-    cache: dict = {}
-    for layer in model.layers:
-        layer.attention = CombinerForGPS(layer.attention, block, cache)
-    summary = bench.train("combiner", config, model=model)
-    model = bench.best(model, "combiner")
+    model = bench.best(build_model(config, bench.dataset), "combiner")
     measured = bench.measure(model)
     sparsity = {"attention entries removed": 1 - measured["attention_entries"] / bench.baseline_measured[
         "attention_entries"]}
     timing = time_pair(bench.baseline_variant(), Variant(model, *bench.timing_batches(bench.dataset)), config,
                        bench.task, bench.args.rounds)
-    setting = (f"every attention `CombinerAttention` over `block_regions(batch, {block})` (no attention dropout: "
-               f"the baseline's is {config.model.attn_dropout})")
-    return bench.row("combiner", setting, {**config_to_dict(config), "combiner_block": block}, summary, measured,
-                     sparsity, timing)
+    return bench.row("combiner", f"`{' '.join(overrides)}`", config_to_dict(config), summary, measured, sparsity,
+                     timing)
 
 
 def row_gin(bench: Bench) -> dict:
@@ -649,6 +634,7 @@ def row_gin(bench: Bench) -> dict:
     the same epochs of full fine-tuning from the same weights."""
     config = with_overrides(bench.config, [f"train.epochs={bench.args.finetune_epochs}", "train.warmup_epochs=0"])
     model = copy.deepcopy(bench.baseline)
+    seed_everything(config.train.seed)                    # the adapters' first layers draw their initial weights
     trainable = add_sparse_gin_attention(model, hidden=GIN_HIDDEN)
     summary = bench.train("gin", config, model=model)
     model = bench.best(model, "gin")
@@ -708,12 +694,22 @@ def markdown_table(result: dict) -> str:
 
 
 def notes(result: dict) -> list[str]:
-    """One line a row: the change of the metric and calibration, and what the row cannot test."""
+    """One line a row: the change of the metric and calibration, whether the FLOPs and the time the paper claims
+    fell here, and what the row cannot test."""
     out = []
     for row in result["rows"]:
-        b, a = row["before"], row["after"]
-        out.append(f"- {row['title']}: metric {a['metric'] - b['metric']:+.2f} points, calibration error "
-                   f"{b['calibration_error']:.4f} -> {a['calibration_error']:.4f}; {row['not_tested']}.")
+        b, a, claimed = row["before"], row["after"], row["claimed_time"]
+        parts = [f"metric {a['metric'] - b['metric']:+.2f} points",
+                 f"calibration error {b['calibration_error']:.4f} -> {a['calibration_error']:.4f}",
+                 f"FLOPs executed {_change(b['flops_executed'], a['flops_executed'])} (with zeros skipped "
+                 f"{_change(b['flops_zeros_skipped'], a['flops_zeros_skipped'])})",
+                 f"keys per query {b['keys_per_query']:.1f} -> {a['keys_per_query']:.1f}"]
+        if claimed is not None:
+            key = "train_step_ms" if claimed == "train" else "inference_ms_per_graph"
+            saved = row["timing"][f"{key}_after"] < row["timing"][f"{key}_before"]
+            parts.append(f"{claimed} time {'saved' if saved else 'NOT saved here'} "
+                         f"({_change(row['timing'][f'{key}_before'], row['timing'][f'{key}_after'])})")
+        out.append(f"- {row['title']}: {'; '.join(parts)}; {row['not_tested']}.")
     for left in result["left_out"]:
         out.append(f"- {left['method']}: not run; {left['why']}.")
     return out
@@ -736,8 +732,8 @@ def machine() -> dict:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs of the baseline and every method")
-    parser.add_argument("--finetune-epochs", type=int, default=4, help="fine-tuning epochs (GIN and its control)")
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs of the baseline and every method")
+    parser.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs (GIN and its control)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (medians)")
     parser.add_argument("--time-batches", type=int, default=2, help="training batches timed per round")

@@ -154,6 +154,19 @@ def test_training_mode_samples_gates_and_gradients_reach_them():
     assert any(float(g.abs().sum()) > 0 for g in grads.values())
 
 
+def test_a_layer_skipped_by_its_sampled_gate_leaves_no_stale_edge_probabilities():
+    """Step 1 runs every layer; step 2 samples layer 1's gate at exactly 0 (skipped, not run): the penalty of
+    step 2 reads only step 2's edge probabilities (step 1's graph was freed by its backward)."""
+    model, batch = tiny_model("gps"), batch_of([7, 4])
+    masked = GTSPModel(model, GTSPTargets(edges=0.3, layers=0.3)).train()
+    (masked(batch).square().mean() + masked.penalty()).backward()
+    skipped = masked.model.layers[1]
+    skipped.gate.forward = lambda: torch.zeros((), dtype=DT)   # a sample of exactly 0 (p ~ 1% a step at first)
+    scorer = skipped.layer.attention.edge_scorer
+    (masked(batch).square().mean() + masked.penalty()).backward()  # "backward through the graph a second time"
+    assert scorer.last_open_probability is None                     # cleared, not left from step 1
+
+
 def test_the_penalty_drives_the_gates_to_the_target():
     model = tiny_model("gt")
     masked = GTSPModel(model, GTSPTargets(heads=0.5, layers=1 / 3, weights=0.75), strength=1.0)
@@ -167,7 +180,7 @@ def test_the_penalty_drives_the_gates_to_the_target():
         probabilities = torch.cat([open_probability(p).flatten() for n, p in masked.named_parameters()
                                    if "log_alpha" in n and _group(n) == name])
         assert abs(float(probabilities.detach().mean()) - (1 - target)) < 0.02, name
-    assert float(masked.penalty()) < 1e-3
+    assert float(masked.penalty().detach()) < 1e-3
 
 
 def _group(name: str) -> str:

@@ -288,6 +288,11 @@ class GTSPModel(nn.Module):
         self.to(device=parameter.device, dtype=parameter.dtype)
 
     def forward(self, batch: Graph) -> Tensor:
+        # the edge probabilities `penalty()` reads are this call's: a layer that a sampled layer gate of 0 skips
+        # must not leave the previous call's (their graph is freed after its backward)
+        for module in self.model.modules():
+            if isinstance(module, EdgeGateScorer):
+                module.last_open_probability = None
         return self.model(batch)
 
     def _open_probabilities(self) -> dict[str, list[Tensor]]:
