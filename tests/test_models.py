@@ -56,6 +56,8 @@ FAMILIES = {
     "gps-gine-expander": dict(layer="gps", local="gine", attention="expander", expander_degree=2),
     "gps-none-topk": dict(layer="gps", local="none", attention="topk", topk=3),
     "gps-gine-combiner": dict(layer="gps", local="gine", attention="combiner", combiner_block=3),
+    "gps-gine-gin": dict(layer="gps", local="gine", attention="gin_attention"),
+    "gps-none-pna": dict(layer="gps", local="none", attention="pna_attention"),
     "gt": dict(layer="gt"),
     "grit": dict(layer="grit", rrwp_steps=4),
     "exphormer": dict(layer="exphormer", local="gatedgcn", expander_degree=2, num_virtual=2,

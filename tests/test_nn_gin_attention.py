@@ -83,3 +83,25 @@ def test_sparse_gin_finetuning_starts_unchanged_and_trains_only_the_budget(layer
     model(batch).sum().backward()
     assert all(p.grad is not None for p in trainable)
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
+
+def test_gps_layer_with_gin_attention_runs_the_gin_update_over_the_full_pattern():
+    """`GPSLayer(attention="gin_attention")`: with eps = -1 and an identity MLP the GIN update is the attention's
+    weighted sum alone, so the layer equals the full-attention GPS layer with the same weights."""
+    from sparsegt.nn import GPSLayer, LayerState
+
+    torch.manual_seed(0)
+    batch = graph_batch()
+    x = torch.randn(batch.num_nodes, 8, dtype=DT)
+    gin = GPSLayer(8, 2, "gine", "gin_attention").to(DT)
+    gin.attention.mlp = nn.Identity()
+    with torch.no_grad():
+        gin.attention.eps.fill_(-1.0)
+    plain = GPSLayer(8, 2, "gine", "full").to(DT)
+    plain.load_state_dict({k.replace("attention.attention.", "attention."): v for k, v in gin.state_dict().items()
+                           if k != "attention.eps"})
+    gin.eval(), plain.eval()
+    state = LayerState(x, Graph(batch.indptr, batch.indices, batch.num_nodes, ptr=batch.ptr))
+    torch.testing.assert_close(gin(state).x, plain(state).x)
+    pna = GPSLayer(8, 2, "gine", "pna_attention").to(DT).eval()
+    assert pna(state).x.shape == (batch.num_nodes, 8)

@@ -7,7 +7,7 @@ model:
   hidden: 64
   num_heads: 4
   local: gatedgcn       # gps / exphormer / mpnn_vn: gine | gatedgcn | none
-  attention: full       # gps: full | expander | topk | performer | combiner | none
+  attention: full       # gps: full | expander | topk | performer | combiner | gin_attention | pna_attention | none
   attn_dropout: 0.5
   lap_pe: {k: 10, dim: 16, kind: deepset}
 ```
@@ -30,7 +30,7 @@ from .families import FAMILIES
 __all__ = ["ModelConfig", "LapPEConfig", "RWSEConfig", "LAYER_KINDS"]
 
 LAYER_KINDS = tuple(FAMILIES)  # the families of `sparsegt.models.families` (read again at validation)
-GPS_ATTENTIONS = ("full", "expander", "topk", "performer", "combiner", "none")
+GPS_ATTENTIONS = ("full", "expander", "topk", "performer", "combiner", "gin_attention", "pna_attention", "none")
 LOCAL_KINDS = ("gine", "gatedgcn", "none")
 POOLINGS = ("mean", "sum", "virtual")
 NORM_KINDS = ("batch", "layer", "none")
@@ -113,8 +113,8 @@ class ModelConfig:
     Attributes:
         layer: layer family (a name of ``sparsegt.models.families.FAMILIES``). num_layers, hidden (C), num_heads (H).
         local: local MPNN of gps / exphormer / mpnn_vn layers.
-        attention: global attention of gps layers (``"expander"``: graph edges + a random expander;
-            for virtual tokens as well use ``layer="exphormer"``).
+        attention: global attention of gps layers (the kinds: `sparsegt.nn.gps`; ``"expander"``: graph edges + a
+            random expander; for virtual tokens as well use ``layer="exphormer"``).
         dropout: residual-branch / FFN dropout. attn_dropout: attention-weight dropout.
         norm: ``"batch"``, ``"layer"`` or ``"none"``.
         expander_degree: keys per node of the expander (exphormer; gps with attention="expander").

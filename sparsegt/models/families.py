@@ -84,7 +84,7 @@ class GPSFamily(Family):
     def prepare(model: GraphTransformer, state: LayerState) -> LayerState:
         c, batch = model.config, state.graph
         pattern = None
-        if c.attention in ("full", "topk"):
+        if c.attention in ("full", "topk", "gin_attention", "pna_attention"):
             pattern = full(batch)
         elif c.attention == "expander":
             pattern = union(batch.pattern(), expander(batch, c.expander_degree, c.seed))

@@ -78,7 +78,7 @@ class GINAttention(nn.Module):
             top = v.new_zeros(v.shape).scatter_reduce(0, row, values, "amax", include_self=False)
             bottom = v.new_zeros(v.shape).scatter_reduce(0, row, values, "amin", include_self=False)
             features = torch.cat([own, mean, std, top.masked_fill(empty, 0), bottom.masked_fill(empty, 0)], -1)
-        return att.out_proj(self.mlp(features).reshape(x.shape[0], -1))
+        return att.out_proj(self.mlp(features).flatten(1))  # [N, H * D], also for N = 0
 
 
 class GINAttentionAdapter(nn.Module):

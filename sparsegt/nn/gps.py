@@ -21,6 +21,8 @@ its input itself), or its name ``"gine"``, ``"gatedgcn"`` or ``"none"``. ``atten
   attends to the nodes of its own region directly and to the other regions of its graph through one
   summary each; the regions are ``state.pattern`` when it is a `CombinerPattern`, else contiguous blocks of
   ``combiner_block`` node ids of each graph (`patterns.block_regions`);
+- ``"gin_attention"`` / ``"pna_attention"``: Graph-Aware Isomorphic Attention (`GINAttention`): a GIN (PNA)
+  update per head over the softmax weights of the full pattern (or ``state.pattern``) read as a graph;
 - ``"none"``: MPNN only.
 
 Reads and returns a `LayerState`: ``x`` [N, C], ``edge_attr`` [E, C] (graph CSR order) or None,
@@ -50,6 +52,7 @@ from ..patterns import CombinerPattern, block_regions, combiner_pattern, full
 from .attention import SparseMultiheadAttention
 from .blocks import FeedForward, make_norm
 from .combiner import CombinerAttention
+from .gin_attention import GINAttention
 from .local import LOCAL_MODELS, EdgeIndexConv, local_update, make_local
 from .performer import PerformerAttention
 from .renamed import renamed_keywords
@@ -57,7 +60,7 @@ from .state import LayerState
 
 __all__ = ["GPSLayer", "LOCAL_MODELS", "GLOBAL_ATTENTIONS", "state_dict_from_gpsconv"]
 
-GLOBAL_ATTENTIONS = ("full", "pattern", "topk", "performer", "combiner", "none")
+GLOBAL_ATTENTIONS = ("full", "pattern", "topk", "performer", "combiner", "gin_attention", "pna_attention", "none")
 
 
 class GPSLayer(nn.Module):
@@ -92,6 +95,9 @@ class GPSLayer(nn.Module):
             self.attention = PerformerAttention(hidden, num_heads, performer_features)
         elif attention == "combiner":
             self.attention = CombinerAttention(hidden, num_heads, dropout=attn_dropout)
+        elif attention in ("gin_attention", "pna_attention"):
+            self.attention = GINAttention(hidden, num_heads, attention.removesuffix("_attention"),
+                                          attn_dropout=attn_dropout)
         elif attention != "none":
             self.attention = SparseMultiheadAttention(hidden, num_heads, dropout=attn_dropout)
         if self.attention is not None:
@@ -172,6 +178,8 @@ class GPSLayer(nn.Module):
             if self.attention_kind == "pattern":
                 raise ValueError("GPSLayer(attention='pattern') needs state.pattern")
             pattern = full(graph)
+        if isinstance(self.attention, GINAttention):
+            return self.attention(x, pattern)
         keep_top = self.topk if self.attention_kind == "topk" else None
         return self.attention(x, pattern=pattern, keep_top=keep_top)
 
