@@ -17,8 +17,8 @@ weights: their activations have no parameters and GTSP's gates start open). Rows
 - Top-k FFN (exact): ``model.ffn_topk=0.08``; Statistical top-k (FFN, attention): ``model.ffn_topk=0.08
   model.ffn_topk_rule=statistical`` and every attention keeping ~16 keys per query by ``keep_top_rule=
   "statistical"`` (no run option exists for the attention part: `StatisticalKeyTopK` below passes it);
-- GTSP: `GTSPModel(targets=edges 0.3, heads 0.5, layers 0.25, weights 0.5)` trained by the `Trainer` with
-  ``masked.penalty()`` added to the loss and the gates at ``--gate-lr-scale`` times the rate, then `prune`d;
+- GTSP: the train option ``train.gtsp`` (targets edges 0.3, heads 0.5, layers 0.25, weights 0.5; the `Trainer`
+  adds ``masked.penalty()`` to the loss and steps the gates at ``--gate-lr-scale`` times the rate), then `prune`d;
 - Combiner: ``model.attention=combiner model.combiner_block=11``, every GPS attention `CombinerAttention` over
   contiguous blocks of 11 node ids (PATTERN's node order is random, so the regions are random parts of a graph);
 - GIN-Attention / Sparse GIN fine-tuning: the trained baseline, frozen, with `add_sparse_gin_attention(hidden=8)`,
@@ -83,13 +83,11 @@ import sparsegt.attention  # noqa: E402
 import sparsegt.patterns  # noqa: E402
 from sparsegt.graph import Graph  # noqa: E402
 from sparsegt.nn import SparseMultiheadAttention, activation_density  # noqa: E402
-from sparsegt.sparsify import GTSPModel, GTSPTargets, add_sparse_gin_attention, prune  # noqa: E402
+from sparsegt.sparsify import GTSPTargets, add_sparse_gin_attention, prune  # noqa: E402
 from sparsegt.sparsify.gtsp import EdgeGateScorer, GatedLayer  # noqa: E402
-from sparsegt.sparsify.hard_concrete import HardConcreteGate  # noqa: E402
-from sparsegt.train import Trainer, apply_overrides, get_preset, train_run  # noqa: E402
+from sparsegt.train import apply_overrides, get_preset, train_run  # noqa: E402
 from sparsegt.train.checkpoint import load_checkpoint  # noqa: E402
-from sparsegt.train.config import RunConfig, config_to_dict  # noqa: E402
-from sparsegt.train.distributed import DistInfo, resolve_device  # noqa: E402
+from sparsegt.train.config import GTSPConfig, RunConfig, config_to_dict  # noqa: E402
 from sparsegt.train.l0_projection import L0BallProjection, weight_matrices  # noqa: E402
 from sparsegt.train.losses import make_loss  # noqa: E402
 from sparsegt.train.metrics import compute_metric  # noqa: E402
@@ -176,22 +174,6 @@ class StatisticalKeyTopK(nn.Module):
                 pattern: Graph | None = None, *, keep_top: int | None = None, keep_top_rule: str = "exact",
                 **kwargs: Any) -> Tensor:
         return self.attention(query, key, value, pattern, keep_top=self.keys, keep_top_rule="statistical", **kwargs)
-
-
-class ScaledGroupsAdamW(torch.optim.AdamW):
-    """AdamW whose param groups may carry ``lr_scale``: the trainer sets every group's ``lr`` from its schedule, and
-    such a group steps at ``lr_scale`` times it (GTSP's gates start at log_alpha = 3 and close below -2.4: at the
-    weights' rate of 5e-4 a few hundred Adam steps could not move them that far)."""
-
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        scales = [group.get("lr_scale", 1.0) for group in self.param_groups]
-        for group, scale in zip(self.param_groups, scales, strict=True):
-            group["lr"] *= scale
-        try:
-            return super().step(closure)
-        finally:
-            for group, scale in zip(self.param_groups, scales, strict=True):
-                group["lr"] /= scale
 
 
 # ---------------------------------------------------------------------------------------------- counting
@@ -340,7 +322,8 @@ def train_step(variant: Variant, config: RunConfig, task: Any) -> Callable[[], N
     model = copy.deepcopy(variant.train_model if variant.train_model is not None else variant.model).train()
     groups = variant.param_groups(model) if variant.param_groups else [{"params": [p for p in model.parameters()
                                                                                      if p.requires_grad]}]
-    optimizer = ScaledGroupsAdamW(groups, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    groups = [{**group, "lr": config.train.lr * group.get("lr_scale", 1.0)} for group in groups]  # as the Trainer
+    optimizer = torch.optim.AdamW(groups, lr=config.train.lr, weight_decay=config.train.weight_decay)
     _, loss_fn = make_loss(task, config.train.loss, config.train.class_weighted_loss)
     position = [0]
 
@@ -540,37 +523,15 @@ def row_topk(bench: Bench, rule: str) -> dict:
                      {"baseline_ffn_zero_fraction": bench.baseline_measured["ffn_zero_fraction"]})
 
 
-def _gate_groups(masked: nn.Module, scale: float) -> list[dict]:
-    """The weights, and the gates (hard-concrete log_alpha, edge scorers) at ``scale`` times the rate, no decay."""
-    gates = {id(p) for m in masked.modules() if isinstance(m, (HardConcreteGate, EdgeGateScorer))
-             for p in m.parameters()}
-    params = [p for p in masked.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if id(p) not in gates]},
-            {"params": [p for p in params if id(p) in gates], "lr_scale": scale, "weight_decay": 0.0}]
-
-
 def row_gtsp(bench: Bench) -> dict:
-    """GTSP masks trained end to end from the baseline's initial weights by the `Trainer` (same schedule, evaluation
-    and metric; the loss gains ``masked.penalty()``, the gates a higher rate), then `prune`d for real."""
-    config, args = bench.config, bench.args
+    """GTSP masks trained end to end from the baseline's initial weights (``train.gtsp``: the `Trainer` adds
+    ``masked.penalty()`` to the loss and steps the gates at ``gate_lr_scale`` times the rate), then `prune`d."""
+    config, args = copy.deepcopy(bench.config), bench.args
+    targets = {k: v for k, v in vars(GTSP_TARGETS).items() if v is not None}
+    config.train.gtsp = GTSPConfig(**targets, strength=args.gtsp_strength, gate_lr_scale=args.gate_lr_scale)
     seed_everything(config.train.seed)
-    masked = GTSPModel(build_model(config, bench.dataset), GTSP_TARGETS, strength=args.gtsp_strength)
-    device = resolve_device(config.train.device)
-    masked = masked.to(device)
-    seed_everything(config.train.seed)
-    (bench.work / "gtsp").mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, masked, bench.task, bench.dataset.train, bench.dataset.val, bench.dataset.test,
-                      run_dir=bench.work / "gtsp", dist=DistInfo(device=device))
-    trainer.optimizer = ScaledGroupsAdamW(_gate_groups(masked, args.gate_lr_scale), lr=config.train.lr,
-                                          weight_decay=config.train.weight_decay)
-    task_loss = trainer.loss_fn
-
-    def penalised(prediction: Tensor, target: Tensor, **kwargs: Any) -> Tensor:
-        loss = task_loss(prediction, target, **kwargs)
-        return loss + masked.penalty() if masked.training else loss
-
-    trainer.loss_fn = penalised
-    summary = {**trainer.fit(), "num_parameters": sum(p.numel() for p in masked.parameters())}
+    masked = build_model(config, bench.dataset)           # a GTSPModel around the baseline's initial weights
+    summary = bench.train("gtsp", config, model=masked)
     masked = bench.best(masked, "gtsp")
     with torch.no_grad():
         masked(bench.timing_batches(bench.dataset)[1][0])   # the edge densities are those of the last forward
@@ -583,9 +544,8 @@ def row_gtsp(bench: Bench) -> dict:
     train_batches, test_batches = bench.timing_batches(bench.dataset)
     after = Variant(pruned, train_batches, test_batches, train_model=masked,
                     penalty=lambda model: model.penalty(),
-                    param_groups=lambda model: _gate_groups(model, args.gate_lr_scale))
+                    param_groups=lambda model: model.parameter_groups(args.gate_lr_scale))
     timing = time_pair(bench.baseline_variant(), after, config, bench.task, args.rounds)
-    targets = {k: v for k, v in vars(GTSP_TARGETS).items() if v is not None}
     setting = (f"`GTSPTargets({', '.join(f'{k}={v}' for k, v in targets.items())})`, strength {args.gtsp_strength}, "
                f"gates at {args.gate_lr_scale:g}x the rate; then `prune`")
     return bench.row("gtsp", setting, {**config_to_dict(config), "gtsp_targets": targets,

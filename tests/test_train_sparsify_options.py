@@ -1,5 +1,6 @@
 """The sparsification train options of issue #19: ``data.trim_edges`` (TEDDY edge trimming),
-``train.weight_sparsity`` (TEDDY l0-ball projection) and ``model.ffn_topk`` (activation top-k), each in a tiny run."""
+``train.weight_sparsity`` (TEDDY l0-ball projection), ``model.ffn_topk`` (activation top-k) and ``train.gtsp`` (GTSP's
+masked training, then pruning), each in a tiny run."""
 
 from __future__ import annotations
 
@@ -99,7 +100,10 @@ def test_ffn_topk_trains_and_lowers_the_activation_density_to_the_target(tmp_pat
                                              ("data.trim_edges=1.5", "data.trim_edges"),
                                              ("train.weight_sparsity=1", "train.weight_sparsity"),
                                              ("model.ffn_topk=0", "model.ffn_topk"),
-                                             ("model.ffn_topk_rule=sorted", "model.ffn_topk_rule")])
+                                             ("model.ffn_topk_rule=sorted", "model.ffn_topk_rule"),
+                                             ("train.gtsp={heads: 1.0}", "train.gtsp.heads"),
+                                             ("train.gtsp={heads: 0.5, strength: 0}", "train.gtsp.strength"),
+                                             ("train.gtsp={headz: 0.5}", "train.gtsp.headz")])
 def test_out_of_range_values_name_the_field(tmp_path, override, field):
     with pytest.raises(ValueError, match=field):
         tiny_config(tmp_path, override)
@@ -109,3 +113,36 @@ def test_ffn_topk_on_a_family_without_ffn_says_so(tmp_path):
     config = tiny_config(tmp_path, "model.layer=gcn", "model.ffn_topk=0.5", "model.lap_pe=null")
     with pytest.raises(ValueError, match="no feed-forward block"):
         build_model(config, build_dataset(config, splits=()))
+
+
+def test_gtsp_trains_behind_gates_and_reports_the_pruned_model(tmp_path):
+    """``train.gtsp``: the model trains behind GTSP's gates (their own rate, gate_lr_scale x the run's; the
+    penalty pulls every gate down from open), resumes bit-exactly, and the summary scores the best epoch behind
+    its gates and pruned: the same function, so the same metric (what pruning removes: tests/test_sparsify_gtsp)."""
+    from sparsegt.sparsify import GTSPModel
+    from sparsegt.train.resume import open_run
+    from sparsegt.train.run import evaluate_run
+
+    overrides = ["train.gtsp={heads: 0.5, layers: 0.5, weights: 0.5, strength: 10, gate_lr_scale: 400}",
+                 "train.epochs=2", "train.lr=1e-3", "train.scheduler=constant"]
+    config = tiny_config(tmp_path, *overrides)
+    assert isinstance(build_model(config, build_dataset(config, splits=())), GTSPModel)
+    summary = train_run(config, run_dir=tmp_path / "run", quiet=True).summary
+    gtsp = summary["gtsp"]
+    assert gtsp["metric_pruned"] == pytest.approx(gtsp["metric_masked"], abs=1e-6)
+    assert gtsp["nonzero_parameters_pruned"] <= gtsp["parameters_pruned"] <= gtsp["parameters_dense"]
+    assert gtsp["layers"] <= 2 and set(gtsp["gates_open"]) == {"heads", "layers", "weights"}
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    gates = [v for k, v in last["model"].items() if k.endswith("log_alpha")]
+    assert gates and all(float(g.max()) < 3.0 for g in gates)      # all moved down from the open 3.0
+    groups = last["optimizer"]["param_groups"]
+    assert groups[1]["lr"] == pytest.approx(400 * groups[0]["lr"]) and groups[1]["weight_decay"] == 0.0
+    # the run folder evaluates like any other (the model is rebuilt behind its gates from config.yaml)
+    scored = evaluate_run(tmp_path / "run", splits=("test",), device="cpu")
+    assert gtsp["split"] == "test" and scored["test"]["metric"] == pytest.approx(gtsp["metric_masked"], abs=1e-6)
+
+    cut = tiny_config(tmp_path, *overrides, "train.epochs=1")     # one epoch, then resumed for the second
+    train_run(cut, run_dir=tmp_path / "cut", quiet=True)
+    resumed = train_run(resume=open_run(tmp_path / "cut", ["train.epochs=2"]), quiet=True)
+    a, b = load_checkpoint(tmp_path / "run" / "last.pt")["model"], load_checkpoint(resumed.run_dir / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -287,6 +287,20 @@ class GTSPModel(nn.Module):
         parameter = next(model.parameters())
         self.to(device=parameter.device, dtype=parameter.dtype)
 
+    def parameter_groups(self, gate_lr_scale: float = 1.0) -> list[dict]:
+        """Optimizer parameter groups: the model's weights, then the gates (hard-concrete ``log_alpha`` and the
+        entry scorers) with ``lr_scale`` = ``gate_lr_scale`` and no weight decay (a decay would pull the gates
+        towards log α = 0, half open). The gates start at log α = `OPEN_LOG_ALPHA` and close below about -2.4:
+        Adam moves a parameter by about its rate a step, so at a network's rate (1e-4 .. 1e-3) they need
+        thousands of steps to move, and a scale of 10-100 lets them follow the penalty within an epoch or two.
+        A trainer multiplies its rate by a group's ``lr_scale`` (`sparsegt.train.Trainer` does)."""
+        gates = {id(p) for m in self.model.modules() if isinstance(m, (HardConcreteGate, EdgeGateScorer))
+                 for p in m.parameters()}
+        params = list(self.parameters())
+        return [{"params": [p for p in params if id(p) not in gates], "lr_scale": 1.0},
+                {"params": [p for p in params if id(p) in gates], "lr_scale": float(gate_lr_scale),
+                 "weight_decay": 0.0}]
+
     def forward(self, batch: Graph) -> Tensor:
         # the edge probabilities `penalty()` reads are this call's: a layer that a sampled layer gate of 0 skips
         # must not leave the previous call's (their graph is freed after its backward)

@@ -31,6 +31,7 @@ import yaml
 __all__ = [
     "DataConfig",
     "TrainConfig",
+    "GTSPConfig",
     "RunConfig",
     "apply_overrides",
     "config_from_dict",
@@ -97,6 +98,33 @@ class DataConfig:
 
 
 @dataclass
+class GTSPConfig:
+    """GTSP's masked training (`sparsegt.sparsify.GTSPModel`, docs/sparsify.md): the fraction in [0, 1) to prune
+    of each dimension named (None: not masked), the density penalty's ``strength``, and ``gate_lr_scale``, the
+    gates' learning rate as a multiple of the run's (`GTSPModel.parameter_groups`)."""
+
+    edges: float | None = None
+    heads: float | None = None
+    layers: float | None = None
+    weights: float | None = None
+    strength: float = 10.0
+    gate_lr_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        targets = {name: getattr(self, name) for name in ("edges", "heads", "layers", "weights")}
+        for name, value in targets.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 <= float(value) < 1.0):
+                raise ValueError(f"train.gtsp.{name} is the fraction of that dimension to prune, in [0, 1), or "
+                                 f"null to leave it unmasked; got {value!r}")
+        for name in ("strength", "gate_lr_scale"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"train.gtsp.{name} must be a finite number > 0, got {getattr(self, name)!r}")
+            setattr(self, name, value)
+
+
+@dataclass
 class TrainConfig:
     """Optimisation and bookkeeping.
 
@@ -141,6 +169,9 @@ class TrainConfig:
     after every optimizer step each weight tensor (trainable, >= 2 dimensions; biases and norm scales stay
     dense) is projected onto its l0 ball, keeping its ``round((1 - weight_sparsity) * numel)`` largest
     magnitudes; in [0, 1), None: off.
+    ``gtsp``: GTSP's masked training (`GTSPConfig`): the model is trained behind hard-concrete gates on the
+    dimensions named, with the density penalty added to the loss; ``summary.json`` reports the gates left open
+    and the pruned model (`sparsegt.sparsify.prune` of the best epoch) scored on the test split. None: off.
     """
 
     epochs: int = 100
@@ -172,8 +203,12 @@ class TrainConfig:
     precision: typing.Literal["fp32", "bf16"] = "fp32"
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
     weight_sparsity: float | None = None
+    gtsp: GTSPConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.gtsp is not None and self.weight_sparsity is not None:
+            raise ValueError("train.gtsp and train.weight_sparsity both sparsify the weights (GTSP's gates, TEDDY's "
+                             "projection): choose one (GTSP's weight target is train.gtsp.weights)")
         if self.weight_sparsity is not None:
             if isinstance(self.weight_sparsity, bool) or not isinstance(self.weight_sparsity, (int, float)) \
                     or not 0.0 <= float(self.weight_sparsity) < 1.0:

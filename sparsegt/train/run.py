@@ -159,10 +159,18 @@ def _required_encodings(model_config: Any) -> dict[str, Any]:
 
 
 def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
-    """`GraphTransformer` for the dataset's task and features; ValueError when the config does not fit."""
+    """`GraphTransformer` for the dataset's task and features (behind GTSP's gates, a `GTSPModel`, when
+    ``train.gtsp`` is set); ValueError when the config does not fit."""
     from ..models import GraphTransformer
 
-    return GraphTransformer(config.model, dataset.task, dataset.node_features, dataset.edge_features)
+    model = GraphTransformer(config.model, dataset.task, dataset.node_features, dataset.edge_features)
+    gtsp = config.train.gtsp
+    if gtsp is None:
+        return model
+    from ..sparsify import GTSPModel, GTSPTargets
+
+    targets = GTSPTargets(edges=gtsp.edges, heads=gtsp.heads, layers=gtsp.layers, weights=gtsp.weights)
+    return GTSPModel(model, targets, strength=gtsp.strength)
 
 
 def make_loader_for(config: RunConfig) -> Any:
@@ -374,10 +382,43 @@ def _fit_and_record(trainer: Trainer, path: Path, config: RunConfig, model: torc
             _write_summary(path, config, summary)
         raise
     summary = {**summary, **extra}
+    if config.train.gtsp is not None:
+        summary["gtsp"] = _gtsp_summary(trainer, path, model)
     if info.is_main:
         _write_summary(path, config, summary)
         _write_confusion(path, config, model, dataset, info)
     return RunResult(path, summary)
+
+
+def _gtsp_summary(trainer: Trainer, path: Path, masked: torch.nn.Module) -> dict[str, Any]:
+    """``train.gtsp``'s result: the best epoch's model behind its gates (eval mode: deterministic gates) and the
+    smaller model `sparsegt.sparsify.prune` makes of it, both scored on the test split (they compute the same
+    function, so the two scores agree up to float rounding), the fraction of gates open per dimension (entries:
+    of the last test batch) and the parameter counts. Collective under DDP (the evaluations gather)."""
+    from ..sparsify import prune
+
+    best = path / "best.pt"
+    if best.exists():
+        load_model_weights(masked, load_checkpoint(best, required=("model",))["model"], str(best))
+    test = trainer.test_graphs or trainer.val_graphs
+    split = "test" if trainer.test_graphs else "val"
+    scored_masked = trainer.evaluate(test)
+    densities = masked.densities()
+    pruned = prune(masked).eval()
+    scored_pruned = trainer.evaluate(test, model=pruned)
+    weights = masked.parameter_groups()[0]["params"]   # the network's own parameters, without the gates
+    return {
+        "split": split,
+        "gates_open": densities,
+        "layers": len(pruned.layers),
+        "heads": [layer.attention.num_heads for layer in pruned.layers if hasattr(layer, "attention")
+                  and hasattr(layer.attention, "num_heads")],
+        "parameters_dense": sum(p.numel() for p in weights),
+        "parameters_pruned": sum(p.numel() for p in pruned.parameters()),
+        "nonzero_parameters_pruned": sum(int(torch.count_nonzero(p)) for p in pruned.parameters()),
+        "metric_masked": scored_masked["metric"],
+        "metric_pruned": scored_pruned["metric"],
+    }
 
 
 def _write_confusion(path: Path, config: RunConfig, model: torch.nn.Module, dataset: Any, info: DistInfo) -> None:

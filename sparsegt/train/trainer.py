@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..data.loader import DataLoader
 from ..data.spec import TARGET_MASK, TaskSpec
 from ..graph import Graph
+from ..sparsify import GTSPModel
 from .batch_norm import recalibrate_batch_norm
 from .checkpoint import (
     atomic_write_text,
@@ -160,7 +161,7 @@ class Trainer:
         self.eval_batch_size = config.data.eval_batch_size or config.data.batch_size
         self.wrapped = self._wrap(model)
         optimizer = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = optimizer(self._parameter_groups(model), lr=train.lr, weight_decay=train.weight_decay)
         sparsity = getattr(train, "weight_sparsity", None)
         self.projection = None if sparsity is None else L0BallProjection(keep_fraction=1.0 - sparsity)
         self.state = TrainingState()
@@ -168,6 +169,14 @@ class Trainer:
         self.loggers: list[Any] = []  # TensorBoard / W&B while fit() runs (`_open_loggers`)
 
     # ------------------------------------------------------------------------------------------ set-up
+    def _parameter_groups(self, model: nn.Module) -> list[dict]:
+        """One group of every parameter; GTSP's gates in a group of their own (`GTSPModel.parameter_groups`: a
+        learning rate ``train.gtsp.gate_lr_scale`` times the run's, no weight decay)."""
+        if isinstance(model, GTSPModel):
+            gtsp = getattr(self.config.train, "gtsp", None)
+            return model.parameter_groups(gtsp.gate_lr_scale if gtsp is not None else 1.0)
+        return [{"params": list(model.parameters())}]
+
     def _wrap(self, model: nn.Module) -> nn.Module:
         """The module the training steps call: the model, in DDP when distributed, compiled when asked."""
         if self.dist.enabled:
@@ -258,10 +267,11 @@ class Trainer:
             return self.loader.evaluation_batches(graphs, self.eval_batch_size, self.dist.rank, self.dist.world_size)
         return (Graph.batch(chunk) for chunk in self._batches_of(graphs))
 
-    def evaluate(self, graphs: Sequence[Graph]) -> dict[str, float]:
-        """Loss and metric over ``graphs`` (sharded across ranks, predictions gathered; eval mode): see
-        `score_batches` for ``metric`` and ``metric_per_batch``."""
-        local = predict_batches(self.model, self._eval_batches(graphs), self.task, self.dist.device, self.loss_fn)
+    def evaluate(self, graphs: Sequence[Graph], model: nn.Module | None = None) -> dict[str, float]:
+        """Loss and metric of the trained model (or ``model``) over ``graphs`` (sharded across ranks, predictions
+        gathered; eval mode): see `score_batches` for ``metric`` and ``metric_per_batch``."""
+        model = self.model if model is None else model
+        local = predict_batches(model, self._eval_batches(graphs), self.task, self.dist.device, self.loss_fn)
         gathered = gather_objects(local, self.dist)
         predictions = [p for g in gathered for p in g[0]]
         targets = [t for g in gathered for t in g[1]]
@@ -370,11 +380,13 @@ class Trainer:
         Raises `TrainingDiverged`, before stepping, when the loss or the gradient norm is not finite."""
         lr = self._lr(epoch, b, num_batches)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with self._autocast():
             prediction, target = select_prediction(self.wrapped(batch), batch, self.task)
         loss = self.loss_fn(prediction.float(), target, batch=batch)
-        loss_value = float(loss.detach())
+        loss_value = float(loss.detach())  # the task's loss (the curves), without GTSP's penalty
+        if isinstance(self.model, GTSPModel):
+            loss = loss + self.model.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         diverged = not math.isfinite(loss_value)
         grad_norm = None
