@@ -146,3 +146,39 @@ def test_gtsp_trains_behind_gates_and_reports_the_pruned_model(tmp_path):
     resumed = train_run(resume=open_run(tmp_path / "cut", ["train.epochs=2"]), quiet=True)
     a, b = load_checkpoint(tmp_path / "run" / "last.pt")["model"], load_checkpoint(resumed.run_dir / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gin_adapter_fine_tunes_only_the_adapters_of_a_trained_run(tmp_path):
+    """``train.init_from`` + ``train.gin_adapter``: the run starts from the other run's best weights with zero
+    adapters (its first output is the trained model's), and only the adapters' L (2Cr + r + C + 1) parameters
+    change (BatchNorm's running statistics follow the data, as in any training); a resumed run does not need the
+    source any more."""
+    import shutil
+
+    base = train_run(tiny_config(tmp_path), run_dir=tmp_path / "base", quiet=True)
+    overrides = [f"train.init_from={base.run_dir}", "train.gin_adapter=4", "train.lr=1e-2"]
+    config = tiny_config(tmp_path, *overrides)
+    dataset = build_dataset(config)
+    model = build_model(config, dataset, initial_weights=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    C, r, L = config.model.hidden, 4, config.model.num_layers
+    assert sum(p.numel() for p in trainable) == L * (2 * C * r + r + C + 1)
+    tuned = train_run(config, run_dir=tmp_path / "tuned", quiet=True)
+    start = load_checkpoint(base.run_dir / "best.pt")["model"]
+    end = load_checkpoint(tuned.run_dir / "last.pt")["model"]
+    source = {k: k.replace("attention.attention.", "attention.") for k in end}   # the adapter wraps the attention
+    statistics = ("running_mean", "running_var", "num_batches_tracked")     # BatchNorm's buffers follow the data
+    changed = {k for k in end if not k.endswith(statistics)
+               and (source[k] not in start or not torch.equal(end[k], start[source[k]]))}
+    assert changed and all(".mlp." in k or k.endswith(".eps") for k in changed)
+    # zero adapters: the fine-tuning run's model before its first step is the trained one
+    fresh = build_model(config, dataset, initial_weights=True).eval()
+    with torch.no_grad():
+        base_model = build_model(tiny_config(tmp_path), dataset)
+        base_model.load_state_dict(start)
+        batch = Graph.batch(dataset.val[:4])
+        torch.testing.assert_close(fresh(batch), base_model.eval()(batch))
+    with pytest.raises(ValueError, match="gin_adapter"):
+        tiny_config(tmp_path, "train.gin_adapter=0")
+    shutil.rmtree(base.run_dir)   # continuing the fine-tuning run reads its own last.pt, not the source
+    build_model(config, dataset)

@@ -169,6 +169,12 @@ class TrainConfig:
     after every optimizer step each weight tensor (trainable, >= 2 dimensions; biases and norm scales stay
     dense) is projected onto its l0 ball, keeping its ``round((1 - weight_sparsity) * numel)`` largest
     magnitudes; in [0, 1), None: off.
+    ``init_from``: start from the model weights of another run (its folder: its ``best.pt``; or a checkpoint
+    file) instead of a fresh initialisation: fine-tuning (the architecture must be the same). ``gin_adapter``:
+    Sparse GIN-Attention fine-tuning (`sparsegt.sparsify.add_sparse_gin_attention`): the model is frozen and
+    every GT/GPS attention gains a GIN over its attention graph of this hidden width r, starting at zero; only
+    those ``L (2Cr + r + C + 1)`` parameters train (BatchNorm's running statistics still follow the data). Use
+    it with ``init_from``. None: off.
     ``gtsp``: GTSP's masked training (`GTSPConfig`): the model is trained behind hard-concrete gates on the
     dimensions named, with the density penalty added to the loss; ``summary.json`` reports the gates left open
     and the pruned model (`sparsegt.sparsify.prune` of the best epoch) scored on the test split. None: off.
@@ -204,8 +210,16 @@ class TrainConfig:
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
     weight_sparsity: float | None = None
     gtsp: GTSPConfig | None = None
+    init_from: str | None = None
+    gin_adapter: int | None = None
 
     def __post_init__(self) -> None:
+        if self.gin_adapter is not None and (isinstance(self.gin_adapter, bool) or self.gin_adapter < 1):
+            raise ValueError(f"train.gin_adapter is the hidden width r of the GIN adapters (a whole number >= 1, e.g. "
+                             f"train.gin_adapter=8), or null for none; got {self.gin_adapter!r}")
+        if self.gin_adapter is not None and self.gtsp is not None:
+            raise ValueError("train.gin_adapter freezes the model while train.gtsp trains it behind gates: "
+                             "choose one")
         if self.gtsp is not None and self.weight_sparsity is not None:
             raise ValueError("train.gtsp and train.weight_sparsity both sparsify the weights (GTSP's gates, TEDDY's "
                              "projection): choose one (GTSP's weight target is train.gtsp.weights)")

@@ -158,12 +158,23 @@ def _required_encodings(model_config: Any) -> dict[str, Any]:
     return dict(required_encodings(model_config))
 
 
-def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
-    """`GraphTransformer` for the dataset's task and features (behind GTSP's gates, a `GTSPModel`, when
-    ``train.gtsp`` is set); ValueError when the config does not fit."""
+def build_model(config: RunConfig, dataset: Any, *, initial_weights: bool = False) -> torch.nn.Module:
+    """`GraphTransformer` for the dataset's task and features; then, as ``train`` asks: the weights of
+    ``init_from`` (only with ``initial_weights``: a new run; every other caller loads a checkpoint of its own,
+    and the source may be gone by then), the frozen model with GIN adapters (``gin_adapter``), or the model
+    behind GTSP's gates (a `GTSPModel`, ``gtsp``). ValueError when the config does not fit."""
     from ..models import GraphTransformer
 
     model = GraphTransformer(config.model, dataset.task, dataset.node_features, dataset.edge_features)
+    if config.train.init_from is not None and initial_weights:
+        source = Path(config.train.init_from)
+        source = source / "best.pt" if source.is_dir() else source
+        load_model_weights(model, load_checkpoint(source, required=("model",))["model"], str(source),
+                           " (train.init_from must come from a run of the same model config)")
+    if config.train.gin_adapter is not None:
+        from ..sparsify import add_sparse_gin_attention
+
+        add_sparse_gin_attention(model, config.train.gin_adapter)
     gtsp = config.train.gtsp
     if gtsp is None:
         return model
@@ -320,7 +331,7 @@ def _model_for(config: RunConfig, dataset: Any, model: torch.nn.Module | None, i
     distributed run then gives each rank its own dropout stream (a resumed one restores its RNG states)."""
     seed_everything(config.train.seed)
     if model is None:
-        model = build_model(config, dataset)
+        model = build_model(config, dataset, initial_weights=not resuming)
     model = model.to(info.device)
     if info.enabled and not resuming:
         torch.manual_seed(config.train.seed * 1000 + info.rank)
