@@ -15,8 +15,8 @@ weights: their activations have no parameters and GTSP's gates start open). Rows
 
 - TEDDY (edges + weights): the train options ``data.trim_edges=0.7 train.weight_sparsity=0.5`` (`train_run`);
 - Top-k FFN (exact): ``model.ffn_topk=0.08``; Statistical top-k (FFN, attention): ``model.ffn_topk=0.08
-  model.ffn_topk_rule=statistical`` and every attention keeping ~16 keys per query by ``keep_top_rule=
-  "statistical"`` (no run option exists for the attention part: `StatisticalKeyTopK` below passes it);
+  model.ffn_topk_rule=statistical model.attention=topk model.topk=16 model.topk_rule=statistical`` (every
+  attention keeps ~16 of its full pattern's keys per query by Spark's statistical top-k);
 - GTSP: the train option ``train.gtsp`` (targets edges 0.3, heads 0.5, layers 0.25, weights 0.5; the `Trainer`
   adds ``masked.penalty()`` to the loss and steps the gates at ``--gate-lr-scale`` times the rate), then `prune`d;
 - Combiner: ``model.attention=combiner model.combiner_block=11``, every GPS attention `CombinerAttention` over
@@ -158,22 +158,6 @@ def base_config(args: argparse.Namespace) -> RunConfig:
 
 def with_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     return apply_overrides(copy.deepcopy(config), overrides)
-
-
-# ---------------------------------------------------------------------------------------------- bench-only modules
-class StatisticalKeyTopK(nn.Module):
-    """A GPS layer's attention that keeps ~``keys`` keys per query by Spark's statistical top-k (``keep_top_rule=
-    "statistical"``, `sparsegt.patterns.threshold_topk`) out of the candidates the layer passes (its full
-    pattern); called as the `SparseMultiheadAttention` it wraps."""
-
-    def __init__(self, attention: SparseMultiheadAttention, keys: int) -> None:
-        super().__init__()
-        self.attention, self.keys = attention, keys
-
-    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
-                pattern: Graph | None = None, *, keep_top: int | None = None, keep_top_rule: str = "exact",
-                **kwargs: Any) -> Tensor:
-        return self.attention(query, key, value, pattern, keep_top=self.keys, keep_top_rule="statistical", **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- counting
@@ -496,16 +480,15 @@ def row_teddy(bench: Bench) -> dict:
 
 def row_topk(bench: Bench, rule: str) -> dict:
     """Activation top-k in every FFN (``model.ffn_topk``); ``statistical`` also gives every attention Spark's
-    statistical top-k over its keys (`StatisticalKeyTopK`)."""
-    overrides = [f"model.ffn_topk={FFN_KEEP}", f"model.ffn_topk_rule={rule}"]
-    config = with_overrides(bench.config, overrides)
+    statistical top-k over its keys (``model.attention=topk model.topk_rule=statistical``)."""
     keys = ATTENTION_KEYS if not bench.args.smoke else 4
+    overrides = [f"model.ffn_topk={FFN_KEEP}", f"model.ffn_topk_rule={rule}"]
+    if rule == "statistical":  # the same attention module over the same candidates (the full pattern), selected
+        overrides += ["model.attention=topk", f"model.topk={keys}", "model.topk_rule=statistical"]
+    config = with_overrides(bench.config, overrides)
     method = "topk" if rule == "exact" else "statistical"
     seed_everything(config.train.seed)
     model = build_model(config, bench.dataset)            # the baseline's initial weights (the activation has none)
-    if rule == "statistical":
-        for layer in model.layers:
-            layer.attention = StatisticalKeyTopK(layer.attention, keys)
     summary = bench.train(method, config, model=model)
     model = bench.best(model, method)
     _, test_batches = bench.timing_batches(bench.dataset)
@@ -515,7 +498,6 @@ def row_topk(bench: Bench, rule: str) -> dict:
     if rule == "statistical":
         sparsity["attention entries removed"] = 1 - measured["attention_entries"] / bench.baseline_measured[
             "attention_entries"]
-        setting += f" + attention `keep_top={keys}, keep_top_rule=statistical`"
     timing = time_pair(bench.baseline_variant(), Variant(model, *bench.timing_batches(bench.dataset)), config,
                        bench.task, bench.args.rounds)
     return bench.row(method, setting, {**config_to_dict(config), "attention_keys": keys if method != "topk" else None},

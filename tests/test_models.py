@@ -55,6 +55,7 @@ FAMILIES = {
     "gps-gatedgcn-performer": dict(layer="gps", local="gatedgcn", attention="performer"),
     "gps-gine-expander": dict(layer="gps", local="gine", attention="expander", expander_degree=2),
     "gps-none-topk": dict(layer="gps", local="none", attention="topk", topk=3),
+    "gps-gine-topk-statistical": dict(layer="gps", local="gine", attention="topk", topk=3, topk_rule="statistical"),
     "gps-gine-combiner": dict(layer="gps", local="gine", attention="combiner", combiner_block=3),
     "gps-gine-gin": dict(layer="gps", local="gine", attention="gin_attention"),
     "gps-none-pna": dict(layer="gps", local="none", attention="pna_attention"),

@@ -119,7 +119,8 @@ class ModelConfig:
         norm: ``"batch"``, ``"layer"`` or ``"none"``.
         expander_degree: keys per node of the expander (exphormer; gps with attention="expander").
         num_virtual: virtual tokens per graph (exphormer, gps "expander"; mpnn_vn always uses 1).
-        topk: keys kept per node (topk layers; gps with attention="topk").
+        topk: keys kept per node (topk layers; gps with attention="topk"). topk_rule: gps with attention="topk":
+            ``"exact"`` (a sort) or ``"statistical"`` (Spark's Gaussian-quantile threshold: about topk, no sort).
         performer_features: random features of the Performer attention.
         combiner_block: gps with attention="combiner": nodes per region (contiguous blocks of each graph's
             node ids; Combiner, `sparsegt.nn.CombinerAttention`).
@@ -158,6 +159,7 @@ class ModelConfig:
     expander_degree: int = 6
     num_virtual: int = 1
     topk: int = 16
+    topk_rule: str = "exact"
     performer_features: int = 64
     combiner_block: int = 16
     rrwp_steps: int = 21
@@ -217,6 +219,8 @@ class ModelConfig:
                 raise ValueError(f"model.ffn_topk is the fraction of FFN hidden units kept per node, in (0, 1] "
                                  f"(e.g. model.ffn_topk=0.1), or null for no top-k; got {self.ffn_topk!r}")
             self.ffn_topk = float(self.ffn_topk)
+        if self.topk_rule not in TOPK_RULES:
+            raise ValueError(f"model.topk_rule must be one of {TOPK_RULES}, got {self.topk_rule!r}")
         if self.ffn_topk_rule not in FFN_TOPK_RULES:
             raise ValueError(f"model.ffn_topk_rule must be one of {FFN_TOPK_RULES}, got {self.ffn_topk_rule!r}")
         if isinstance(self.lap_pe, dict):

@@ -78,7 +78,7 @@ class GPSFamily(Family):
         attention = {"expander": "pattern"}.get(c.attention, c.attention)
         return GPSLayer(c.hidden, c.num_heads, c.local, attention, attn_dropout=c.attn_dropout, topk=c.topk,
                         performer_features=c.performer_features, combiner_block=c.combiner_block,
-                        dropout=c.dropout, norm=c.norm)
+                        topk_rule=c.topk_rule, dropout=c.dropout, norm=c.norm)
 
     @staticmethod
     def prepare(model: GraphTransformer, state: LayerState) -> LayerState:

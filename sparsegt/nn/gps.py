@@ -15,7 +15,8 @@ its input itself), or its name ``"gine"``, ``"gatedgcn"`` or ``"none"``. ``atten
 - ``"pattern"``: softmax attention over any precomputed pattern passed as ``state.pattern``
   (an expander, ``khop``, a union...);
 - ``"topk"``: each node keeps its ``topk`` best-scoring candidates (candidates: ``state.pattern``,
-  default the full pattern);
+  default the full pattern), exactly (``topk_rule="exact"``, a sort) or about ``topk`` of them by Spark's
+  statistical top-k (``"statistical"``: a Gaussian-quantile threshold, no sort; `patterns.threshold_topk`);
 - ``"performer"``: FAVOR+ linear attention per graph (`PerformerAttention`);
 - ``"combiner"``: Combiner's full attention through region summaries (`CombinerAttention`): each node
   attends to the nodes of its own region directly and to the other regions of its graph through one
@@ -72,13 +73,15 @@ class GPSLayer(nn.Module):
         dropout: after each branch and in the FFN. attn_dropout: on the attention weights.
         norm: ``"batch"`` (GraphGPS default), ``"layer"`` or ``"none"``.
         topk: keys kept per node for ``attention="topk"``. performer_features: random features m.
+        topk_rule: ``"exact"`` or ``"statistical"`` selection for ``attention="topk"``.
         combiner_block: nodes per region for ``attention="combiner"`` when the state brings no regions.
     """
 
     @renamed_keywords(channels="hidden")
     def __init__(self, hidden: int, num_heads: int, local: str | nn.Module | None = "gine",
                  attention: str = "full", dropout: float = 0.0, attn_dropout: float = 0.0, norm: str = "batch",
-                 topk: int = 16, performer_features: int = 64, combiner_block: int = 16) -> None:
+                 topk: int = 16, performer_features: int = 64, combiner_block: int = 16,
+                 topk_rule: str = "exact") -> None:
         super().__init__()
         if attention not in GLOBAL_ATTENTIONS:
             raise ValueError(f"attention must be one of {GLOBAL_ATTENTIONS}, got {attention!r}")
@@ -86,6 +89,9 @@ class GPSLayer(nn.Module):
         if self.local_model is None and attention == "none":
             raise ValueError("a GPS layer needs a local model or a global attention (both are 'none')")
         self.attention_kind, self.topk, self.combiner_block = attention, int(topk), int(combiner_block)
+        if topk_rule not in ("exact", "statistical"):
+            raise ValueError(f"topk_rule must be 'exact' or 'statistical', got {topk_rule!r}")
+        self.topk_rule = topk_rule
         if attention == "combiner" and self.combiner_block < 1:
             raise ValueError(f"combiner_block must be >= 1 nodes per region, got {combiner_block}")
         if self.local_model is not None:
@@ -180,8 +186,9 @@ class GPSLayer(nn.Module):
             pattern = full(graph)
         if isinstance(self.attention, GINAttention):
             return self.attention(x, pattern)
-        keep_top = self.topk if self.attention_kind == "topk" else None
-        return self.attention(x, pattern=pattern, keep_top=keep_top)
+        if self.attention_kind == "topk":
+            return self.attention(x, pattern=pattern, keep_top=self.topk, keep_top_rule=self.topk_rule)
+        return self.attention(x, pattern=pattern)
 
     def _combine(self, x: Tensor, h_local: Tensor | None, h_attn: Tensor | None) -> Tensor:
         """``Norm(h + FFN(h))`` with ``h = Norm(h_local) + Norm(x + Dropout(h_attn))``: [N, C]."""
