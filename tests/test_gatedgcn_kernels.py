@@ -50,6 +50,20 @@ def test_fused_equals_torch_values_and_gradients(g, per_edge, dtype, scaled):
         torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m, name=name: f"{name}: {m}")
 
 
+@settings(max_examples=10)
+@given(patterns(max_rows=12, max_cols=12, max_edges=60), st.booleans(), st.booleans())
+def test_half_precision_inputs_run_the_float32_kernels(g, per_edge, scaled):
+    """bfloat16 inputs (autocast, train.precision=bf16) give the float32 kernels' results on their upcast values,
+    in float32, gradients (cast back to the inputs' dtype by autograd) included."""
+    tensors = [t.to(torch.bfloat16) for t in inputs(g, 5, per_edge, torch.float32, scaled=scaled)]
+    grad_hat, grad_agg = torch.randn(g.num_edges, 5), torch.randn(g.num_nodes, 5)
+    half = run(gated_aggregation, g, tensors, grad_hat, grad_agg)
+    upcast = run(gated_aggregation, g, [t.float() for t in tensors], grad_hat, grad_agg)
+    assert half[0].dtype == half[1].dtype == torch.float32
+    for a, b in zip(half, upcast, strict=True):
+        torch.testing.assert_close(a.float(), b.to(a.dtype).float())
+
+
 @settings(max_examples=6)
 @given(patterns(max_rows=5, max_cols=5, max_edges=12), st.booleans(), st.booleans())
 def test_gradcheck(g, per_edge, scaled):

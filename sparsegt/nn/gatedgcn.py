@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..attention.api import HALF_DTYPES
 from ..attention.backend import first_runnable
 from ..attention.numba_runtime import (
     DynamicSchedule,
@@ -116,7 +117,8 @@ def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
     Args:
         graph: N rows, Nk columns, E edges. d: [N, C]. e, b: [Nk, C]. c: [E, C] or [1, C] (one row for
             every edge). scale: r [E, 1], a gate on every edge's σ, or None (r = 1).
-    Returns: ``(edge_hat [E, C], agg [N, C])``.
+    Returns: ``(edge_hat [E, C], agg [N, C])``. Half-precision CPU inputs (bfloat16 autocast,
+    ``train.precision=bf16``) are computed by the float32 kernels, as the attention's are, and give float32.
     """
     rows = {"d": graph.num_nodes, "e": graph.num_cols, "b": graph.num_cols}
     for name, t in (("d", d), ("e", e), ("b", b)):
@@ -128,6 +130,9 @@ def gated_aggregation(graph: Graph, d: Tensor, e: Tensor, b: Tensor, c: Tensor,
                          f"got {tuple(c.shape)}")
     if scale is not None and tuple(scale.shape) != (graph.num_edges, 1):
         raise ValueError(f"scale must have shape [E, 1] = [{graph.num_edges}, 1], got {tuple(scale.shape)}")
+    if d.device.type == "cpu" and any(t.dtype in HALF_DTYPES for t in (d, e, b, c)):
+        d, e, b, c = (t.float() for t in (d, e, b, c))  # upcast copies; the torch path in bfloat16 is far slower
+        scale = None if scale is None else scale.float()
     return first_runnable(PATHS, graph, d, e, b, c, scale).run(graph, d, e, b, c, scale)
 
 
