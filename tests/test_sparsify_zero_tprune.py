@@ -46,6 +46,52 @@ def test_weighted_pagerank_equals_networkx_with_dangling_nodes(damping):
     assert torch.allclose(ours, networkx_pagerank(g, weight, damping), atol=1e-10)
 
 
+@pytest.mark.parametrize("damping", [1.0, 0.85])
+def test_the_numba_iteration_equals_the_torch_route(damping):
+    """The CPU kernel (each graph its own iteration) and the torch route (the GPU's): same scores, on a batch
+    with an empty graph, a one-node graph, dangling nodes and 3 heads. At a loose tolerance they differ by
+    their stopping rules only (the kernel stops each graph and head when it converges, the torch route when all
+    have), within what the tolerance allows."""
+    import sparsegt.sparsify.attention_graph as module
+
+    graphs = [random_digraph(n, 0.4, seed=n) for n in (6, 0, 1, 11)]
+    batch = Graph.batch(graphs)
+    weight = torch.rand(batch.num_edges, 3, dtype=DT, generator=torch.Generator().manual_seed(4)) + 0.05
+    loose = [(200, 1e-4)] if damping < 1 else []  # damping 1 has no contraction: no bound from the tolerance
+    for max_iter, tol in [(10_000, 1e-13), *loose]:
+        kernel = weighted_pagerank(batch, weight, damping, max_iter=max_iter, tol=tol)
+        reference = module._power_iteration_torch(batch.row_index(), batch.indices, *_transition(batch, weight),
+                                                  batch.batch_index, batch.ptr.diff().to(DT), damping, max_iter, tol)
+        # a last L1 change below n tol leaves at most n tol damping / (1 - damping) to the fixed point
+        bound = 1e-10 if tol < 1e-10 else 2 * 11 * tol * damping / (1 - damping)
+        assert torch.allclose(kernel, reference, atol=bound)
+        assert torch.allclose(kernel.reshape(-1, 3)[:6].sum(0), torch.ones(3, dtype=DT))
+
+
+def test_full_block_dots_are_the_gathered_products_of_a_full_pattern():
+    """The padded-block route of `attention_weights` on `full` patterns: the same [E, H] dot products as the
+    gathers, in CSR order, with empty and one-node graphs in the batch and for one unbatched graph; any other
+    pattern (missing entries, another order, a rectangle) is declined."""
+    from sparsegt.nn.segment import gather_keys, gather_queries
+    from sparsegt.patterns import full, khop
+    from sparsegt.sparsify.attention_graph import full_block_dots
+
+    gen = torch.Generator().manual_seed(5)
+    for graph in (Graph.batch([random_digraph(n, 0.3, seed=n) for n in (5, 0, 1, 8, 3)]), random_digraph(7, 0.3, 7)):
+        pattern = full(graph)
+        q, k = (torch.randn(graph.num_nodes, 2, 4, generator=gen, dtype=DT) for _ in range(2))
+        want = (gather_queries(pattern, q) * gather_keys(pattern, k)).sum(-1)
+        torch.testing.assert_close(full_block_dots(pattern, q, k), want)
+        assert full_block_dots(khop(graph, 1), q, k) is None
+    reordered = Graph(pattern.indptr, pattern.indices.flip(0), pattern.num_nodes, validate=False)
+    assert full_block_dots(reordered, q, k) is None
+
+
+def _transition(g: Graph, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = torch.zeros(g.num_nodes, weight.shape[1], dtype=DT).index_add_(0, g.row_index(), weight)
+    return weight / out[g.row_index()].clamp_min(1e-300), (out == 0).to(DT)
+
+
 def test_weighted_pagerank_runs_per_graph_and_per_head():
     graphs = [random_digraph(n, 0.4, seed=n) for n in (6, 9)]
     batch = Graph.batch(graphs)

@@ -20,6 +20,8 @@ damping::
 PageRank (power iteration of ``s <- A^T s`` from the uniform start); ``alpha = 0.85`` is classic PageRank.
 This is networkx's ``pagerank(G, alpha, weight="weight")`` (uniform personalization and dangling
 distribution, stop when ``sum |s^(t+1) - s^(t)| < n * tol``), computed per graph of a batch and per head.
+On CPU the power iteration runs in one numba call (`pagerank_kernels`: each graph in its own scores, in
+parallel, each stopping when it has converged); elsewhere, or when an entry links two graphs, on torch ops.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..attention.numba_runtime import numba_threads, thread_count
 from ..graph import Graph
 from ..nn import SparseMultiheadAttention
 from ..nn.segment import gather_keys, gather_queries, segment_softmax
-from ..patterns import threshold_topk, topk
+from ..patterns import full, threshold_topk, topk
+from .pagerank_kernels import pagerank_graphs
 
-__all__ = ["attention_weights", "weighted_pagerank"]
+__all__ = ["attention_weights", "weighted_pagerank", "full_block_dots"]
+
+PAGERANK_MIN_WORK = 1 << 16  # entries x heads below which one thread runs the kernel
 
 
 @torch.no_grad()
@@ -55,15 +61,46 @@ def attention_weights(attention: SparseMultiheadAttention, x: Tensor, pattern: G
             raise ValueError(f"keep_top_rule must be 'exact' or 'statistical', got {keep_top_rule!r}")
         pattern = select(q, k, pattern, keep_top)
     bias, gate = attention.edge_terms(pattern, edge_attr, None, None)
-    products = gather_queries(pattern, q) * gather_keys(pattern, k)
-    if gate is not None:
-        products = products * gate
-    score = products.sum(-1) * attention.head_dim ** -0.5
+    dots = full_block_dots(pattern, q, k) if gate is None else None
+    if dots is None:
+        products = gather_queries(pattern, q) * gather_keys(pattern, k)
+        dots = (products if gate is None else products * gate).sum(-1)
+    score = dots * attention.head_dim ** -0.5
     if attention.score_clamp is not None:
         score = score.clamp(-attention.score_clamp, attention.score_clamp)
     if bias is not None:
         score = score + bias
     return pattern, segment_softmax(pattern, score)
+
+
+@torch.no_grad()
+def full_block_dots(pattern: Graph, q: Tensor, k: Tensor) -> Tensor | None:
+    """[E, H] ``<q_i, k_j>`` of every entry of a pattern that is `full` per graph (each row lists every node
+    of its graph, in order), by one batched product of the graphs' zero-padded [n_max, H, D] blocks instead
+    of [E, H, D] gathers; None when the pattern is not of that form or padding would hold over 4x E entries.
+
+    In a full pattern the entries of graph b's rows, in CSR order, are its [n_b, n_b] block in row-major
+    order, so the valid entries of the padded [B, n_max, n_max] products, taken in order, are the pattern's.
+    """
+    n = pattern.num_nodes
+    ptr = pattern.ptr if pattern.ptr is not None else torch.tensor([0, n], device=q.device)
+    sizes = ptr.diff()
+    if n != pattern.num_cols or not n or int((sizes * sizes).sum()) != pattern.num_edges:
+        return None
+    width = int(sizes.max())
+    if sizes.numel() * width * width > 4 * pattern.num_edges:
+        return None
+    expected = full(Graph.empty(n, ptr=ptr))
+    if not (torch.equal(pattern.indptr, expected.indptr) and torch.equal(pattern.indices, expected.indices)):
+        return None
+    graph_of = torch.repeat_interleave(torch.arange(sizes.numel(), device=q.device), sizes)
+    position = torch.arange(n, device=q.device) - ptr[:-1].index_select(0, graph_of)
+    padded_q = q.new_zeros(sizes.numel(), width, *q.shape[1:])
+    padded_k = k.new_zeros(sizes.numel(), width, *k.shape[1:])
+    padded_q[graph_of, position], padded_k[graph_of, position] = q, k
+    dots = torch.einsum("bihd,bjhd->bijh", padded_q, padded_k)                 # [B, n_max, n_max, H]
+    valid = torch.arange(width, device=q.device) < sizes[:, None]              # [B, n_max]
+    return dots[valid[:, :, None] & valid[:, None, :]]                         # [E, H], CSR order
 
 
 @torch.no_grad()
@@ -96,15 +133,31 @@ def weighted_pagerank(pattern: Graph, weight: Tensor, damping: float = 0.85, max
     transition = w / out_weight.index_select(0, row).clamp_min(torch.finfo(w.dtype).tiny)
     graph_of = pattern.batch_index if pattern.ptr is not None else torch.zeros(n, dtype=torch.long, device=w.device)
     counts = (pattern.ptr.diff() if pattern.ptr is not None else torch.tensor([n], device=w.device)).to(w.dtype)
+    if w.device.type == "cpu" and bool((graph_of.index_select(0, row) == graph_of.index_select(0, col)).all()):
+        score = torch.empty(n, heads, dtype=torch.float64)
+        ptr = pattern.ptr if pattern.ptr is not None else torch.tensor([0, n])
+        with numba_threads(thread_count(pattern.num_edges * heads, PAGERANK_MIN_WORK)):
+            pagerank_graphs(pattern.indptr.contiguous().numpy(), col.contiguous().numpy(),
+                            transition.contiguous().numpy(), dangling.bool().numpy(), ptr.numpy(), float(damping),
+                            int(max_iter), float(tol), score.numpy())
+    else:
+        score = _power_iteration_torch(row, col, transition, dangling, graph_of, counts, damping, max_iter, tol)
+    return score.to(weight.dtype).reshape(n, *weight.shape[1:])
+
+
+def _power_iteration_torch(row: Tensor, col: Tensor, transition: Tensor, dangling: Tensor, graph_of: Tensor,
+                           counts: Tensor, damping: float, max_iter: int, tol: float) -> Tensor:
+    """[N, H] scores by power iteration on torch ops over every entry of the batch (any device), until every
+    graph and head has converged."""
     uniform = (1.0 / counts.clamp_min(1)).index_select(0, graph_of)[:, None]        # [N, 1]: 1 / n_b
-    score = uniform.expand(n, heads).clone()
+    score = uniform.expand(dangling.shape).clone()
     for _ in range(max_iter):
         spread = torch.zeros_like(score).index_add_(0, col, transition * score.index_select(0, row))
-        lost = torch.zeros(counts.numel(), heads, dtype=w.dtype, device=w.device).index_add_(
+        lost = torch.zeros(counts.numel(), score.shape[1], dtype=score.dtype, device=score.device).index_add_(
             0, graph_of, score * dangling)
         new = damping * (spread + lost.index_select(0, graph_of) * uniform) + (1.0 - damping) * uniform
         change = torch.zeros_like(lost).index_add_(0, graph_of, (new - score).abs())
         score = new
         if bool((change < counts[:, None] * tol).all()):
             break
-    return score.to(weight.dtype).reshape(n, *weight.shape[1:])
+    return score
