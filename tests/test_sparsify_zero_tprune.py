@@ -87,6 +87,43 @@ def test_full_block_dots_are_the_gathered_products_of_a_full_pattern():
     assert full_block_dots(reordered, q, k) is None
 
 
+@pytest.mark.parametrize("duplicates", [False, True])
+@pytest.mark.parametrize("sizes", [[6, 1, 9, 4], [20] + [1] * 11])   # padded blocks; gathered pairs (padding 12x)
+def test_most_similar_kept_is_the_most_similar_kept_node_of_the_graph(sizes, duplicates):
+    """The merge target of every pruned node, by either route of `most_similar_kept`: the kept node of its graph
+    with the largest dot product, ties (identical rows) going to the lowest index."""
+    import torch.nn.functional as F
+
+    from sparsegt.sparsify.zero_tprune import most_similar_kept
+
+    gen = torch.Generator().manual_seed(8)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(sizes).cumsum(0)])
+    x = torch.randn(int(ptr[-1]), 5, generator=gen, dtype=DT)
+    pruned = torch.rand(x.shape[0], generator=gen) < 0.4
+    pruned[ptr[:-1]] = False                                # every graph keeps a node
+    if duplicates:                                          # in the first graph: 1 and 3 equal to 4, 4 pruned
+        x[1], x[3] = x[4], x[4]
+        pruned[1], pruned[3], pruned[4] = False, False, True
+    unit = F.normalize(x, dim=-1)
+    target = most_similar_kept(unit, ptr, pruned)
+    assert torch.equal(target[pruned], _pairs_route(unit, ptr, pruned)[pruned])
+    if duplicates:
+        assert int(target[4]) == 1
+
+
+def _pairs_route(unit: torch.Tensor, ptr: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+    """The gathered-pairs route of `most_similar_kept`, written out by hand."""
+    out = torch.full((unit.shape[0],), -1)
+    for b in range(ptr.numel() - 1):
+        nodes = range(int(ptr[b]), int(ptr[b + 1]))
+        kept = [j for j in nodes if not pruned[j]]
+        for i in nodes:
+            if pruned[i]:
+                scores = torch.stack([(unit[i] * unit[j]).sum() for j in kept])
+                out[i] = kept[int(torch.nonzero(scores == scores.max())[0])]
+    return out
+
+
 def _transition(g: Graph, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.zeros(g.num_nodes, weight.shape[1], dtype=DT).index_add_(0, g.row_index(), weight)
     return weight / out[g.row_index()].clamp_min(1e-300), (out == 0).to(DT)

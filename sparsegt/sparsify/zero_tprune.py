@@ -178,16 +178,7 @@ def prune_and_merge(state: LayerState, importance: Tensor, ratio: float, origin:
 
     target = torch.arange(n, device=x.device)
     if bool(pruned.any()):
-        candidates = full(Graph.empty(n, ptr=ptr))
-        row, col = candidates.row_index(), candidates.indices
-        pair = pruned[row] & keep[col]
-        row, col = row[pair], col[pair]
-        unit = F.normalize(x, dim=-1)
-        similarity = (unit[row] * unit[col]).sum(-1)
-        best = similarity.new_full((n,), -torch.inf).scatter_reduce(0, row, similarity, "amax")
-        is_best = similarity == best[row]
-        first_best = torch.full((n,), n, device=x.device).scatter_reduce(0, row[is_best], col[is_best], "amin")
-        target = torch.where(pruned, first_best, target)
+        target = torch.where(pruned, most_similar_kept(F.normalize(x, dim=-1), ptr, pruned), target)
     total = torch.zeros_like(x).index_add_(0, target, x * size[:, None])
     merged_size = torch.zeros_like(size).index_add_(0, target, size)
     new_x = (total[keep] / merged_size[keep, None]).to(x.dtype)
@@ -204,6 +195,33 @@ def prune_and_merge(state: LayerState, importance: Tensor, ratio: float, origin:
     pe = None if state.pe is None else state.pe[keep]
     new_state = replace(state, x=new_x, graph=new_graph, edge_attr=edge_attr, pattern=pattern, pe=pe)
     return new_state, new_index[target[origin]], merged_size[keep]
+
+
+def most_similar_kept(unit: Tensor, ptr: Tensor, pruned: Tensor) -> Tensor:
+    """[N] for every pruned node the kept node of its graph whose row of ``unit`` [N, C] (unit vectors) has the
+    largest dot product with its own (ties: the lowest index); other entries are meaningless. The graphs'
+    [n_b, n_b] similarity blocks come from one product of zero-padded [B, n_max, C] blocks (when the padding
+    holds at most 4x sum n_b^2 entries), else from the (pruned, kept) pairs gathered."""
+    n, sizes = unit.shape[0], ptr.diff()
+    width = int(sizes.max()) if sizes.numel() else 0
+    graph_of = torch.repeat_interleave(torch.arange(sizes.numel(), device=unit.device), sizes)
+    position = torch.arange(n, device=unit.device) - ptr[:-1].index_select(0, graph_of)
+    if sizes.numel() * width * width <= 4 * int((sizes * sizes).sum()):
+        padded = unit.new_zeros(sizes.numel(), width, unit.shape[1])
+        padded[graph_of, position] = unit
+        keep = torch.zeros(sizes.numel(), width, dtype=torch.bool, device=unit.device)
+        keep[graph_of, position] = ~pruned
+        similarity = (padded @ padded.transpose(1, 2)).masked_fill_(~keep[:, None, :], -torch.inf)
+        best = similarity.argmax(-1)                                   # [B, n_max]: the first maximum
+        return ptr[:-1].index_select(0, graph_of) + best[graph_of, position]
+    candidates = full(Graph.empty(n, ptr=ptr))
+    row, col = candidates.row_index(), candidates.indices
+    pair = pruned[row] & ~pruned[col]
+    row, col = row[pair], col[pair]
+    similarity = (unit[row] * unit[col]).sum(-1)
+    best = similarity.new_full((n,), -torch.inf).scatter_reduce(0, row, similarity, "amax")
+    is_best = similarity == best[row]
+    return torch.full((n,), n, device=unit.device).scatter_reduce(0, row[is_best], col[is_best], "amin")
 
 
 def _induced(pattern: Graph, keep: Tensor, new_index: Tensor, ptr: Tensor | None) -> tuple[Graph, Tensor]:
