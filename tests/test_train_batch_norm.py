@@ -162,3 +162,14 @@ def test_moving_average_selection_scores_test_with_the_moving_statistics(tmp_pat
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["best"] == b["best"] and "moving_stats" not in plain.summary
     assert a["best_moving"]["epoch"] == chosen and b["best_moving"]["epoch"] is None
+
+    # the final model with the moving averages its last evaluation saw (GT's protocol), kept in last.pt
+    assert set(a["moving_statistics"]) == {f"norm.{b}" for b in ("running_mean", "running_var",
+                                                                 "num_batches_tracked")}
+    assert not torch.equal(a["moving_statistics"]["norm.running_var"], a["model"]["norm.running_var"])
+    final = _NormModel()
+    final.load_state_dict({**a["model"], **a["moving_statistics"]})
+    scored = Trainer(config, final, dataset.task, dataset.train, dataset.val, dataset.test, dist=DistInfo())
+    assert scored.evaluate(dataset.test)["metric"] == result.summary["final_test_metric_moving_stats"]
+    assert result.summary["final_test_metric"] == plain.summary["final_test_metric"]
+    assert "final_test_metric_moving_stats" not in plain.summary and not b["moving_statistics"]

@@ -23,12 +23,21 @@ from torch import nn
 
 from ..graph import Graph
 
-__all__ = ["recalibrate_batch_norm", "batch_norms"]
+__all__ = ["recalibrate_batch_norm", "batch_norms", "batch_norm_statistics"]
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``model`` that keep running statistics."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def batch_norm_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the running statistics of ``model``'s BatchNorm layers, keyed as in its ``state_dict`` (to
+    load back with ``load_state_dict(..., strict=False)``)."""
+    norms = {id(m) for m in batch_norms(model)}
+    return {f"{name}.{buffer}": getattr(module, buffer).detach().clone()
+            for name, module in model.named_modules() if id(module) in norms
+            for buffer in ("running_mean", "running_var", "num_batches_tracked")}
 
 
 @torch.no_grad()

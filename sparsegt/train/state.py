@@ -6,16 +6,19 @@
 - what it has measured: ``history`` (one record per epoch, `metrics.jsonl`), ``best`` (`BestEvaluation`),
   ``best_moving`` (the same selection on the moving-average BatchNorm scores, GraphGPS's protocol, when
   ``train.val_with_moving_stats`` records them), ``final_test`` and ``warnings``; ``status``;
+- ``moving_statistics``: the BatchNorm running statistics as training left them at the last evaluation, before
+  recalibration replaced them (with ``train.val_with_moving_stats``): the final model's test with them is
+  the number of a protocol that evaluates with moving averages (GT, Benchmarking-GNNs);
 - what its schedules remember: ``bad_evals`` (early stopping) and ``plateau`` (`PlateauState`);
 - ``elapsed_s``, the training time over every session of the run (the time limit counts it);
 - ``totals`` (`EpochTotals`): this process's running sums over the current epoch, so a run resumed
   mid-epoch reports the same epoch loss and metric as one that was never stopped.
 
 ``state_dict()`` gives the checkpoint's keys, the ones ``last.pt`` has always had (``epoch``, ``next_batch``,
-``history``, ``best``, ``bad_evals``, ``plateau``, ``elapsed_s``, ``status``, ``warnings``; ``final_test`` and
-``best_moving`` are newer and optional), and ``from_dict`` reads them back, filling what an older checkpoint
-lacks with its default. ``totals`` are per process: the trainer saves each rank's under ``ranks``
-(`EpochTotals.state_dict`, the checkpoint's ``acc``) beside its RNG state.
+``history``, ``best``, ``bad_evals``, ``plateau``, ``elapsed_s``, ``status``, ``warnings``; ``final_test``,
+``best_moving`` and ``moving_statistics`` are newer and optional), and ``from_dict`` reads them back, filling
+what an older checkpoint lacks with its default. ``totals`` are per process: the trainer saves each rank's
+under ``ranks`` (`EpochTotals.state_dict`, the checkpoint's ``acc``) beside its RNG state.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class TrainingState:
     status: str = "running"
     warnings: list[str] = field(default_factory=list)
     final_test: dict[str, float] = field(default_factory=dict)  # the final model's test metric, once run
+    moving_statistics: dict[str, Tensor] = field(default_factory=dict)
     totals: EpochTotals = field(default_factory=EpochTotals)
 
     @property
@@ -152,6 +156,7 @@ class TrainingState:
             "status": self.status,
             "warnings": list(self.warnings),
             "final_test": dict(self.final_test),
+            "moving_statistics": dict(self.moving_statistics),
         }
 
     @classmethod
@@ -171,5 +176,6 @@ class TrainingState:
             status=state.get("status", "running"),  # `status` and `warnings`: not in the first checkpoints
             warnings=list(state.get("warnings", [])),
             final_test=dict(state.get("final_test", {})),
+            moving_statistics=dict(state.get("moving_statistics", {})),
             totals=EpochTotals.from_dict(totals) if totals is not None and mid_epoch else EpochTotals(),
         )
