@@ -21,9 +21,9 @@ weights: their activations have no parameters and GTSP's gates start open). Rows
   adds ``masked.penalty()`` to the loss and steps the gates at ``--gate-lr-scale`` times the rate), then `prune`d;
 - Combiner: ``model.attention=combiner model.combiner_block=11``, every GPS attention `CombinerAttention` over
   contiguous blocks of 11 node ids (PATTERN's node order is random, so the regions are random parts of a graph);
-- GIN-Attention / Sparse GIN fine-tuning: the trained baseline, frozen, with `add_sparse_gin_attention(hidden=8)`,
-  fine-tuned ``--finetune-epochs``; beside it the same budget of ordinary full fine-tuning (the paper compares
-  with LoRA, which this library does not have).
+- GIN-Attention / Sparse GIN fine-tuning: the trained baseline, frozen, with GIN adapters of width 8
+  (``train.init_from=<baseline> train.gin_adapter=8``), fine-tuned ``--finetune-epochs``; beside it the same
+  budget of ordinary full fine-tuning (the paper compares with LoRA, which this library does not have).
 
 Left out: the density-normalised edge loss. It is a loss for edge-level labels, and no dataset we ship has them
 (`sparsegt.data.catalog`: PATTERN, CLUSTER and DC-SBM are node-level, CSL, the molecule sets and the algorithmic
@@ -83,7 +83,7 @@ import sparsegt.attention  # noqa: E402
 import sparsegt.patterns  # noqa: E402
 from sparsegt.graph import Graph  # noqa: E402
 from sparsegt.nn import SparseMultiheadAttention, activation_density  # noqa: E402
-from sparsegt.sparsify import GTSPTargets, add_sparse_gin_attention, prune  # noqa: E402
+from sparsegt.sparsify import GTSPTargets, prune  # noqa: E402
 from sparsegt.sparsify.gtsp import EdgeGateScorer, GatedLayer  # noqa: E402
 from sparsegt.train import apply_overrides, get_preset, train_run  # noqa: E402
 from sparsegt.train.checkpoint import load_checkpoint  # noqa: E402
@@ -572,21 +572,26 @@ def row_combiner(bench: Bench) -> dict:
 
 
 def row_gin(bench: Bench) -> dict:
-    """The trained baseline frozen with Sparse GIN-Attention adapters, fine-tuned ``--finetune-epochs``; the control:
-    the same epochs of full fine-tuning from the same weights."""
-    config = with_overrides(bench.config, [f"train.epochs={bench.args.finetune_epochs}", "train.warmup_epochs=0"])
-    model = copy.deepcopy(bench.baseline)
+    """The trained baseline frozen with Sparse GIN-Attention adapters, fine-tuned ``--finetune-epochs``
+    (``train.init_from=<baseline> train.gin_adapter=r``); the control: the same epochs of full fine-tuning from
+    the same weights (``train.init_from`` alone)."""
+    finetune = [f"train.epochs={bench.args.finetune_epochs}", "train.warmup_epochs=0",
+                f"train.init_from={bench.work / 'baseline'}"]
+    config = with_overrides(bench.config, [*finetune, f"train.gin_adapter={GIN_HIDDEN}"])
     seed_everything(config.train.seed)                    # the adapters' first layers draw their initial weights
-    trainable = add_sparse_gin_attention(model, hidden=GIN_HIDDEN)
+    model = build_model(config, bench.dataset, initial_weights=True)
     summary = bench.train("gin", config, model=model)
     model = bench.best(model, "gin")
-    control_summary = bench.train("gin-control-full-finetune", config, model=copy.deepcopy(bench.baseline))
-    control = bench.best(copy.deepcopy(bench.baseline), "gin-control-full-finetune")
+    control_config = with_overrides(bench.config, finetune)
+    seed_everything(control_config.train.seed)
+    control_model = build_model(control_config, bench.dataset, initial_weights=True)
+    control_summary = bench.train("gin-control-full-finetune", control_config, model=control_model)
+    control = bench.best(control_model, "gin-control-full-finetune")
     total = sum(p.numel() for p in model.parameters())
-    sparsity = {"parameters frozen": 1 - sum(p.numel() for p in trainable) / total}
+    sparsity = {"parameters frozen": 1 - sum(p.numel() for p in model.parameters() if p.requires_grad) / total}
     timing = time_pair(bench.baseline_variant(), Variant(model, *bench.timing_batches(bench.dataset)), config,
                        bench.task, bench.args.rounds)
-    setting = f"`add_sparse_gin_attention(hidden={GIN_HIDDEN})` on the trained baseline, then fine-tuned"
+    setting = f"`train.init_from=<baseline> train.gin_adapter={GIN_HIDDEN}`, fine-tuned"
     return bench.row("gin", setting, {**config_to_dict(config), "gin_hidden": GIN_HIDDEN}, summary,
                      bench.measure(model), sparsity, timing,
                      {"control_full_finetune": {"summary": _summary_fields(control_summary),
