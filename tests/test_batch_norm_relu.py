@@ -114,3 +114,29 @@ def test_nan_stays_visible_and_one_row_in_training_is_torchs_error():
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         batch_norm_relu(torch.randn(1, 4), nn.BatchNorm1d(4))
     assert batch_norm_relu(torch.randn(0, 4), nn.BatchNorm1d(4).eval()).shape == (0, 4)
+
+
+@pytest.mark.parametrize("skip_kind", ["full", "row"])
+def test_a_bfloat16_skip_joins_the_float32_kernels(monkeypatch, skip_kind):
+    """Under bfloat16 autocast the residual may arrive in bfloat16 beside a float32 input: the fused kernels
+    take its upcast copy (they ran torch's ops before) and give torch's float32 sum; its gradient comes back
+    in bfloat16."""
+    import sparsegt.nn.batch_norm_relu as module
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 6, generator=gen)
+    skip = torch.randn(40 if skip_kind == "full" else 1, 6, generator=gen).to(torch.bfloat16)
+    calls = []
+    monkeypatch.setattr(module, "batch_norm_relu_torch", lambda *a: calls.append(a) or batch_norm_relu_torch(*a))
+    outs = []
+    for fn in (batch_norm_relu, batch_norm_relu_torch):
+        torch.manual_seed(0)
+        norm = nn.BatchNorm1d(6)
+        leaf = skip.detach().clone().requires_grad_()
+        out = fn(x, norm, leaf.expand(40, 6) if skip_kind == "row" else leaf)
+        out.sum().backward()
+        outs.append((out.detach(), leaf.grad))
+    assert not calls                                      # the fused path ran
+    assert outs[0][0].dtype == torch.float32 and outs[0][1].dtype == torch.bfloat16
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..attention.api import HALF_DTYPES
 from ..attention.numba_runtime import DynamicSchedule, even_chunks, flat, numba_cpu_reasons, numba_threads, numpy_float
 from . import batch_norm_relu_kernels as kernels
 
@@ -33,6 +34,9 @@ def batch_norm_relu(x: Tensor, norm: nn.BatchNorm1d, skip: Tensor | None = None)
             ``row.expand(M, C)``, stays one row) or None.
     Returns: [M, C].
     """
+    if skip is not None and skip.dtype in HALF_DTYPES and x.dtype == torch.float32:
+        # under bfloat16 autocast: torch would promote the sum to float32 too (an expanded row stays one row)
+        skip = skip[:1].float().expand_as(skip) if skip.stride(0) == 0 and skip.shape[0] > 1 else skip.float()
     if numba_cpu_reasons(x=x, skip=skip, weight=norm.weight, bias=norm.bias) or x.dim() != 2 \
             or x.shape[1] != norm.num_features or (skip is not None and skip.shape != x.shape):
         return batch_norm_relu_torch(x, norm, skip)
