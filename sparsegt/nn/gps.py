@@ -57,6 +57,7 @@ from .gin_attention import GINAttention
 from .local import LOCAL_MODELS, EdgeIndexConv, local_update, make_local
 from .performer import PerformerAttention
 from .renamed import renamed_keywords
+from .sparse_activation import TOPK_RULES
 from .state import LayerState
 
 __all__ = ["GPSLayer", "LOCAL_MODELS", "GLOBAL_ATTENTIONS", "state_dict_from_gpsconv"]
@@ -89,8 +90,8 @@ class GPSLayer(nn.Module):
         if self.local_model is None and attention == "none":
             raise ValueError("a GPS layer needs a local model or a global attention (both are 'none')")
         self.attention_kind, self.topk, self.combiner_block = attention, int(topk), int(combiner_block)
-        if topk_rule not in ("exact", "statistical"):
-            raise ValueError(f"topk_rule must be 'exact' or 'statistical', got {topk_rule!r}")
+        if topk_rule not in TOPK_RULES:
+            raise ValueError(f"topk_rule must be one of {TOPK_RULES}, got {topk_rule!r}")
         self.topk_rule = topk_rule
         if attention == "combiner" and self.combiner_block < 1:
             raise ValueError(f"combiner_block must be >= 1 nodes per region, got {combiner_block}")
