@@ -127,6 +127,24 @@ def test_epoch_table_shows_the_moving_average_selection_where_recorded():
     assert [row[7] for row in rows] == ["-", "90.00 / 88.00"] and [row[6] for row in rows] == ["75.00 / 74.00", "-"]
 
 
+def test_result_table_names_the_moving_average_selection_where_recorded():
+    from rich.console import Console
+
+    from sparsegt.train.report import print_run_table
+
+    plain = {"name": "a", "status": "completed", "metric": "accuracy", "epochs_run": 2, "epochs_planned": 2,
+             "best_epoch": 2, "val_metric": 0.8, "test_metric": 0.75, "train_time_s": 10.0}
+    moving = dict(plain, name="b", moving_stats={"best_epoch": 1, "val_metric": 0.85, "test_metric": 0.9,
+                                                 "test_metric_per_batch": 0.88},
+                  final_test_metric_moving_stats=0.7, final_test_metric_per_batch_moving_stats=0.69)
+    console = Console(record=True, width=200)
+    print_run_table([plain, moving], console)
+    text = console.export_text()
+    assert "a, with moving" not in text
+    assert ("b, with moving-average BatchNorm statistics: GraphGPS's selection: best epoch 1, val 85.00, test "
+            "90.00 / 88.00 per batch; final model: test 70.00 / 69.00 per batch") in text
+
+
 def test_epoch_line_shows_the_moving_average_scores_where_recorded(capsys):
     from sparsegt.train.progress import PlainReporter
 

@@ -61,8 +61,30 @@ def print_run_table(summaries: list[dict[str, Any]], console: Console) -> None:
                   "mean over evaluation batches in split order (Benchmarking-GNNs, GT); final: the last epoch's "
                   "model (GT)", highlight=False, style="dim")
     for s in summaries:
+        line = _moving_stats_line(s, metric)
+        if line:
+            console.print(line, highlight=False)
+    for s in summaries:
         if s.get("run_dir"):
             console.print(f"run directory: {s['run_dir']}", highlight=False)
+
+
+def _moving_stats_line(summary: dict[str, Any], metric: str) -> str:
+    """The evaluation with moving-average BatchNorm statistics (``train.val_with_moving_stats``), where recorded:
+    GraphGPS's selection and the final model as GT evaluates it."""
+    parts = []
+    moving = summary.get("moving_stats")
+    if moving:
+        test = format_metric(metric, moving["test_metric"])
+        parts.append(f"GraphGPS's selection: best epoch {moving['best_epoch']}, val "
+                     f"{format_metric(metric, moving['val_metric'])}, test {test} / "
+                     f"{format_metric(metric, moving.get('test_metric_per_batch'))} per batch")
+    if summary.get("final_test_metric_moving_stats") is not None:
+        parts.append(f"final model: test {format_metric(metric, summary['final_test_metric_moving_stats'])} / "
+                     f"{format_metric(metric, summary.get('final_test_metric_per_batch_moving_stats'))} per batch")
+    if not parts:
+        return ""
+    return f"{summary.get('name', 'run')}, with moving-average BatchNorm statistics: " + "; ".join(parts)
 
 
 def _mean_std_text(metric: str, mean: float | None, std: float | None) -> str:
