@@ -42,8 +42,10 @@ def test_smoke_run_writes_a_row_per_method(tmp_path, capsys, monkeypatch):
         assert all(math.isfinite(value) and value > 0 for key, value in row["timing"].items() if key.endswith("ms")
                    or "ms_" in key), row["method"]
         assert row["claim"] == script.CLAIMS[row["method"]]
-    assert math.isfinite(result["rows"][-1]["control_full_finetune"]["after"]["metric"])
-    assert [left["method"] for left in result["left_out"]] == ["Density-normalised edge loss"]
+    rows = {row["method"]: row for row in result["rows"]}
+    assert math.isfinite(rows["gin"]["control_full_finetune"]["after"]["metric"])
+    assert all(math.isfinite(rows["density"][side]["sparse_graph_recall"]) for side in ("before", "after"))
+    assert rows["density"]["config"]["data"]["name"] == "pattern-edges-tiny" and result["left_out"] == []
     assert result["machine"]["cpu_count"] and len(result["load_average_start"]) == 3
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert table[0].startswith("| method | task | setting | sparsity reached | FLOPs saved | time saved |")

@@ -171,6 +171,23 @@ def test_named_variants_sizes_and_specs(tmp_path):
         load_dataset("pattern-tiny", root=tmp_path, p_inside=0.3)
 
 
+def test_pattern_edges_labels_the_edges_inside_the_planted_pattern(tmp_path):
+    """pattern-edges: PATTERN's graphs, an edge labelled 1 exactly when both ends are pattern nodes, the node
+    labels gone; an edge-level task whose foreground density varies from graph to graph."""
+    nodes = load_dataset("pattern-tiny", root=tmp_path)
+    edges = load_dataset("pattern-edges-tiny", root=tmp_path)
+    assert edges.task.level == "edge" and edges.task.num_outputs == 2 and edges.name == "pattern-edges-tiny"
+    densities = []
+    for a, b in zip(nodes.train, edges.train, strict=True):
+        assert torch.equal(a.indptr, b.indptr) and torch.equal(a.indices, b.indices)
+        assert torch.equal(a.x, b.x) and "y" not in b.node_data
+        y = a.node_data["y"].bool()
+        want = y[a.row_index()] & y[a.indices]
+        assert torch.equal(b.edge_data["y"], want.long())
+        densities.append(float(want.float().mean()))
+    assert 0 < min(densities) < 0.02 and max(densities) > 0.1
+
+
 def test_cache_roundtrip_and_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEGT_CACHE", str(tmp_path))
     first = load_dataset("cluster-tiny")
