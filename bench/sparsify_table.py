@@ -51,8 +51,9 @@ Measured per row, on the model of the best validation epoch (``best.pt``):
 Time on the idle 2-core machine, estimated (not yet measured): a ``gps-pattern`` step of 32 graphs takes ~0.5 s
 there (bench/results/preset_steps.json), so an epoch of pattern-small (32 steps, 32 batches of BatchNorm
 recalibration, validation, test) ~25 s; GTSP's masked model steps 1.55x slower and the others within 0.97-1.06x of
-the baseline (one loaded thread, full-size model, 32 PATTERN graphs). Five trainings of 15 epochs, GTSP's 15, 2 x 5
-fine-tuning epochs and ~5 min of data, counting and timing: about 50 min.
+the baseline (one loaded thread, full-size model, 32 PATTERN graphs). Seven trainings of 15 epochs (five on
+pattern-small, two on pattern-edges-small), GTSP's 15, 2 x 5 fine-tuning epochs and ~5 min of data, counting and
+timing: about an hour.
 """
 
 from __future__ import annotations
