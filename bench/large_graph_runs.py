@@ -18,12 +18,13 @@ there by the others. The runs:
   (``torchrun --nproc_per_node=2``, one thread each, ``data.partition=metis``, 512 seeds a rank: the same 1024 a
   step), to compare their loss curves step for step.
 
+Then the sampler's throughput on a graph of the same size and fan-outs (`bench/sampler.py`, its own process;
+PyG's ``NeighborLoader`` beside it when pyg-lib or torch-sparse is installed, which it says when not).
+
 An "epoch" is ``--batches-per-epoch`` batches (``train.batches_per_epoch``), so that each budget holds several
 evaluations; validation and test are 1% and 2% of the nodes (``data.options``), so that an evaluation is a
-small part of the budget. Both are stated in the output. Sampler throughput on the same graph is
-`bench/sampler.py` (PyG's ``NeighborLoader`` needs pyg-lib or torch-sparse, which the script reports when
-absent). Writes ``bench/results/large_graph_runs.json`` (``--out``) and prints a Markdown table. A measurement:
-run it alone on the idle machine.
+small part of the budget. Both are stated in the output. Writes ``bench/results/large_graph_runs.json``
+(``--out``) and prints a Markdown table. A measurement: run it alone on the idle machine.
 """
 
 from __future__ import annotations
@@ -94,6 +95,23 @@ def launch(name: str, spec: dict, runs_dir: Path) -> dict:
     return result
 
 
+def sampler_throughput(args: argparse.Namespace) -> dict:
+    """`bench/sampler.py` on a graph of ``--nodes`` nodes with the runs' fan-outs and batch: its printed table
+    and its JSON (seed nodes/s, sampled edges/s; PyG's beside them when it can sample)."""
+    out = ROOT / "bench" / "results" / "sampler.json"  # where bench/sampler.py writes (not with --quick)
+    command = [sys.executable, str(ROOT / "bench" / "sampler.py"), "--nodes", str(args.nodes), "--fanouts", "10",
+               "9", "--batch-size", "1024"]
+    if args.smoke:
+        command.append("--quick")
+    print(f"[{time.strftime('%H:%M:%S')}] sampler: {' '.join(command[1:])}", flush=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    print(done.stdout, end="", flush=True)
+    result = {"command": command, "exit_status": done.returncode, "stdout": done.stdout, "stderr": done.stderr[-2000:]}
+    if done.returncode == 0 and not args.smoke and out.exists():
+        result["measured"] = json.loads(out.read_text())
+    return result
+
+
 def compare_curves(one: list[float], two: list[float]) -> dict:
     """The two training-loss curves over their common epochs: largest and mean absolute difference."""
     common = min(len(one), len(two))
@@ -125,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batches-per-epoch", type=int, default=200)
     parser.add_argument("--root", default=".cache/data", help="the data cache (the graph is generated once)")
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: runs/large-graph-<time>")
-    parser.add_argument("--only", nargs="+", default=None, help="run these of: largegt largegt-local gnn ddp-1 ddp-2")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run these of: largegt largegt-local gnn ddp-1 ddp-2 sampler")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "large_graph_runs.json")
     parser.add_argument("--smoke", action="store_true", help="10^4 nodes, 0.2-minute budgets, 5 batches an epoch")
     args = parser.parse_args(argv)
@@ -133,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.nodes, args.minutes, args.ddp_minutes, args.batches_per_epoch = 10_000, 0.2, 0.2, 5
     runs_dir = args.runs_dir or ROOT / "runs" / f"large-graph-{time.strftime('%Y%m%d-%H%M%S')}"
     specs = run_specs(args)
-    unknown = set(args.only or []) - set(specs)
+    unknown = set(args.only or []) - set(specs) - {"sampler"}
     if unknown:
         parser.error(f"--only: unknown run(s) {sorted(unknown)}; choose from {', '.join(specs)}")
     load_before = os.getloadavg()
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
                   k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip(), "runs": results}
+    if args.only is None or "sampler" in args.only:
+        report["sampler"] = sampler_throughput(args)
     if "ddp-1" in results and "ddp-2" in results and "train_loss" in results["ddp-1"] and \
             "train_loss" in results["ddp-2"]:
         report["ddp_loss_curves"] = compare_curves(results["ddp-1"]["train_loss"], results["ddp-2"]["train_loss"])
