@@ -29,14 +29,15 @@ def plot_curves(history: list[dict[str, Any]], metric: str, path: str | Path, ti
         ("val_metric", "val", "-"),
         ("val_metric_moving_stats", "val, moving-average BatchNorm", "--"),
         ("test_metric", "test (at val gains)", ":"),
+        ("test_metric_moving_stats", "test, moving-average BatchNorm (at its val gains)", ":"),
     ):
         points = [(r["epoch"] + 1, scale * r[key]) for r in history if r.get(key) is not None]
         if points:
-            ax_metric.plot(*zip(*points, strict=False), marker="o" if key == "test_metric" else ".",
+            ax_metric.plot(*zip(*points, strict=False), marker="o" if key.startswith("test") else ".",
                            linestyle=style, label=label)
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylabel(metric + (" (%)" if scale != 1.0 else ""))
-    ax_metric.legend()
+    ax_metric.legend(fontsize="small", loc="lower right", framealpha=0.6)
     ax_metric.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator
 
