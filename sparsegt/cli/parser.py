@@ -38,6 +38,8 @@ overrides:
 run directory (runs/NAME-TIMESTAMP/):
   config.yaml  model_inputs.json  metrics.jsonl  last.pt  best.pt  summary.json  curves.png
   confusion.png/.json/.csv (classification)  events.out.tfevents.* (TensorBoard: tensorboard --logdir runs)
+  best_moving.pt (train.val_with_moving_stats=true: the epoch GraphGPS's evaluation, with moving-average
+  BatchNorm statistics, would select)
   last.pt is written every epoch and every train.checkpoint_every_s seconds mid-epoch: a run killed at
   any moment continues with --resume, with the same data order and random state.
 
