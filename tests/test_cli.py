@@ -112,6 +112,24 @@ def test_runs_lists_runs_and_prints_their_epochs(capsys, tmp_path):
     assert main(["runs", str(tmp_path / "missing")]) == 2
 
 
+def test_a_run_without_a_summary_reads_its_metric_from_its_config(tmp_path):
+    """A run still going (no summary.json yet) is scored with its dataset's metric, so its tables show
+    percentages, not raw fractions."""
+    import json
+
+    from sparsegt.train.config import apply_overrides, dump_config
+    from sparsegt.train.presets import get_preset
+    from sparsegt.train.run_records import read_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    dump_config(apply_overrides(get_preset("gps-pattern"), ["data.name=pattern-tiny"]), run / "config.yaml")
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 0.5, "lr": 1e-3, "best": False}) + "\n")
+    assert read_summary(run)["metric"] == "weighted_accuracy"
+    (run / "config.yaml").unlink()
+    assert "metric" not in read_summary(run)   # nothing to read it from: the tables fall back to raw values
+
+
 def test_epoch_table_shows_the_moving_average_selection_where_recorded():
     from sparsegt.train.run_records import epoch_rows
 

@@ -51,6 +51,10 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     history = read_history(run_dir)
     summary.setdefault("name", run_dir.name)
     summary.setdefault("run_dir", str(run_dir))
+    if "metric" not in summary:  # no summary yet: the metric the run's dataset is scored with
+        metric = _metric_of_config(run_dir / "config.yaml")
+        if metric is not None:
+            summary["metric"] = metric
     if history:
         last = history[-1]
         written = summary.get("epochs_run", 0)
@@ -63,6 +67,20 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
                                test_metric=best[-1].get("test_metric"),
                                test_metric_per_batch=best[-1].get("test_metric_per_batch"))
     return summary
+
+
+def _metric_of_config(path: Path) -> str | None:
+    """The metric of the dataset a run's ``config.yaml`` names (None: no config, or a dataset not in the
+    catalog)."""
+    if not path.exists():
+        return None
+    from ..data.catalog import get_card
+    from .config import load_config
+
+    try:
+        return get_card(load_config(path).data.name).metric
+    except ValueError:
+        return None
 
 
 def epoch_rows(history: list[dict[str, Any]], metric: str) -> tuple[list[str], list[list[str]]]:
