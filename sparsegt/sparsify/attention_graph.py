@@ -36,7 +36,7 @@ from ..nn.segment import gather_keys, gather_queries, segment_softmax
 from ..patterns import full, threshold_topk, topk
 from .pagerank_kernels import pagerank_graphs
 
-__all__ = ["attention_weights", "weighted_pagerank", "full_block_dots"]
+__all__ = ["attention_weights", "weighted_pagerank", "full_block_dots", "padded_blocks", "blocks_pay"]
 
 PAGERANK_MIN_WORK = 1 << 16  # entries x heads below which one thread runs the kernel
 
@@ -73,6 +73,28 @@ def attention_weights(attention: SparseMultiheadAttention, x: Tensor, pattern: G
     return pattern, segment_softmax(pattern, score)
 
 
+def blocks_pay(sizes: Tensor) -> bool:
+    """Whether zero-padded per-graph blocks of graphs of ``sizes`` nodes hold at most 4x their sum n_b^2 real
+    entries (else a product of the padded blocks computes mostly padding)."""
+    width = int(sizes.max()) if sizes.numel() else 0
+    return sizes.numel() * width * width <= 4 * int((sizes * sizes).sum())
+
+
+def padded_blocks(ptr: Tensor, *rows: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Each of ``rows`` ([N, *F], the nodes of the graphs ``ptr`` [B+1] delimits, in order) as zero-padded
+    per-graph blocks [B, n_max, *F], with ``(graph_of, position)`` [N] each, the block and row of every node."""
+    sizes = ptr.diff()
+    graph_of = torch.repeat_interleave(torch.arange(sizes.numel(), device=ptr.device), sizes)
+    position = torch.arange(int(ptr[-1]), device=ptr.device) - ptr[:-1].index_select(0, graph_of)
+    width = int(sizes.max()) if sizes.numel() else 0
+    padded = []
+    for x in rows:
+        block = x.new_zeros(sizes.numel(), width, *x.shape[1:])
+        block[graph_of, position] = x
+        padded.append(block)
+    return padded, graph_of, position
+
+
 @torch.no_grad()
 def full_block_dots(pattern: Graph, q: Tensor, k: Tensor) -> Tensor | None:
     """[E, H] ``<q_i, k_j>`` of every entry of a pattern that is `full` per graph (each row lists every node
@@ -85,21 +107,15 @@ def full_block_dots(pattern: Graph, q: Tensor, k: Tensor) -> Tensor | None:
     n = pattern.num_nodes
     ptr = pattern.ptr if pattern.ptr is not None else torch.tensor([0, n], device=q.device)
     sizes = ptr.diff()
-    if n != pattern.num_cols or not n or int((sizes * sizes).sum()) != pattern.num_edges:
-        return None
-    width = int(sizes.max())
-    if sizes.numel() * width * width > 4 * pattern.num_edges:
+    if n != pattern.num_cols or not n or int((sizes * sizes).sum()) != pattern.num_edges \
+            or not blocks_pay(sizes):
         return None
     expected = full(Graph.empty(n, ptr=ptr))
     if not (torch.equal(pattern.indptr, expected.indptr) and torch.equal(pattern.indices, expected.indices)):
         return None
-    graph_of = torch.repeat_interleave(torch.arange(sizes.numel(), device=q.device), sizes)
-    position = torch.arange(n, device=q.device) - ptr[:-1].index_select(0, graph_of)
-    padded_q = q.new_zeros(sizes.numel(), width, *q.shape[1:])
-    padded_k = k.new_zeros(sizes.numel(), width, *k.shape[1:])
-    padded_q[graph_of, position], padded_k[graph_of, position] = q, k
+    (padded_q, padded_k), _, _ = padded_blocks(ptr, q, k)
     dots = torch.einsum("bihd,bjhd->bijh", padded_q, padded_k)                 # [B, n_max, n_max, H]
-    valid = torch.arange(width, device=q.device) < sizes[:, None]              # [B, n_max]
+    valid = torch.arange(padded_q.shape[1], device=q.device) < sizes[:, None]  # [B, n_max]
     return dots[valid[:, :, None] & valid[:, None, :]]                         # [E, H], CSR order
 
 

@@ -40,7 +40,7 @@ from ..graph import Graph
 from ..models import GraphTransformer
 from ..nn import GPSLayer, GTLayer, LayerState, TopKAttentionLayer
 from ..patterns import full
-from .attention_graph import attention_weights, weighted_pagerank
+from .attention_graph import attention_weights, blocks_pay, padded_blocks, weighted_pagerank
 
 __all__ = ["ZeroTPrune", "PrunedOutput", "layer_importance"]
 
@@ -202,15 +202,9 @@ def most_similar_kept(unit: Tensor, ptr: Tensor, pruned: Tensor) -> Tensor:
     largest dot product with its own (ties: the lowest index); other entries are meaningless. The graphs'
     [n_b, n_b] similarity blocks come from one product of zero-padded [B, n_max, C] blocks (when the padding
     holds at most 4x sum n_b^2 entries), else from the (pruned, kept) pairs gathered."""
-    n, sizes = unit.shape[0], ptr.diff()
-    width = int(sizes.max()) if sizes.numel() else 0
-    graph_of = torch.repeat_interleave(torch.arange(sizes.numel(), device=unit.device), sizes)
-    position = torch.arange(n, device=unit.device) - ptr[:-1].index_select(0, graph_of)
-    if sizes.numel() * width * width <= 4 * int((sizes * sizes).sum()):
-        padded = unit.new_zeros(sizes.numel(), width, unit.shape[1])
-        padded[graph_of, position] = unit
-        keep = torch.zeros(sizes.numel(), width, dtype=torch.bool, device=unit.device)
-        keep[graph_of, position] = ~pruned
+    n = unit.shape[0]
+    if blocks_pay(ptr.diff()):
+        (padded, keep), graph_of, position = padded_blocks(ptr, unit, ~pruned)
         similarity = (padded @ padded.transpose(1, 2)).masked_fill_(~keep[:, None, :], -torch.inf)
         best = similarity.argmax(-1)                                   # [B, n_max]: the first maximum
         return ptr[:-1].index_select(0, graph_of) + best[graph_of, position]
